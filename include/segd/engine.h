@@ -1,0 +1,100 @@
+/* segd engine: the one API the CLI and the HTTP daemon use to turn a PNG
+ * slice into per-organ masks.
+ *
+ *   segd_model   read-only weights + metadata, loaded once, shared by all
+ *                threads (every function taking a const segd_model * is
+ *                thread-safe).
+ *   segd_worker  one per thread: owns the activation arena, planned and
+ *                touched at creation for the largest allowed input, so that
+ *                segd_worker_segment_png() allocates nothing for inference.
+ *
+ * Typical use:
+ *   segd_model *m; char err[256];
+ *   if (segd_model_load("weights/unet3p-16.safetensors", &m, err, sizeof err)) die(err);
+ *   segd_worker *w; segd_worker_create(m, SEGD_DEFAULT_MAX_PIXELS, &w);
+ *   segd_result r; segd_worker_segment_png(w, png, len, -1.0f, &r, err, sizeof err);
+ *   json_t *doc = segd_result_json(m, &r, "slice_0001");
+ *
+ * Errors: functions return 0 or a negative errno and, where an err buffer is
+ * given, a one-line human-readable message.  Error codes of
+ * segd_worker_segment_png() map to HTTP statuses:
+ *   -EINVAL    malformed / undecodable PNG            -> 400
+ *   -E2BIG     image larger than the worker's limit   -> 413
+ *   -EDOM      decodable but unsupported (0 size ...) -> 422
+ *   -ENOMEM    out of memory                          -> 503
+ */
+#ifndef SEGD_ENGINE_H
+#define SEGD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define SEGD_MAX_CLASSES 8
+#define SEGD_DEFAULT_MAX_PIXELS (1024u * 1024u)
+
+typedef struct segd_model segd_model;
+typedef struct segd_worker segd_worker;
+
+/* Load and validate a safetensors weights file (every tensor's name, dtype,
+ * shape and offsets checked against the architecture in its metadata; BN
+ * folded into the convolutions).  On error *out is NULL and err names the
+ * offending tensor or field. */
+int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen);
+void segd_model_free(segd_model *m); /* NULL is fine */
+
+const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
+const char *segd_model_sha256(const segd_model *m);  /* hex of the file */
+const char *segd_model_path(const segd_model *m);
+int segd_model_width(const segd_model *m);
+int segd_model_num_classes(const segd_model *m);
+const char *segd_model_class_name(const segd_model *m, int c);
+float segd_model_threshold(const segd_model *m);
+void segd_model_grid(const segd_model *m, int *height, int *width);
+/* Conv FLOPs of one forward pass at the model grid (2 * MACs). */
+double segd_model_flops(const segd_model *m);
+/* Everything in __metadata__ (nested JSON strings parsed) plus sha256,
+ * name, path; a new reference owned by the caller. */
+json_t *segd_model_info_json(const segd_model *m);
+
+/* Create a worker able to segment images of up to max_pixels pixels (width
+ * * height).  All memory is allocated and touched here. */
+int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out);
+void segd_worker_free(segd_worker *w); /* NULL is fine */
+size_t segd_worker_arena_bytes(const segd_worker *w);
+size_t segd_worker_max_pixels(const segd_worker *w);
+
+typedef struct segd_result {
+    int width, height;           /* native size of the input image */
+    int nclass;
+    float presence[SEGD_MAX_CLASSES]; /* CGM presence probabilities */
+    size_t pixels[SEGD_MAX_CLASSES];  /* mask pixel counts after gating */
+    /* Native-size masks (height x width, row-major, 0/1) and probabilities
+     * (after resampling, before thresholding/gating).  They point into the
+     * worker's arena: valid until the worker's next call. */
+    const uint8_t *mask[SEGD_MAX_CLASSES];
+    const float *prob[SEGD_MAX_CLASSES];
+    double ms_decode;            /* PNG decode + normalise + resize */
+    double ms_infer;             /* network forward */
+    double ms_post;              /* resample back, threshold, gate */
+} segd_result;
+
+/* Decode a PNG (8/16-bit grey, RGB, palette, with or without alpha) and
+ * segment it.  threshold < 0 means the model's default. */
+int segd_worker_segment_png(segd_worker *w, const void *png, size_t len,
+                            float threshold, segd_result *res,
+                            char *err, size_t errlen);
+
+/* Same from a raw grey image (height x width floats, raw intensities). */
+int segd_worker_segment_gray(segd_worker *w, const float *img, int height,
+                             int width, float threshold, segd_result *res,
+                             char *err, size_t errlen);
+
+/* The response document shared by `segd infer` and POST /v1/segment:
+ * {id, width, height, masks{organ: rle}, rle{order,base}, model{name,sha256},
+ *  pixels{organ: n}, presence{organ: p}, timing_ms{decode, infer, post}}.
+ * Returns a new reference, or NULL on OOM. */
+json_t *segd_result_json(const segd_model *m, const segd_result *r, const char *id);
+
+#endif
