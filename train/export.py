@@ -132,7 +132,7 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     args = ap.parse_args()
-    ck = torch.load(args.checkpoint, map_location="cpu")
+    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     model = UNet3Plus(width=ck["width"])
     model.load_state_dict(ck["model"])
     model.eval()
