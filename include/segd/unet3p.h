@@ -1,0 +1,51 @@
+/* The UNet3+ graph of train/model.py (eval mode): tensor names and shapes of
+ * the weights-file contract, BN folding at load, the activation-arena plan
+ * and the forward pass wiring the kernels of kernels.h. */
+#ifndef SEGD_UNET3P_H
+#define SEGD_UNET3P_H
+
+#include <stddef.h>
+
+#include "segd/weights.h"
+
+#define SEGD_UNET3P_LEVELS 5
+
+typedef struct segd_conv {
+    int cin, cout, k;   /* k = 3 (pad 1) or 1 */
+    int bn, relu;       /* followed by (folded) BN, ReLU */
+    const float *w;     /* (cout, cin*k*k), BN folded in */
+    const float *b;     /* (cout) */
+} segd_conv;
+
+typedef struct segd_unet3p {
+    int width, in_ch, nclass;
+    segd_conv enc[SEGD_UNET3P_LEVELS][2]; /* enc.i.{0,1} */
+    segd_conv branch[4][5];               /* dec.(d-1).branch.(j-1) */
+    segd_conv fuse[4];                    /* dec.(d-1).fuse */
+    segd_conv head;                       /* 5w -> nclass, 3x3, no BN/ReLU */
+    segd_conv cls;                        /* 16w -> nclass, 1x1 */
+    float *block;                         /* all folded weights, one malloc */
+} segd_unet3p;
+
+/* Check that wt holds exactly the tensors of UNet3Plus(width, in_ch, nclass)
+ * (no more, no fewer, every shape right) and fold BN (eps) into one malloc'd
+ * block.  On error net is left empty and err names the tensor. */
+int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
+                     int nclass, float eps, char *err, size_t errlen);
+void segd_unet3p_finalize(segd_unet3p *net);
+
+/* Floats of activation arena one forward pass at h x w needs. */
+size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w);
+
+/* Conv FLOPs (2 * MACs) of one forward pass at h x w. */
+double segd_unet3p_flops(const segd_unet3p *net, int h, int w);
+
+/* Forward pass.
+ *   logits:   (nclass, h, w) segmentation logits
+ *   presence: (nclass) presence logits (max over the bottleneck of cls)
+ *   x:        (in_ch, h, w) normalised input
+ *   arena:    segd_unet3p_arena_floats(net, h, w) floats */
+void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
+                         const float *x, int h, int w, float *arena);
+
+#endif

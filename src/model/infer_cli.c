@@ -1,0 +1,206 @@
+/* `segd infer`: segment PNG slices from the command line, one compact JSON
+ * document per line on stdout; and the default-weights lookup shared with
+ * `segd serve`. */
+#include <errno.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "segd/cli.h"
+#include "segd/engine.h"
+
+/* The single match of pattern, if exactly one: 1 found, 0 none, -1 several. */
+static int single_match(const char *pattern, char *buf, unsigned long cap)
+{
+    glob_t g;
+    int rc = glob(pattern, 0, NULL, &g);
+    int found = 0;
+    if (rc == 0 && g.gl_pathc == 1 && strlen(g.gl_pathv[0]) < cap) {
+        strcpy(buf, g.gl_pathv[0]);
+        found = 1;
+    } else if (rc == 0 && g.gl_pathc > 1) {
+        found = -1;
+    }
+    globfree(&g);
+    return found;
+}
+
+int segd_cli_default_weights(char *buf, unsigned long cap)
+{
+    const char *env = getenv("SEGD_WEIGHTS");
+    if (env && *env) {
+        if (strlen(env) >= cap)
+            return -ENOENT;
+        strcpy(buf, env);
+        return 0;
+    }
+    static const char *const patterns[] = {"weights/*.safetensors",
+                                           "/usr/local/share/segd/*.safetensors",
+                                           "/usr/share/segd/*.safetensors"};
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
+        int r = single_match(patterns[i], buf, cap);
+        if (r == 1)
+            return 0;
+        if (r < 0) /* ambiguous: refuse rather than guess */
+            return -ENOENT;
+    }
+    return -ENOENT;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] SLICE.png...\n"
+          "Segments each slice and prints one JSON document per line.\n"
+          "Default weights: $SEGD_WEIGHTS, else the single weights/*.safetensors,\n"
+          "else the single installed /usr/local/share/segd or /usr/share/segd file.\n",
+          f);
+}
+
+/* Whole file into a malloc'd buffer; 0 or -errno. */
+static int read_file(const char *path, unsigned char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    int rc = 0;
+    unsigned char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        goto out;
+    }
+    buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+        rc = -EIO;
+        goto out;
+    }
+    *data = buf;
+    *len = (size_t)st.st_size;
+    buf = NULL;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+/* File stem: basename without its last extension. */
+static void file_stem(const char *path, char *out, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(out, cap, "%s", b);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out)
+        *dot = '\0';
+}
+
+int segd_cli_infer(int argc, char **argv)
+{
+    const char *weights = NULL;
+    float threshold = -1.0f;
+    size_t max_pixels = SEGD_DEFAULT_MAX_PIXELS;
+    char wbuf[4096], err[512];
+    int first = argc, status = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--weights") == 0 && i + 1 < argc) {
+            weights = argv[++i];
+        } else if (strcmp(a, "--threshold") == 0 && i + 1 < argc) {
+            char *end;
+            threshold = strtof(argv[++i], &end);
+            if (*end || !(threshold >= 0.0f && threshold <= 1.0f)) {
+                fprintf(stderr, "segd infer: --threshold must be in [0, 1]\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--max-pixels") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long long v = strtoull(argv[++i], &end, 10);
+            if (*end || v == 0 || v > (1ull << 28)) {
+                fprintf(stderr, "segd infer: --max-pixels must be in [1, 2^28]\n");
+                return 2;
+            }
+            max_pixels = (size_t)v;
+        } else if (strcmp(a, "--") == 0) {
+            first = i + 1;
+            break;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "segd infer: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            first = i;
+            break;
+        }
+    }
+    if (first >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!weights) {
+        if (segd_cli_default_weights(wbuf, sizeof wbuf)) {
+            fprintf(stderr, "segd infer: no weights: pass --weights FILE or set $SEGD_WEIGHTS "
+                            "(weights/ must hold exactly one *.safetensors)\n");
+            return 1;
+        }
+        weights = wbuf;
+    }
+    segd_model *m = NULL;
+    segd_worker *w = NULL;
+    if (segd_model_load(weights, &m, err, sizeof err)) {
+        fprintf(stderr, "segd infer: %s\n", err);
+        return 1;
+    }
+    int rc = segd_worker_create(m, max_pixels, &w);
+    if (rc) {
+        fprintf(stderr, "segd infer: cannot create worker: %s\n", strerror(-rc));
+        status = 1;
+        goto out;
+    }
+    for (int i = first; i < argc; i++) {
+        unsigned char *data;
+        size_t len;
+        segd_result res;
+        char id[256];
+        if ((rc = read_file(argv[i], &data, &len))) {
+            fprintf(stderr, "segd infer: %s: %s\n", argv[i], strerror(-rc));
+            status = 1;
+            continue;
+        }
+        rc = segd_worker_segment_png(w, data, len, threshold, &res, err, sizeof err);
+        free(data);
+        if (rc) {
+            fprintf(stderr, "segd infer: %s: %s\n", argv[i], err);
+            status = 1;
+            continue;
+        }
+        file_stem(argv[i], id, sizeof id);
+        json_t *doc = segd_result_json(m, &res, id);
+        char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        json_decref(doc);
+        if (!s) {
+            fprintf(stderr, "segd infer: %s: out of memory\n", argv[i]);
+            status = 1;
+            continue;
+        }
+        if (puts(s) < 0)
+            status = 1;
+        free(s);
+    }
+    if (fflush(stdout) != 0)
+        status = 1;
+out:
+    segd_worker_free(w);
+    segd_model_free(m);
+    return status;
+}

@@ -1,0 +1,159 @@
+/* Reference-exact kernels: conv3x3 as im2col + OpenBLAS sgemm over tiles of
+ * output rows, max pooling, bilinear resampling with PyTorch's rounding. */
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "segd/kernels.h"
+
+size_t segd_conv3x3_min_col(int cin, int w)
+{
+    return (size_t)cin * 9 * (size_t)w;
+}
+
+/* im2col of output rows [r0, r1): col (cin*9, (r1-r0)*w). */
+static void im2col3x3(float *col, const float *inp, int cin, int h, int w, int r0, int r1)
+{
+    size_t n = (size_t)(r1 - r0) * w;
+    for (int c = 0; c < cin; c++) {
+        const float *src = inp + (size_t)c * h * w;
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++) {
+                float *dst = col + ((size_t)c * 9 + ky * 3 + kx) * n;
+                for (int y = r0; y < r1; y++) {
+                    int sy = y + ky - 1;
+                    float *d = dst + (size_t)(y - r0) * w;
+                    if (sy < 0 || sy >= h) {
+                        memset(d, 0, sizeof(float) * w);
+                        continue;
+                    }
+                    const float *s = src + (size_t)sy * w;
+                    int dx = kx - 1; /* d[x] = s[x + dx] */
+                    int x0 = dx < 0 ? 1 : 0, x1 = dx > 0 ? w - 1 : w;
+                    if (dx < 0)
+                        d[0] = 0.0f;
+                    if (dx > 0)
+                        d[w - 1] = 0.0f;
+                    if (x1 > x0)
+                        memcpy(d + x0, s + x0 + dx, sizeof(float) * (x1 - x0));
+                }
+            }
+    }
+}
+
+void segd_conv3x3(float *out, size_t out_cs, const float *inp, const float *wt,
+                  const float *bias, int cin, int cout, int h, int w, int relu,
+                  float *col, size_t col_floats)
+{
+    size_t row_floats = (size_t)cin * 9 * w;
+    assert(col_floats >= row_floats && out_cs >= (size_t)h * w);
+    int tile = (int)(col_floats / row_floats);
+    if (tile > h)
+        tile = h;
+    int K = cin * 9;
+    for (int r0 = 0; r0 < h; r0 += tile) {
+        int r1 = r0 + tile < h ? r0 + tile : h;
+        int n = (r1 - r0) * w;
+        im2col3x3(col, inp, cin, h, w, r0, r1);
+        float *o = out + (size_t)r0 * w;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, K, 1.0f, wt, K, col, n,
+                    0.0f, o, (int)out_cs);
+        for (int co = 0; co < cout; co++) {
+            float *p = o + (size_t)co * out_cs, b = bias[co];
+            if (relu)
+                for (int i = 0; i < n; i++) {
+                    float v = p[i] + b;
+                    p[i] = v > 0.0f ? v : 0.0f;
+                }
+            else
+                for (int i = 0; i < n; i++)
+                    p[i] += b;
+        }
+    }
+}
+
+void segd_conv1x1(float *out, const float *inp, const float *wt, const float *bias,
+                  int cin, int cout, int n)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, cin, 1.0f, wt, cin, inp, n,
+                0.0f, out, n);
+    for (int co = 0; co < cout; co++)
+        for (int i = 0; i < n; i++)
+            out[(size_t)co * n + i] += bias[co];
+}
+
+void segd_maxpool(float *out, const float *inp, int c, int h, int w, int k)
+{
+    int oh = (h + k - 1) / k, ow = (w + k - 1) / k;
+    for (int ch = 0; ch < c; ch++) {
+        const float *src = inp + (size_t)ch * h * w;
+        float *dst = out + (size_t)ch * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            int y0 = oy * k, y1 = y0 + k < h ? y0 + k : h;
+            for (int ox = 0; ox < ow; ox++) {
+                int x0 = ox * k, x1 = x0 + k < w ? x0 + k : w;
+                float m = src[(size_t)y0 * w + x0];
+                for (int y = y0; y < y1; y++)
+                    for (int x = x0; x < x1; x++) {
+                        float v = src[(size_t)y * w + x];
+                        if (v > m || isnan(v))
+                            m = v;
+                    }
+                dst[(size_t)oy * ow + ox] = m;
+            }
+        }
+    }
+}
+
+/* Source index and weight of output coordinate i, PyTorch's
+ * area_pixel_compute_source_index in float. */
+static inline void src_coord(float scale, int i, int in, int *i0, int *i1, float *l0, float *l1)
+{
+    float r = scale * ((float)i + 0.5f) - 0.5f;
+    if (r < 0.0f)
+        r = 0.0f;
+    int a = (int)r;
+    *i0 = a;
+    *i1 = a < in - 1 ? a + 1 : a;
+    float lam = r - (float)a;
+    if (lam > 1.0f)
+        lam = 1.0f;
+    *l1 = lam;
+    *l0 = 1.0f - lam;
+}
+
+void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow)
+{
+    if (ih == oh && iw == ow) {
+        memcpy(out, inp, sizeof(float) * (size_t)c * ih * iw);
+        return;
+    }
+    float sy = (float)ih / (float)oh, sx = (float)iw / (float)ow;
+    for (int ch = 0; ch < c; ch++) {
+        const float *src = inp + (size_t)ch * ih * iw;
+        float *dst = out + (size_t)ch * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            int y0, y1;
+            float h0, h1;
+            src_coord(sy, oy, ih, &y0, &y1, &h0, &h1);
+            const float *r0 = src + (size_t)y0 * iw, *r1 = src + (size_t)y1 * iw;
+            float *d = dst + (size_t)oy * ow;
+            for (int ox = 0; ox < ow; ox++) {
+                int x0, x1;
+                float w0, w1;
+                src_coord(sx, ox, iw, &x0, &x1, &w0, &w1);
+                float t0 = r0[x0] * w0 + r0[x1] * w1;
+                float t1 = r1[x0] * w0 + r1[x1] * w1;
+                d[ox] = t0 * h0 + t1 * h1;
+            }
+        }
+    }
+}
+
+void segd_sigmoid(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = 1.0f / (1.0f + expf(-x[i]));
+}

@@ -1,0 +1,132 @@
+"""Write golden fixtures for tests/engine/test_golden.c: reference native-size
+probability maps and presence probabilities computed by the PyTorch reference
+(train/model.py + train/preprocess.py, float32, 2 threads).
+
+Run from the repository root with the system Python that has torch:
+
+  /usr/bin/python3 tests/engine/make_golden.py --out tests/data/golden-w4 \
+      --width 4 --seed 1234 IMAGE.png...
+      (random UNet3Plus with randomised BN statistics, exported with
+       train/export.py to PREFIX.safetensors)
+  /usr/bin/python3 tests/engine/make_golden.py --weights weights/unet3p-16.safetensors \
+      --out tests/data/golden-unet3p-16 IMAGE.png...
+      (any exported weights file; the manifest points at it)
+
+Writes PREFIX.json (manifest) and PREFIX.<n>.prob (float32 LE, C x H x W)
+per image.  The C test reads the manifest; paths in it are relative to the
+manifest's directory.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "train"))
+from export import export_model, load_model  # noqa: E402
+from model import UNet3Plus, predict_probs  # noqa: E402
+from preprocess import DEFAULT_POLICY, load_png, postprocess, to_model_input  # noqa: E402
+
+
+def random_model(width, seed, grid, images):
+    """UNet3Plus(width) with random weights and BN statistics/affine, so that
+    BN folding matters.  The BN statistics are first measured on the images
+    (so every layer sees unit-scale activations and the bottleneck is alive),
+    then perturbed; head and presence biases are set so that the first image
+    has probabilities on both sides of 0.5 and one organ gated off."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    m = UNet3Plus(width=width)
+    policy = dict(DEFAULT_POLICY, input_size=list(grid))
+    xs = torch.cat([to_model_input(load_png(p), policy) for p in images])
+    bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration pass
+    m.train()
+    with torch.no_grad():
+        m(xs)
+    for bn in bns:
+        c = bn.num_features
+        std = bn.running_var.sqrt()
+        bn.running_mean.add_(0.1 * std * torch.randn(c, generator=g))
+        bn.running_var.mul_(torch.rand(c, generator=g) * 0.5 + 0.8)
+        bn.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.bias.data.copy_((torch.rand(c, generator=g) - 0.5) * 0.4)
+    m.eval()
+    with torch.no_grad():
+        logits, pres = m(xs[:1])
+        # centre each class's logits on their median, spread to ~[-4, 4]
+        for c in range(logits.shape[1]):
+            lc = logits[0, c]
+            med = lc.median()
+            spread = (lc - med).abs().max().clamp_min(1e-6)
+            scale = 4.0 / float(spread)
+            m.head.weight[c] *= scale
+            m.head.bias[c] = (m.head.bias[c] - med) * scale
+        target = torch.tensor([1.0, -1.0, 0.5][: pres.shape[1]])
+        m.cls.bias += target - pres[0]
+    return m, policy
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", help="existing weights file (else a random model is made)")
+    ap.add_argument("--out", required=True, help="output prefix, e.g. tests/data/golden-w4")
+    ap.add_argument("--width", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="model grid of a random model (default: the policy's)")
+    ap.add_argument("images", nargs="+")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    outdir = os.path.dirname(os.path.abspath(args.out))
+    if args.weights:
+        wpath = args.weights
+        model, md = load_model(wpath)
+        policy = json.loads(md["preprocess"])
+    else:
+        grid = args.grid or DEFAULT_POLICY["input_size"]
+        model, policy = random_model(args.width, args.seed, grid, args.images)
+        wpath = args.out + ".safetensors"
+        extra = {"preprocess": policy, "name": f"golden-w{args.width}",
+                 "git_commit": "fixture"}
+        export_model(model, wpath, extra)
+        model, md = load_model(wpath)  # check the round trip, use exactly the file
+    thr = float(md.get("threshold", "0.5"))
+    pthr = float(md.get("presence_threshold", "0.5"))
+
+    cases = []
+    for i, path in enumerate(args.images):
+        img = load_png(path)
+        h, w = img.shape
+        x = to_model_input(img, policy)
+        probs, pres = predict_probs(model, x, pthr)
+        p, masks = postprocess(probs[0], pres[0], h, w, thr, pthr)
+        pname = f"{os.path.basename(args.out)}.{i}.prob"
+        p.astype("<f4").tofile(os.path.join(outdir, pname))
+        near = int((np.abs(p - thr) < 1e-4).sum())
+        cases.append({
+            "png": os.path.relpath(os.path.abspath(path), outdir),
+            "height": h, "width": w,
+            "prob": pname,
+            "presence": [float(v) for v in pres[0]],
+            "pixels": [int(v) for v in masks.reshape(masks.shape[0], -1).sum(1)],
+            "near_threshold": near,
+        })
+        print(f"{path}: {w}x{h} presence={[round(float(v), 4) for v in pres[0]]} "
+              f"pixels={cases[-1]['pixels']} prob range [{p.min():.4f}, {p.max():.4f}] "
+              f"near-threshold={near}")
+    manifest = {"weights": os.path.relpath(os.path.abspath(wpath), outdir),
+                "threshold": thr, "presence_threshold": pthr, "cases": cases}
+    with open(args.out + ".json", "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+/* Engine behaviour around the forward pass: PNG error mapping (-EINVAL,
+ * -E2BIG, -EDOM), the grey-image path, threshold override, the response
+ * document (RLE decodes to the masks), and `segd infer`.
+ * Arguments: DATA_DIR (tests/data). */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../harness.h"
+#include "segd/cli.h"
+#include "segd/engine.h"
+#include "segd/png.h"
+#include "segd/rle.h"
+
+static char dir[1024];
+
+static void *slurp(const char *name, size_t *len)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    TEST_REQUIRE(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc(*len);
+    TEST_REQUIRE(b && fread(b, 1, *len, f) == *len);
+    fclose(f);
+    return b;
+}
+
+static void test_png_errors(segd_worker *w)
+{
+    segd_result r;
+    char err[256];
+    size_t len;
+    unsigned char *png = slurp("synthetic-37x53-grey8.png", &len);
+    TEST_EQ_INT(segd_worker_segment_png(w, png, len, -1, &r, err, sizeof err), 0);
+    TEST_EQ_INT(segd_worker_segment_png(w, "garbage", 7, -1, &r, err, sizeof err), -EINVAL);
+    TEST_EQ_INT(segd_worker_segment_png(w, png, 0, -1, &r, err, sizeof err), -EINVAL);
+    int rc = segd_worker_segment_png(w, png, len / 2, -1, &r, err, sizeof err);
+    fprintf(stderr, "truncated: %d %s\n", rc, err);
+    TEST_EQ_INT(rc, -EINVAL);
+    unsigned char *bad = malloc(len);
+    TEST_REQUIRE(bad);
+    memcpy(bad, png, len);
+    bad[len / 2] ^= 0x55; /* inside IDAT: CRC or zlib error */
+    rc = segd_worker_segment_png(w, bad, len, -1, &r, err, sizeof err);
+    fprintf(stderr, "corrupt: %d %s\n", rc, err);
+    TEST_EQ_INT(rc, -EINVAL);
+    free(bad);
+    free(png);
+    png = slurp("case101_day20_slice_0090_266_266_1.50_1.50.png", &len);
+    rc = segd_worker_segment_png(w, png, len, -1, &r, err, sizeof err);
+    fprintf(stderr, "too large: %d %s\n", rc, err);
+    TEST_EQ_INT(rc, -E2BIG);
+    free(png);
+}
+
+static void test_user_limit(const segd_model *m)
+{
+    /* width 37 > max_pixels 30: refused by libpng's user limits */
+    segd_worker *w;
+    segd_result r;
+    char err[256];
+    size_t len;
+    TEST_REQUIRE(segd_worker_create(m, 30, &w) == 0);
+    unsigned char *png = slurp("synthetic-37x53-rgb.png", &len);
+    int rc = segd_worker_segment_png(w, png, len, -1, &r, err, sizeof err);
+    fprintf(stderr, "user limit: %d %s\n", rc, err);
+    TEST_EQ_INT(rc, -E2BIG);
+    free(png);
+    segd_worker_free(w);
+}
+
+static void test_gray(segd_worker *w)
+{
+    size_t len;
+    unsigned char *png = slurp("synthetic-37x53-grey16.png", &len);
+    float img[37 * 53];
+    static unsigned char scratch[37 * 53 * 8];
+    int h, wd;
+    char err[256];
+    TEST_EQ_INT(segd_png_decode_gray(png, len, 37 * 53, img, scratch, sizeof scratch, &h, &wd,
+                                     err, sizeof err), 0);
+    TEST_EQ_INT(h, 53);
+    TEST_EQ_INT(wd, 37);
+    segd_result a, b;
+    TEST_EQ_INT(segd_worker_segment_png(w, png, len, -1, &a, err, sizeof err), 0);
+    static float pa[3][37 * 53];
+    for (int c = 0; c < 3; c++)
+        memcpy(pa[c], a.prob[c], sizeof pa[c]);
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, h, wd, -1, &b, err, sizeof err), 0);
+    for (int c = 0; c < 3; c++)
+        TEST_CHECK(memcmp(pa[c], b.prob[c], sizeof pa[c]) == 0);
+    /* threshold override: 0 keeps every positive pixel of ungated organs */
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, h, wd, 0.0f, &b, err, sizeof err), 0);
+    for (int c = 0; c < 3; c++)
+        TEST_EQ_INT(b.pixels[c], b.presence[c] < 0.5f ? 0 : (size_t)h * wd);
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, h, wd, 1.0f, &b, err, sizeof err), 0);
+    for (int c = 0; c < 3; c++)
+        TEST_EQ_INT(b.pixels[c], 0);
+    /* constant image: normalises to zeros, still runs */
+    for (int i = 0; i < h * wd; i++)
+        img[i] = 7.0f;
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, h, wd, -1, &b, err, sizeof err), 0);
+    img[3] = NAN;
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, h, wd, -1, &b, err, sizeof err), -EDOM);
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, 0, wd, -1, &b, err, sizeof err), -EDOM);
+    TEST_EQ_INT(segd_worker_segment_gray(w, img, 100, 100, -1, &b, err, sizeof err), -E2BIG);
+    free(png);
+}
+
+static void test_json(const segd_model *m, segd_worker *w)
+{
+    size_t len;
+    char err[256];
+    unsigned char *png = slurp("synthetic-37x53-palette.png", &len);
+    segd_result r;
+    TEST_EQ_INT(segd_worker_segment_png(w, png, len, -1, &r, err, sizeof err), 0);
+    json_t *doc = segd_result_json(m, &r, "slice_x");
+    TEST_REQUIRE(doc);
+    TEST_EQ_STR(json_string_value(json_object_get(doc, "id")), "slice_x");
+    TEST_EQ_INT(json_integer_value(json_object_get(doc, "width")), 37);
+    TEST_EQ_INT(json_integer_value(json_object_get(doc, "height")), 53);
+    json_t *rle = json_object_get(doc, "rle");
+    TEST_EQ_STR(json_string_value(json_object_get(rle, "order")), "row-major");
+    TEST_EQ_INT(json_integer_value(json_object_get(rle, "base")), 1);
+    json_t *model = json_object_get(doc, "model");
+    TEST_EQ_STR(json_string_value(json_object_get(model, "name")), segd_model_name(m));
+    TEST_EQ_STR(json_string_value(json_object_get(model, "sha256")), segd_model_sha256(m));
+    TEST_CHECK(json_is_object(json_object_get(doc, "timing_ms")));
+    TEST_CHECK(json_is_real(json_object_get(json_object_get(doc, "timing_ms"), "infer")));
+    for (int c = 0; c < segd_model_num_classes(m); c++) {
+        const char *name = segd_model_class_name(m, c);
+        const char *s = json_string_value(json_object_get(json_object_get(doc, "masks"), name));
+        TEST_REQUIRE(s);
+        unsigned char mask[37 * 53];
+        TEST_EQ_INT(segd_rle_decode(s, mask, sizeof mask), (long)r.pixels[c]);
+        TEST_CHECK(memcmp(mask, r.mask[c], sizeof mask) == 0);
+        TEST_EQ_INT(json_integer_value(json_object_get(json_object_get(doc, "pixels"), name)),
+                    r.pixels[c]);
+        double p = json_real_value(json_object_get(json_object_get(doc, "presence"), name));
+        TEST_CHECK(fabs(p - r.presence[c]) < 1e-6);
+    }
+    json_decref(doc);
+    free(png);
+}
+
+/* Run segd_cli_infer with stdout captured into a temp file; returns status. */
+static int run_infer(char **argv, int argc, char *out, size_t cap)
+{
+    char path[] = "/tmp/segd-test-infer-XXXXXX";
+    int fd = mkstemp(path);
+    TEST_REQUIRE(fd >= 0);
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    TEST_REQUIRE(saved >= 0 && dup2(fd, STDOUT_FILENO) >= 0);
+    int status = segd_cli_infer(argc, argv);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, out, cap - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return status;
+}
+
+static void test_cli(void)
+{
+    char weights[2048], a[2048], b[2048];
+    static char out[1 << 16];
+    snprintf(weights, sizeof weights, "%s/golden-w4-odd.safetensors", dir);
+    snprintf(a, sizeof a, "%s/synthetic-37x53-rgb.png", dir);
+    snprintf(b, sizeof b, "%s/synthetic-37x53-grey8.png", dir);
+    char *argv[] = {"infer", "--weights", weights, "--threshold", "0.4", a, b, NULL};
+    TEST_EQ_INT(run_infer(argv, 7, out, sizeof out), 0);
+    char *nl = strchr(out, '\n');
+    TEST_REQUIRE(nl);
+    *nl = '\0';
+    json_t *doc = json_loads(out, 0, NULL);
+    TEST_REQUIRE(doc);
+    TEST_EQ_STR(json_string_value(json_object_get(doc, "id")), "synthetic-37x53-rgb");
+    json_decref(doc);
+    doc = json_loads(nl + 1, 0, NULL);
+    TEST_REQUIRE(doc);
+    TEST_EQ_STR(json_string_value(json_object_get(doc, "id")), "synthetic-37x53-grey8");
+    json_decref(doc);
+
+    /* one missing file: the others are still printed, exit status non-zero */
+    char *argv2[] = {"infer", "--weights", weights, "/nonexistent.png", a, NULL};
+    TEST_CHECK(run_infer(argv2, 5, out, sizeof out) != 0);
+    TEST_CHECK(strstr(out, "synthetic-37x53-rgb") != NULL);
+    char *argv3[] = {"infer", "--weights", "/nonexistent.safetensors", a, NULL};
+    TEST_CHECK(run_infer(argv3, 4, out, sizeof out) != 0);
+    char *argv4[] = {"infer", "--bogus", a, NULL};
+    TEST_CHECK(run_infer(argv4, 3, out, sizeof out) != 0);
+
+    /* default weights from the environment */
+    setenv("SEGD_WEIGHTS", weights, 1);
+    char buf[2048];
+    TEST_EQ_INT(segd_cli_default_weights(buf, sizeof buf), 0);
+    TEST_EQ_STR(buf, weights);
+    char *argv5[] = {"infer", a, NULL};
+    TEST_EQ_INT(run_infer(argv5, 2, out, sizeof out), 0);
+    unsetenv("SEGD_WEIGHTS");
+}
+
+int main(int argc, char **argv)
+{
+    TEST_REQUIRE(argc == 2);
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    char path[2048], err[512];
+    snprintf(path, sizeof path, "%s/golden-w4-odd.safetensors", dir);
+    segd_model *m;
+    TEST_REQUIRE(segd_model_load(path, &m, err, sizeof err) == 0);
+    segd_worker *w;
+    TEST_EQ_INT(segd_worker_create(m, 0, &w), -EINVAL);
+    TEST_REQUIRE(segd_worker_create(m, 2000, &w) == 0);
+    TEST_EQ_INT(segd_worker_max_pixels(w), 2000);
+    TEST_CHECK(segd_worker_arena_bytes(w) > 2000 * (4 + 12 + 3));
+    test_png_errors(w);
+    test_user_limit(m);
+    test_gray(w);
+    test_json(m, w);
+    segd_worker_free(w);
+    segd_worker_free(NULL);
+    segd_model_free(m);
+    test_cli();
+    return test_report("test_engine");
+}

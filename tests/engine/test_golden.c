@@ -1,0 +1,137 @@
+/* Golden test: the C engine against PyTorch reference outputs written by
+ * tests/engine/make_golden.py.  Arguments: fixture prefixes (PREFIX.json is
+ * the manifest).  Probabilities must agree to 1e-4, presence to 1e-4, and
+ * thresholded, gated masks must be identical (pixels whose reference
+ * probability lies within 1e-5 of the threshold are reported, not failed). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../harness.h"
+#include "segd/engine.h"
+
+#define PROB_TOL 1e-4
+#define EDGE_TOL 1e-5
+
+static void *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void join(char *out, size_t cap, const char *dir, const char *rel)
+{
+    snprintf(out, cap, "%s/%s", dir, rel);
+}
+
+static void run_fixture(const char *prefix)
+{
+    char path[4096], dir[4096], err[512];
+    snprintf(path, sizeof path, "%s.json", prefix);
+    snprintf(dir, sizeof dir, "%s", prefix);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+    json_error_t jerr;
+    json_t *man = json_load_file(path, 0, &jerr);
+    if (!man)
+        fprintf(stderr, "%s: %s\n", path, jerr.text);
+    TEST_REQUIRE(man);
+    join(path, sizeof path, dir, json_string_value(json_object_get(man, "weights")));
+    segd_model *m = NULL;
+    int rc = segd_model_load(path, &m, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "%s: %s\n", path, err);
+    TEST_REQUIRE(rc == 0);
+    segd_worker *w = NULL;
+    TEST_REQUIRE(segd_worker_create(m, SEGD_DEFAULT_MAX_PIXELS, &w) == 0);
+    float thr = (float)json_real_value(json_object_get(man, "threshold"));
+    float pthr = (float)json_real_value(json_object_get(man, "presence_threshold"));
+    TEST_CHECK(fabsf(thr - segd_model_threshold(m)) < 1e-7f);
+
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(man, "cases"), i, c) {
+        size_t len, plen;
+        join(path, sizeof path, dir, json_string_value(json_object_get(c, "png")));
+        void *png = slurp(path, &len);
+        TEST_REQUIRE(png);
+        join(path, sizeof path, dir, json_string_value(json_object_get(c, "prob")));
+        float *ref = slurp(path, &plen);
+        TEST_REQUIRE(ref);
+        int h = (int)json_integer_value(json_object_get(c, "height"));
+        int wd = (int)json_integer_value(json_object_get(c, "width"));
+        int nc = segd_model_num_classes(m);
+        size_t n = (size_t)h * wd;
+        TEST_REQUIRE(plen == n * nc * sizeof(float));
+
+        segd_result r;
+        rc = segd_worker_segment_png(w, png, len, -1.0f, &r, err, sizeof err);
+        if (rc)
+            fprintf(stderr, "%s: %s\n", json_string_value(json_object_get(c, "png")), err);
+        TEST_REQUIRE(rc == 0);
+        TEST_EQ_INT(r.height, h);
+        TEST_EQ_INT(r.width, wd);
+        double maxd = 0, maxp = 0;
+        size_t mism = 0, edge = 0;
+        for (int k = 0; k < nc; k++) {
+            double pref = json_real_value(json_array_get(json_object_get(c, "presence"), k));
+            double dp = fabs(pref - r.presence[k]);
+            maxp = dp > maxp ? dp : maxp;
+            int gated_ref = pref < pthr;
+            int gated = r.presence[k] < pthr;
+            if (gated != gated_ref && fabs(pref - pthr) > EDGE_TOL)
+                mism += n;
+            size_t cnt = 0;
+            for (size_t p = 0; p < n; p++) {
+                float rv = ref[(size_t)k * n + p];
+                double d = fabs((double)rv - r.prob[k][p]);
+                maxd = d > maxd ? d : maxd;
+                int mref = !gated_ref && rv > thr;
+                cnt += r.mask[k][p];
+                if (mref != r.mask[k][p]) {
+                    if (fabs(rv - thr) <= EDGE_TOL)
+                        edge++;
+                    else
+                        mism++;
+                }
+            }
+            TEST_EQ_INT(r.pixels[k], cnt);
+        }
+        const char *name = json_string_value(json_object_get(c, "png"));
+        fprintf(stderr, "%s %s: max |prob diff| %.3g, max |presence diff| %.3g, "
+                "mask mismatches %zu (+%zu within %.0e of threshold), infer %.1f ms\n",
+                prefix, name, maxd, maxp, mism, edge, EDGE_TOL, r.ms_infer);
+        TEST_CHECK(maxd <= PROB_TOL);
+        TEST_CHECK(maxp <= PROB_TOL);
+        TEST_EQ_INT(mism, 0);
+        free(png);
+        free(ref);
+    }
+    segd_worker_free(w);
+    segd_model_free(m);
+    json_decref(man);
+}
+
+int main(int argc, char **argv)
+{
+    TEST_REQUIRE(argc >= 2);
+    for (int i = 1; i < argc; i++)
+        run_fixture(argv[i]);
+    return test_report("test_golden");
+}

@@ -1,0 +1,160 @@
+/* Kernels against naive loops (double accumulation) on small random shapes,
+ * odd sizes included: conv3x3 (tiled, into a channel slice), conv1x1,
+ * maxpool ceil_mode, bilinear resize. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../harness.h"
+#include "segd/kernels.h"
+
+static uint64_t rs = 88172645463325252ull;
+
+static float frand(void) /* uniform [-1, 1) */
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((rs >> 40) / (double)(1 << 24) * 2.0 - 1.0);
+}
+
+static float *rand_buf(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    TEST_REQUIRE(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand();
+    return p;
+}
+
+static void test_conv3x3(int cin, int cout, int h, int w, int relu, size_t col_floats)
+{
+    size_t cs = (size_t)h * w + 7; /* slice of a wider buffer */
+    float *inp = rand_buf((size_t)cin * h * w), *wt = rand_buf((size_t)cout * cin * 9),
+          *b = rand_buf((size_t)cout), *out = rand_buf(cs * cout), *col = malloc(col_floats * 4);
+    TEST_REQUIRE(col);
+    float guard = out[h * w]; /* padding between channel planes must stay untouched */
+    segd_conv3x3(out, cs, inp, wt, b, cin, cout, h, w, relu, col, col_floats);
+    double maxd = 0;
+    for (int o = 0; o < cout; o++)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                double s = b[o];
+                for (int c = 0; c < cin; c++)
+                    for (int ky = 0; ky < 3; ky++)
+                        for (int kx = 0; kx < 3; kx++) {
+                            int sy = y + ky - 1, sx = x + kx - 1;
+                            if (sy < 0 || sy >= h || sx < 0 || sx >= w)
+                                continue;
+                            s += (double)wt[((size_t)o * cin + c) * 9 + ky * 3 + kx] *
+                                 inp[((size_t)c * h + sy) * w + sx];
+                        }
+                if (relu && s < 0)
+                    s = 0;
+                double d = fabs(s - out[o * cs + (size_t)y * w + x]);
+                maxd = d > maxd ? d : maxd;
+            }
+    if (maxd > 1e-4)
+        fprintf(stderr, "conv3x3 %dx%d c%d->%d: max diff %g\n", h, w, cin, cout, maxd);
+    TEST_CHECK(maxd <= 1e-4);
+    TEST_CHECK(out[h * w] == guard);
+    free(inp), free(wt), free(b), free(out), free(col);
+}
+
+static void test_conv1x1(int cin, int cout, int n)
+{
+    float *inp = rand_buf((size_t)cin * n), *wt = rand_buf((size_t)cout * cin),
+          *b = rand_buf(cout), *out = rand_buf((size_t)cout * n);
+    segd_conv1x1(out, inp, wt, b, cin, cout, n);
+    double maxd = 0;
+    for (int o = 0; o < cout; o++)
+        for (int i = 0; i < n; i++) {
+            double s = b[o];
+            for (int c = 0; c < cin; c++)
+                s += (double)wt[o * cin + c] * inp[(size_t)c * n + i];
+            double d = fabs(s - out[(size_t)o * n + i]);
+            maxd = d > maxd ? d : maxd;
+        }
+    TEST_CHECK(maxd <= 1e-4);
+    free(inp), free(wt), free(b), free(out);
+}
+
+static void test_maxpool(int c, int h, int w, int k)
+{
+    int oh = (h + k - 1) / k, ow = (w + k - 1) / k;
+    float *inp = rand_buf((size_t)c * h * w), *out = rand_buf((size_t)c * oh * ow);
+    segd_maxpool(out, inp, c, h, w, k);
+    int bad = 0;
+    for (int ch = 0; ch < c; ch++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                float m = -INFINITY;
+                for (int y = oy * k; y < oy * k + k && y < h; y++)
+                    for (int x = ox * k; x < ox * k + k && x < w; x++)
+                        m = fmaxf(m, inp[((size_t)ch * h + y) * w + x]);
+                bad += m != out[((size_t)ch * oh + oy) * ow + ox];
+            }
+    if (bad)
+        fprintf(stderr, "maxpool %dx%d k%d: %d wrong\n", h, w, k, bad);
+    TEST_EQ_INT(bad, 0);
+    free(inp), free(out);
+}
+
+/* PyTorch's upsample_bilinear2d (align_corners=False): source coordinates in
+ * float as PyTorch computes them, interpolation in double. */
+static double ref_coord(int in, int out, int i, int *i0, int *i1)
+{
+    float r = (float)in / (float)out * ((float)i + 0.5f) - 0.5f;
+    if (r < 0)
+        r = 0;
+    *i0 = (int)r;
+    *i1 = *i0 < in - 1 ? *i0 + 1 : *i0;
+    return (double)(r - (float)*i0);
+}
+
+static void test_resize(int c, int ih, int iw, int oh, int ow)
+{
+    float *inp = rand_buf((size_t)c * ih * iw), *out = rand_buf((size_t)c * oh * ow);
+    segd_resize_bilinear(out, inp, c, ih, iw, oh, ow);
+    double maxd = 0;
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++) {
+                int y0, y1, x0, x1;
+                double ly = ref_coord(ih, oh, y, &y0, &y1), lx = ref_coord(iw, ow, x, &x0, &x1);
+                const float *p = inp + (size_t)ch * ih * iw;
+                double v = (1 - ly) * ((1 - lx) * p[y0 * iw + x0] + lx * p[y0 * iw + x1]) +
+                           ly * ((1 - lx) * p[y1 * iw + x0] + lx * p[y1 * iw + x1]);
+                double d = fabs(v - out[((size_t)ch * oh + y) * ow + x]);
+                maxd = d > maxd ? d : maxd;
+            }
+    if (maxd > 1e-5)
+        fprintf(stderr, "resize %dx%d -> %dx%d: max diff %g\n", ih, iw, oh, ow, maxd);
+    TEST_CHECK(maxd <= 1e-5);
+    free(inp), free(out);
+}
+
+int main(void)
+{
+    static const int sizes[][2] = {{1, 1}, {1, 7}, {5, 1}, {3, 3}, {7, 5}, {13, 11}, {16, 16}, {37, 53}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int h = sizes[s][0], w = sizes[s][1];
+        test_conv3x3(1, 4, h, w, 1, segd_conv3x3_min_col(1, w));       /* one row per tile */
+        test_conv3x3(3, 5, h, w, 0, segd_conv3x3_min_col(3, w) * 2 + 1);
+        test_conv3x3(8, 3, h, w, 1, (size_t)8 * 9 * h * w);             /* one tile */
+        test_conv3x3(20, 20, h, w, 1, segd_conv3x3_min_col(20, w) * 3);
+        test_conv1x1(6, 3, h * w);
+        for (int k = 2; k <= 16; k *= 2)
+            test_maxpool(3, h, w, k);
+        test_resize(2, h, w, 2 * h, 2 * w);
+        test_resize(2, h, w, (h + 1) / 2, (w + 1) / 2);
+        test_resize(2, h, w, 45, 39);
+        test_resize(1, h, w, h, w);
+    }
+    test_resize(1, 266, 266, 256, 256);
+    test_resize(3, 256, 256, 310, 360);
+    test_conv3x3(64, 16, 32, 32, 1, segd_conv3x3_min_col(64, 32) * 5);
+    return test_report("test_kernels");
+}
