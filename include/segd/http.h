@@ -1,0 +1,47 @@
+/* Small pure helpers of the HTTP layer (no sockets, no threads): request-id
+ * validation, query values, media types, error documents and the mapping of
+ * engine errors to HTTP statuses.  Each function is thread-safe. */
+#ifndef SEGD_HTTP_H
+#define SEGD_HTTP_H
+
+#include <stddef.h>
+
+#define SEGD_HTTP_REQUEST_ID_MAX 128
+
+/* 1 when id is acceptable as X-Request-Id: 1..128 printable ASCII
+ * characters (0x21..0x7e, no spaces or controls), else 0. */
+int segd_http_request_id_valid(const char *id);
+
+/* Parse a ?threshold= value: a finite decimal number with 0 < t < 1 and
+ * nothing after it.  0 or -EINVAL. */
+int segd_http_parse_threshold(const char *s, float *out);
+
+/* 1 when the media type of a Content-Type value (parameters ignored,
+ * case-insensitive) equals type, e.g. ("image/png; q=1", "image/png"). */
+int segd_http_media_type_is(const char *content_type, const char *type);
+
+/* Slice id from an uploaded file name: the last path component (after '/'
+ * or '\\') without its final extension, characters outside [A-Za-z0-9._-]
+ * replaced by '_', truncated to cap-1 bytes.  Writes "" when nothing is
+ * left.  Cannot fail (cap >= 1). */
+void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap);
+
+/* Read the size from a PNG's signature and IHDR chunk (the first 33
+ * bytes) so that a handler can refuse an upload without a worker.  0 with
+ * *width, *height set (possibly 0), or -EINVAL when data does not start
+ * like a PNG (signature, IHDR length/type).  The rest is left to the
+ * decoder. */
+int segd_http_png_size(const void *data, size_t len, unsigned *width, unsigned *height);
+
+/* HTTP status for a negative errno of segd_worker_segment_png():
+ * -EINVAL 400, -E2BIG 413, -EDOM 422, -ENOMEM 503, anything else 500. */
+int segd_http_status_for_errno(int err);
+
+/* Stable machine-readable error code for a status ("bad_request", ...). */
+const char *segd_http_error_code(int status);
+
+/* The error document {"error":{"code":code,"message":message}} as a
+ * malloc'ed NUL-terminated JSON text, or NULL on OOM. */
+char *segd_http_error_body(const char *code, const char *message);
+
+#endif

@@ -1,0 +1,135 @@
+/* Pure helpers of the HTTP layer: request ids, query values, media types,
+ * error documents, engine errno -> HTTP status. */
+#include "segd/http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+int segd_http_request_id_valid(const char *id)
+{
+    if (!id)
+        return 0;
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++, n++)
+        if (*p < 0x21 || *p > 0x7e || n >= SEGD_HTTP_REQUEST_ID_MAX)
+            return 0;
+    return n > 0;
+}
+
+int segd_http_parse_threshold(const char *s, float *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || !(v > 0.0 && v < 1.0))
+        return -EINVAL;
+    *out = (float)v;
+    /* a value like 0.99999999 rounds to 1.0f */
+    if (!(*out > 0.0f && *out < 1.0f))
+        return -EINVAL;
+    return 0;
+}
+
+int segd_http_media_type_is(const char *content_type, const char *type)
+{
+    if (!content_type)
+        return 0;
+    while (*content_type == ' ' || *content_type == '\t')
+        content_type++;
+    size_t n = strcspn(content_type, ";");
+    while (n > 0 && (content_type[n - 1] == ' ' || content_type[n - 1] == '\t'))
+        n--;
+    return n == strlen(type) && strncasecmp(content_type, type, n) == 0;
+}
+
+void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap)
+{
+    const char *start = filename;
+    for (size_t i = 0; i < len; i++)
+        if (filename[i] == '/' || filename[i] == '\\')
+            start = filename + i + 1;
+    size_t n = len - (size_t)(start - filename);
+    const char *dot = NULL;
+    for (size_t i = 1; i < n; i++) /* a leading dot is not an extension */
+        if (start[i] == '.')
+            dot = start + i;
+    if (dot)
+        n = (size_t)(dot - start);
+    if (n > cap - 1)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)start[i];
+        out[i] = (isalnum(c) || c == '.' || c == '_' || c == '-') ? (char)c : '_';
+    }
+    out[n] = '\0';
+}
+
+static unsigned be32(const unsigned char *p)
+{
+    return (unsigned)p[0] << 24 | (unsigned)p[1] << 16 | (unsigned)p[2] << 8 | p[3];
+}
+
+int segd_http_png_size(const void *data, size_t len, unsigned *width, unsigned *height)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    const unsigned char *p = data;
+    /* signature, then IHDR: length 13, "IHDR", width, height */
+    if (len < 8 + 8 + 8 || memcmp(p, sig, 8) != 0 || be32(p + 8) != 13 ||
+        memcmp(p + 12, "IHDR", 4) != 0)
+        return -EINVAL;
+    *width = be32(p + 16);
+    *height = be32(p + 20);
+    return 0;
+}
+
+int segd_http_status_for_errno(int err)
+{
+    switch (err) {
+    case -EINVAL: return 400;
+    case -E2BIG: return 413;
+    case -EDOM: return 422;
+    case -ENOMEM: return 503;
+    default: return 500;
+    }
+}
+
+const char *segd_http_error_code(int status)
+{
+    switch (status) {
+    case 400: return "bad_request";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 408: return "request_timeout";
+    case 413: return "payload_too_large";
+    case 415: return "unsupported_media_type";
+    case 422: return "unprocessable_image";
+    case 503: return "unavailable";
+    case 504: return "deadline_exceeded";
+    default: return "internal_error";
+    }
+}
+
+char *segd_http_error_body(const char *code, const char *message)
+{
+    /* messages may quote client bytes: keep them printable ASCII so that
+     * the document is always valid UTF-8 */
+    char clean[512];
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)message; *p && n + 1 < sizeof clean; p++)
+        clean[n++] = (*p >= 0x20 && *p < 0x7f) ? (char)*p : '?';
+    clean[n] = '\0';
+    json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", clean);
+    if (!doc)
+        return NULL;
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}

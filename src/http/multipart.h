@@ -1,0 +1,38 @@
+/* multipart/form-data parser (RFC 7578 / RFC 2046 section 5.1): a pure
+ * function over a complete body in memory, so that it can be fuzzed on its
+ * own.  Parts point into the body (no copies, no allocation). */
+#ifndef SEGD_HTTP_MULTIPART_H
+#define SEGD_HTTP_MULTIPART_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEGD_MULTIPART_BOUNDARY_MAX 70   /* RFC 2046 */
+#define SEGD_MULTIPART_NAME_MAX 128
+#define SEGD_MULTIPART_FILENAME_MAX 256
+
+typedef struct segd_multipart_part {
+    char name[SEGD_MULTIPART_NAME_MAX];         /* form field name, "" if none */
+    char filename[SEGD_MULTIPART_FILENAME_MAX]; /* "" when absent */
+    int has_filename;
+    char content_type[SEGD_MULTIPART_NAME_MAX]; /* "" when absent */
+    const uint8_t *data; /* into the body */
+    size_t len;
+} segd_multipart_part;
+
+/* Extract the boundary parameter of a Content-Type value (token or quoted
+ * string, 1..70 characters) into out (cap >= 71).  0 or -EINVAL. */
+int segd_multipart_boundary(const char *content_type, char *out, size_t cap);
+
+/* Split body into parts.  Each part must carry a Content-Disposition:
+ * form-data header; the preamble before the first delimiter and the
+ * epilogue after the closing one are ignored.  Fills parts[0..*nparts).
+ * Returns 0, -E2BIG when there are more than max_parts parts (*nparts is
+ * then max_parts), or -EINVAL when the body is malformed (no delimiter, a
+ * part without the header block or without its closing delimiter, header
+ * lines over 8 KiB, a name or filename too long, a bad quoted string). */
+int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
+                         segd_multipart_part *parts, size_t max_parts,
+                         size_t *nparts);
+
+#endif

@@ -1,0 +1,962 @@
+/* The segd HTTP daemon: libmicrohttpd with an internal polling thread
+ * routes requests, validates and buffers uploads, and enqueues segmentation
+ * jobs; the pool's worker that finishes a job resumes the suspended
+ * connection with its response.
+ *
+ * Ownership of a segment request: the request struct (MHD's con_cls) holds
+ * two references while its job is in the pool, one for the connection and
+ * one for the job.  MHD's completion callback sets `cancelled` (under
+ * s->lock) and drops the first; the worker drops the second after resuming
+ * the connection, which it does only while holding s->lock and only when
+ * not cancelled, so a vanished connection is never touched. */
+#include "segd/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "http/multipart.h"
+#include "segd/http.h"
+#include "segd/pool.h"
+#include "segd/queue.h"
+
+#define RETRY_AFTER_S "1"
+#define CORS_MAX_AGE "600"
+
+/* ------------------------------------------------------------------ */
+/* Routes                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef enum route_id { R_SEGMENT, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_NONE } route_id;
+
+static const struct {
+    const char *path;
+    bool post;          /* POST only, else GET/HEAD */
+    const char *allow;  /* Allow header */
+} ROUTES[] = {
+    [R_SEGMENT] = {"/v1/segment", true, "POST, OPTIONS"},
+    [R_MODEL] = {"/v1/model", false, "GET, HEAD, OPTIONS"},
+    [R_HEALTHZ] = {"/healthz", false, "GET, HEAD, OPTIONS"},
+    [R_READYZ] = {"/readyz", false, "GET, HEAD, OPTIONS"},
+    [R_METRICS] = {"/metrics", false, "GET, HEAD, OPTIONS"},
+};
+#define ROUTE_UNMATCHED "unmatched" /* metrics label of 404s */
+
+static route_id route_lookup(const char *url)
+{
+    for (int i = 0; i < R_NONE; i++)
+        if (strcmp(url, ROUTES[i].path) == 0)
+            return (route_id)i;
+    return R_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* State                                                               */
+/* ------------------------------------------------------------------ */
+
+struct segd_server {
+    segd_config cfg;
+    const segd_model *model;
+    segd_metrics *metrics;
+    segd_pool *pool;
+    struct MHD_Daemon *mhd;
+    int port;
+    char *model_info;          /* GET /v1/model body, built once */
+    pthread_mutex_t lock;      /* request->cancelled, resume, pool_closed */
+    bool pool_closed;          /* under lock: no more submits */
+    atomic_bool draining;
+    atomic_long jobs_active;
+    atomic_uint_fast64_t next_id;
+    uint64_t id_seed;
+};
+
+typedef enum req_state {
+    ST_BODY,     /* receiving the body of POST /v1/segment */
+    ST_QUEUED,   /* suspended, job in the pool */
+    ST_DONE,     /* resumed with r->resp to queue */
+    ST_ANSWERED, /* response queued */
+} req_state;
+
+typedef struct slice {
+    const uint8_t *png;
+    size_t len;
+    char id[SEGD_MULTIPART_FILENAME_MAX];
+} slice;
+
+typedef struct request {
+    segd_server *srv;
+    struct MHD_Connection *conn;
+    atomic_int refs;
+    bool cancelled;             /* under srv->lock */
+    bool job_accepted;          /* counted in srv->jobs_active */
+    req_state state;
+    route_id route;
+    char method[16];
+    char path[128];             /* for the access log of unmatched routes */
+    char id[SEGD_HTTP_REQUEST_ID_MAX + 1];
+    double t_start;
+    /* POST /v1/segment parameters */
+    bool multipart;
+    char boundary[SEGD_MULTIPART_BOUNDARY_MAX + 1];
+    float threshold;
+    char doc_id[SEGD_HTTP_REQUEST_ID_MAX + 1]; /* ?id=, "" if none */
+    uint8_t *body;
+    size_t len, cap;
+    size_t discarded;           /* bytes dropped after the body went over max_body */
+    slice *slices;
+    size_t nslices;
+    double t_enqueue, deadline;
+    /* response */
+    struct MHD_Response *resp;  /* set by a worker before resuming */
+    unsigned status;
+    size_t resp_bytes;
+} request;
+
+static void request_unref(request *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    free(r->slices);
+    free(r->body);
+    free(r);
+}
+
+/* splitmix64: a bijection, so seed + counter gives unique, unguessable-
+ * looking ids */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static void new_request_id(segd_server *s, char *out, size_t cap)
+{
+    uint64_t n = atomic_fetch_add(&s->next_id, 1);
+    snprintf(out, cap, "%016" PRIx64, mix64(s->id_seed + n));
+}
+
+/* ------------------------------------------------------------------ */
+/* Responses                                                           */
+/* ------------------------------------------------------------------ */
+
+/* A response with the headers every answer carries.  body is malloc'ed and
+ * taken over (freed on failure too); NULL/0 for an empty body.  NULL on OOM. */
+static struct MHD_Response *make_response(segd_server *s, const char *id, char *body,
+                                          size_t len, const char *ctype)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body, body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return NULL;
+    }
+    bool ok = MHD_add_response_header(resp, "X-Request-Id", id) == MHD_YES &&
+              MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES;
+    if (ctype)
+        ok = ok && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_YES;
+    if (s->cfg.cors_origin[0]) {
+        ok = ok &&
+             MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin) == MHD_YES &&
+             MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id") == MHD_YES;
+        if (strcmp(s->cfg.cors_origin, "*") != 0)
+            ok = ok && MHD_add_response_header(resp, "Vary", "Origin") == MHD_YES;
+    }
+    if (!ok) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+/* JSON error response; extra_name/extra_value an optional extra header
+ * (Allow, Retry-After).  NULL on OOM. */
+static struct MHD_Response *make_error(segd_server *s, const char *id, int status,
+                                       const char *message, const char *extra_name,
+                                       const char *extra_value, size_t *bytes)
+{
+    char *body = segd_http_error_body(segd_http_error_code(status), message);
+    if (!body)
+        return NULL;
+    size_t len = strlen(body);
+    struct MHD_Response *resp = make_response(s, id, body, len, "application/json");
+    if (resp && extra_name && MHD_add_response_header(resp, extra_name, extra_value) != MHD_YES) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    *bytes = len;
+    return resp;
+}
+
+static const char *route_label(const request *r)
+{
+    return r->route == R_NONE ? ROUTE_UNMATCHED : ROUTES[r->route].path;
+}
+
+/* Queue resp (reference taken over) on the connection thread and count it. */
+static enum MHD_Result send_response(request *r, unsigned status, struct MHD_Response *resp,
+                                     size_t bytes)
+{
+    segd_server *s = r->srv;
+    if (!resp)
+        return MHD_NO; /* OOM: drop the connection rather than lie */
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    if (rc != MHD_YES)
+        return MHD_NO;
+    r->state = ST_ANSWERED;
+    r->status = status;
+    r->resp_bytes = bytes;
+    segd_metrics_count_request(s->metrics, route_label(r), (int)status);
+    if (r->route == R_SEGMENT)
+        segd_metrics_observe(s->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
+    return MHD_YES;
+}
+
+static enum MHD_Result send_error(request *r, unsigned status, const char *message)
+{
+    size_t bytes = 0;
+    const char *hn = NULL, *hv = NULL;
+    if (status == 503 && r->route == R_SEGMENT) {
+        hn = "Retry-After";
+        hv = RETRY_AFTER_S;
+    } else if (status == 405) {
+        hn = "Allow";
+        hv = ROUTES[r->route].allow;
+    }
+    struct MHD_Response *resp = make_error(r->srv, r->id, (int)status, message, hn, hv, &bytes);
+    return send_response(r, status, resp, bytes);
+}
+
+static enum MHD_Result send_text(request *r, unsigned status, char *body, const char *ctype)
+{
+    if (!body)
+        return MHD_NO;
+    size_t len = strlen(body);
+    return send_response(r, status, make_response(r->srv, r->id, body, len, ctype), len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers: run a job, or answer it without running it                 */
+/* ------------------------------------------------------------------ */
+
+/* Hand a finished job's response to its connection (any thread). */
+static void finish_job(request *r, unsigned status, struct MHD_Response *resp, size_t bytes)
+{
+    segd_server *s = r->srv;
+    pthread_mutex_lock(&s->lock);
+    if (!r->cancelled && resp) {
+        r->resp = resp;
+        r->status = status;
+        r->resp_bytes = bytes;
+        r->state = ST_DONE;
+        resp = NULL;
+        MHD_resume_connection(r->conn);
+    } else if (!r->cancelled) {
+        /* OOM building any response: resume anyway so that the connection
+         * is closed (ST_QUEUED + resumed = MHD_NO) instead of hanging */
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (resp)
+        MHD_destroy_response(resp);
+    request_unref(r);
+}
+
+static void finish_job_error(request *r, unsigned status, const char *message)
+{
+    size_t bytes = 0;
+    const char *hn = status == 503 ? "Retry-After" : NULL;
+    struct MHD_Response *resp =
+        make_error(r->srv, r->id, (int)status, message, hn, RETRY_AFTER_S, &bytes);
+    finish_job(r, status, resp, bytes);
+}
+
+static void expire_job(void *job, int reason, void *arg)
+{
+    request *r = job;
+    segd_server *s = arg;
+    if (reason == -ETIMEDOUT) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_TIMED_OUT);
+        segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, segd_queue_now() - r->t_enqueue);
+        char msg[96];
+        snprintf(msg, sizeof msg, "request deadline of %g s passed before a worker was free",
+                 s->cfg.request_timeout);
+        finish_job_error(r, 504, msg);
+    } else {
+        finish_job_error(r, 503, "server shutting down");
+    }
+}
+
+static double ms_since(double t0) { return (segd_queue_now() - t0) * 1e3; }
+
+static void run_job(void *job, segd_worker *w, void *arg)
+{
+    request *r = job;
+    segd_server *s = arg;
+    if (s->cfg.debug_job_delay_ms > 0) {
+        struct timespec ts = {s->cfg.debug_job_delay_ms / 1000,
+                              (long)(s->cfg.debug_job_delay_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) && errno == EINTR)
+            ;
+    }
+    double t_run = segd_queue_now();
+    double queue_ms = (t_run - r->t_enqueue) * 1e3;
+    segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, queue_ms / 1e3);
+
+    pthread_mutex_lock(&s->lock);
+    bool cancelled = r->cancelled;
+    pthread_mutex_unlock(&s->lock);
+    if (cancelled) { /* nobody to answer: skip the work */
+        finish_job(r, 0, NULL, 0);
+        return;
+    }
+
+    json_t *results = r->multipart ? json_array() : NULL;
+    json_t *single = NULL;
+    if (r->multipart && !results)
+        goto oom;
+    for (size_t i = 0; i < r->nslices; i++) {
+        segd_result res;
+        char err[256] = "";
+        double t0 = segd_queue_now();
+        int rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
+                                         &res, err, sizeof err);
+        segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+        if (rc) {
+            json_decref(results);
+            char msg[400];
+            if (r->multipart)
+                snprintf(msg, sizeof msg, "part %zu (%.64s): %.255s", i + 1, r->slices[i].id,
+                         err[0] ? err : strerror(-rc));
+            else
+                snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
+            finish_job_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+            return;
+        }
+        double t_enc = segd_queue_now();
+        json_t *doc = segd_result_json(s->model, &res, r->slices[i].id);
+        if (!doc)
+            goto oom;
+        json_t *timing = json_object_get(doc, "timing_ms");
+        if (!json_is_object(timing)) {
+            timing = json_object();
+            if (!timing || json_object_set_new(doc, "timing_ms", timing)) {
+                json_decref(doc);
+                goto oom;
+            }
+        }
+        if (json_object_set_new(timing, "queue", json_real(queue_ms)) ||
+            json_object_set_new(timing, "encode", json_real(ms_since(t_enc)))) {
+            json_decref(doc);
+            goto oom;
+        }
+        if (r->multipart) {
+            if (json_array_append_new(results, doc))
+                goto oom;
+        } else {
+            single = doc;
+        }
+    }
+    json_t *top = single;
+    if (r->multipart) {
+        top = json_pack("{s:o}", "results", results);
+        results = NULL; /* stolen by "o", even on failure */
+        if (!top)
+            goto oom;
+    }
+    char *text = json_dumps(top, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(top);
+    single = NULL;
+    if (!text)
+        goto oom;
+    size_t len = strlen(text);
+    struct MHD_Response *resp = make_response(s, r->id, text, len, "application/json");
+    if (!resp)
+        goto oom;
+    finish_job(r, 200, resp, len);
+    return;
+
+oom:
+    json_decref(results);
+    json_decref(single);
+    finish_job_error(r, 503, "out of memory building the response");
+}
+
+/* ------------------------------------------------------------------ */
+/* Connection thread: routing and uploads                              */
+/* ------------------------------------------------------------------ */
+
+static enum MHD_Result answer_get(request *r)
+{
+    segd_server *s = r->srv;
+    switch (r->route) {
+    case R_HEALTHZ:
+        return send_text(r, 200, strdup("{\"status\":\"ok\"}"), "application/json");
+    case R_READYZ:
+        if (atomic_load(&s->draining))
+            return send_error(r, 503, "draining");
+        return send_text(r, 200, strdup("{\"status\":\"ready\"}"), "application/json");
+    case R_MODEL:
+        return send_text(r, 200, strdup(s->model_info), "application/json");
+    case R_METRICS: {
+        segd_metrics_gauge_set(s->metrics, SEGD_GAUGE_QUEUE_DEPTH,
+                               (long)segd_pool_queue_length(s->pool));
+        segd_metrics_gauge_set(s->metrics, SEGD_GAUGE_WORKERS_BUSY, segd_pool_busy(s->pool));
+        char *text;
+        size_t len;
+        if (segd_metrics_render(s->metrics, &text, &len))
+            return send_error(r, 503, "out of memory");
+        return send_response(r, 200, make_response(s, r->id, text, len, SEGD_METRICS_CONTENT_TYPE),
+                             len);
+    }
+    default:
+        return send_error(r, 500, "unhandled route");
+    }
+}
+
+static enum MHD_Result answer_options(request *r)
+{
+    segd_server *s = r->srv;
+    struct MHD_Response *resp = make_response(s, r->id, NULL, 0, NULL);
+    if (!resp)
+        return MHD_NO;
+    const char *allow = ROUTES[r->route].allow;
+    bool ok = MHD_add_response_header(resp, "Allow", allow) == MHD_YES;
+    if (s->cfg.cors_origin[0])
+        ok = ok && MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow) == MHD_YES &&
+             MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                     "Content-Type, X-Request-Id") == MHD_YES &&
+             MHD_add_response_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE) == MHD_YES;
+    if (!ok) {
+        MHD_destroy_response(resp);
+        return MHD_NO;
+    }
+    return send_response(r, 204, resp, 0);
+}
+
+/* First call of POST /v1/segment: everything that can be checked before
+ * the body arrives. */
+static enum MHD_Result begin_segment(request *r)
+{
+    segd_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    if (atomic_load(&s->draining))
+        return send_error(r, 503, "draining: not accepting new jobs");
+
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (segd_http_media_type_is(ctype, "image/png")) {
+        r->multipart = false;
+    } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
+        r->multipart = true;
+        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
+            return send_error(r, 400, "multipart/form-data without a valid boundary parameter");
+    } else {
+        return send_error(r, 415, "Content-Type must be image/png or multipart/form-data");
+    }
+
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long content_length = 0;
+    if (cl) {
+        char *end;
+        errno = 0;
+        content_length = strtoull(cl, &end, 10);
+        if (errno || end == cl || *end)
+            return send_error(r, 400, "invalid Content-Length");
+        if (content_length > s->cfg.max_body) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "body of %llu bytes is over the limit of %zu", content_length,
+                     s->cfg.max_body);
+            return send_error(r, 413, msg);
+        }
+    }
+
+    r->threshold = -1.0f;
+    const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
+    if (t && segd_http_parse_threshold(t, &r->threshold))
+        return send_error(r, 400, "threshold must be a number with 0 < threshold < 1");
+    const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
+    if (id) {
+        bool ok = *id && strlen(id) <= SEGD_HTTP_REQUEST_ID_MAX;
+        for (const unsigned char *p = (const unsigned char *)id; ok && *p; p++)
+            ok = *p >= 0x20 && *p != 0x7f;
+        json_t *probe = ok ? json_string(id) : NULL; /* NULL: not UTF-8 */
+        if (!probe)
+            return send_error(r, 400, "id must be 1..128 bytes of UTF-8 text");
+        json_decref(probe);
+        strcpy(r->doc_id, id);
+    }
+
+    if (content_length > 0) {
+        r->body = malloc(content_length);
+        if (!r->body)
+            return send_error(r, 503, "out of memory for the request body");
+        r->cap = content_length;
+    }
+    r->state = ST_BODY;
+    return MHD_YES;
+}
+
+/* Append a chunk of the body.  Over max_body the body is dropped and the
+ * rest discarded (libmicrohttpd only lets a response go out once the
+ * upload is read); past another max_body the connection is closed. */
+static enum MHD_Result body_append(request *r, const char *data, size_t n)
+{
+    segd_server *s = r->srv;
+    if (r->discarded || r->len + n > s->cfg.max_body) {
+        free(r->body);
+        r->body = NULL;
+        r->cap = 0;
+        r->discarded += n + r->len;
+        r->len = 0;
+        return r->discarded > 2 * s->cfg.max_body ? MHD_NO : MHD_YES;
+    }
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap ? r->cap : 64 * 1024;
+        while (cap < r->len + n)
+            cap *= 2;
+        if (cap > s->cfg.max_body)
+            cap = s->cfg.max_body;
+        uint8_t *b = realloc(r->body, cap);
+        if (!b)
+            return MHD_NO; /* answered below as 503 is not possible mid-upload */
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+/* Fill r->slices from the body.  0, or an HTTP status with msg set. */
+static unsigned collect_slices(request *r, char *msg, size_t msglen)
+{
+    segd_server *s = r->srv;
+    if (!r->multipart) {
+        r->slices = calloc(1, sizeof *r->slices);
+        if (!r->slices) {
+            snprintf(msg, msglen, "out of memory");
+            return 503;
+        }
+        r->slices[0].png = r->body;
+        r->slices[0].len = r->len;
+        strcpy(r->slices[0].id, r->doc_id[0] ? r->doc_id : r->id);
+        r->nslices = 1;
+        return 0;
+    }
+    size_t max = (size_t)s->cfg.max_parts, n = 0;
+    segd_multipart_part *parts = malloc(max * sizeof *parts);
+    r->slices = calloc(max, sizeof *r->slices);
+    unsigned status = 0;
+    if (!parts || !r->slices) {
+        snprintf(msg, msglen, "out of memory");
+        status = 503;
+        goto out;
+    }
+    int rc = segd_multipart_parse(r->body, r->len, r->boundary, parts, max, &n);
+    if (rc == -E2BIG) {
+        snprintf(msg, msglen, "more than %zu multipart parts", max);
+        status = 413;
+        goto out;
+    }
+    if (rc) {
+        snprintf(msg, msglen, "malformed multipart/form-data body");
+        status = 400;
+        goto out;
+    }
+    const char *base = r->doc_id[0] ? r->doc_id : r->id;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(parts[i].name, "file") != 0)
+            continue; /* other form fields are ignored */
+        slice *sl = &r->slices[r->nslices];
+        sl->png = parts[i].data;
+        sl->len = parts[i].len;
+        segd_http_id_from_filename(parts[i].filename, strlen(parts[i].filename), sl->id,
+                                   sizeof sl->id);
+        if (!sl->id[0])
+            snprintf(sl->id, sizeof sl->id, "%s-%zu", base, r->nslices + 1);
+        r->nslices++;
+        if (sl->len == 0) {
+            snprintf(msg, msglen, "part %zu (%.64s) is empty", r->nslices, sl->id);
+            status = 400;
+            goto out;
+        }
+    }
+    if (r->nslices == 0) {
+        snprintf(msg, msglen, "no part named \"file\" in the multipart body");
+        status = 400;
+    }
+out:
+    free(parts);
+    return status;
+}
+
+/* Last call of POST /v1/segment: whole body in memory; enqueue. */
+static enum MHD_Result end_segment(request *r)
+{
+    segd_server *s = r->srv;
+    if (r->discarded) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
+        return send_error(r, 413, msg);
+    }
+    if (r->len == 0)
+        return send_error(r, 400, "empty body");
+    char msg[256];
+    unsigned status = collect_slices(r, msg, sizeof msg);
+    if (status)
+        return send_error(r, status, msg);
+
+    /* Refuse what the decoder would refuse anyway without taking a queue
+     * slot: not a PNG (400), zero size (422), too many pixels (413). */
+    for (size_t i = 0; i < r->nslices; i++) {
+        const slice *sl = &r->slices[i];
+        unsigned w, h;
+        char where[96] = "";
+        if (r->multipart)
+            snprintf(where, sizeof where, "part %zu (%.64s): ", i + 1, sl->id);
+        if (segd_http_png_size(sl->png, sl->len, &w, &h)) {
+            snprintf(msg, sizeof msg, "%snot a PNG image", where);
+            return send_error(r, 400, msg);
+        }
+        if (w == 0 || h == 0) {
+            snprintf(msg, sizeof msg, "%sPNG has zero size (%ux%u)", where, w, h);
+            return send_error(r, 422, msg);
+        }
+        if ((unsigned long long)w * h > s->cfg.max_pixels) {
+            snprintf(msg, sizeof msg, "%simage %ux%u is over the limit of %zu pixels", where, w, h,
+                     s->cfg.max_pixels);
+            return send_error(r, 413, msg);
+        }
+    }
+
+    r->t_enqueue = segd_queue_now();
+    r->deadline = r->t_start + s->cfg.request_timeout;
+    if (r->t_enqueue >= r->deadline) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_TIMED_OUT);
+        return send_error(r, 504, "request deadline passed while the body was uploaded");
+    }
+
+    /* Suspend and submit under the lock: a worker that finishes at once
+     * must find the connection already suspended before it resumes it. */
+    int rc;
+    pthread_mutex_lock(&s->lock);
+    if (s->pool_closed || atomic_load(&s->draining)) {
+        rc = -ESHUTDOWN;
+    } else {
+        atomic_fetch_add(&r->refs, 1);
+        r->state = ST_QUEUED;
+        MHD_suspend_connection(r->conn);
+        rc = segd_pool_submit(s->pool, r, r->deadline);
+        if (rc == 0) {
+            r->job_accepted = true;
+            atomic_fetch_add(&s->jobs_active, 1);
+        } else {
+            MHD_resume_connection(r->conn); /* handler still running: this undoes the suspend */
+            r->state = ST_BODY;
+            atomic_fetch_sub(&r->refs, 1);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc == 0) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_ACCEPTED);
+        return MHD_YES;
+    }
+    if (rc == -EAGAIN) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_REJECTED);
+        return send_error(r, 503, "queue full, retry later");
+    }
+    return send_error(r, 503, "draining: not accepting new jobs");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    segd_server *s = cls;
+    request *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        atomic_init(&r->refs, 1);
+        r->srv = s;
+        r->conn = c;
+        r->t_start = segd_queue_now();
+        r->state = ST_ANSWERED; /* until a handler says otherwise */
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+        r->route = route_lookup(url);
+        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && segd_http_request_id_valid(rid))
+            strcpy(r->id, rid);
+        else
+            new_request_id(s, r->id, sizeof r->id);
+        *con_cls = r;
+
+        if (r->route == R_NONE)
+            return send_error(r, 404, "no such route");
+        if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
+            return answer_options(r);
+        bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                      strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+        bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+        if (ROUTES[r->route].post ? !is_post : !is_get)
+            return send_error(r, 405, "method not allowed");
+        if (r->route == R_SEGMENT)
+            return begin_segment(r);
+        return answer_get(r);
+    }
+
+    switch (r->state) {
+    case ST_BODY:
+        if (*upload_data_size) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            return body_append(r, upload_data, n);
+        }
+        return end_segment(r);
+    case ST_DONE: {
+        struct MHD_Response *resp = r->resp;
+        r->resp = NULL;
+        return send_response(r, r->status, resp, r->resp_bytes);
+    }
+    case ST_QUEUED:
+        return MHD_NO; /* resumed without a response: close */
+    case ST_ANSWERED:
+    default:
+        *upload_data_size = 0; /* a body after an early answer is ignored */
+        return MHD_YES;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Completion: access log, job accounting, release                      */
+/* ------------------------------------------------------------------ */
+
+static void access_log(segd_server *s, const request *r, enum MHD_RequestTerminationCode toe)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40], stamp[32];
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when, sizeof when, "%s.%03dZ", stamp, (int)(ts.tv_nsec / 1000000));
+    char path[sizeof r->path];
+    size_t i;
+    for (i = 0; r->path[i]; i++) /* keep the line valid UTF-8 */
+        path[i] = ((unsigned char)r->path[i] >= 0x20 && (unsigned char)r->path[i] < 0x7f)
+                      ? r->path[i] : '?';
+    path[i] = '\0';
+    char method[sizeof r->method];
+    for (i = 0; r->method[i]; i++)
+        method[i] = ((unsigned char)r->method[i] >= 0x20 && (unsigned char)r->method[i] < 0x7f)
+                        ? r->method[i] : '?';
+    method[i] = '\0';
+    json_t *line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:f}", "time", when, "id", r->id,
+                             "method", method, "route", r->route == R_NONE ? path : ROUTES[r->route].path,
+                             "status", (int)r->status, "bytes", (json_int_t)r->resp_bytes,
+                             "ms", round(ms_since(r->t_start) * 1000.0) / 1000.0);
+    if (line && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        json_object_set_new(line, "aborted", json_true());
+    char *text = line ? json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(line);
+    if (text) {
+        size_t n = strlen(text);
+        text[n] = '\n'; /* one write, one line */
+        fwrite(text, 1, n + 1, stderr);
+        free(text);
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    segd_server *s = cls;
+    request *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&s->lock);
+    r->cancelled = true;
+    pthread_mutex_unlock(&s->lock);
+    if (s->cfg.access_log)
+        access_log(s, r, toe);
+    if (r->job_accepted)
+        atomic_fetch_sub(&s->jobs_active, 1);
+    request_unref(r);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    segd_server *s = cls;
+    segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_CONNECTIONS,
+                           toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && line[n - 1] == '\n')
+        line[--n] = '\0';
+    fprintf(stderr, "segd: libmicrohttpd: %s\n", line);
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle                                                           */
+/* ------------------------------------------------------------------ */
+
+int segd_server_create(const segd_config *cfg, const segd_model *model,
+                       segd_metrics *metrics, segd_server **out,
+                       char *err, size_t errlen)
+{
+    *out = NULL;
+    int rc = -ENOMEM;
+    bool lock_init = false;
+    segd_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    s->cfg = *cfg;
+    s->model = model;
+    s->metrics = metrics;
+    atomic_init(&s->draining, false);
+    atomic_init(&s->jobs_active, 0);
+    atomic_init(&s->next_id, 0);
+    if (getrandom(&s->id_seed, sizeof s->id_seed, GRND_NONBLOCK) != (ssize_t)sizeof s->id_seed)
+        s->id_seed = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+    if (pthread_mutex_init(&s->lock, NULL)) {
+        snprintf(err, errlen, "cannot create a mutex");
+        goto fail;
+    }
+    lock_init = true;
+
+    json_t *info = segd_model_info_json(model);
+    s->model_info = info ? json_dumps(info, JSON_COMPACT) : NULL;
+    json_decref(info);
+    if (!s->model_info) {
+        snprintf(err, errlen, "cannot build the model info document");
+        goto fail;
+    }
+
+    segd_pool_config pc = {cfg->workers, cfg->blas_threads, (size_t)cfg->queue_depth, cfg->max_pixels};
+    rc = segd_pool_create(model, &pc, run_job, expire_job, s, &s->pool, err, errlen);
+    if (rc)
+        goto fail;
+    segd_metrics_gauge_set(metrics, SEGD_GAUGE_WORKERS, cfg->workers);
+
+    /* listening address */
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->bind, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)cfg->port);
+    } else if (inet_pton(AF_INET6, cfg->bind, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)cfg->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "--bind '%s' is not an IPv4 or IPv6 address", cfg->bind);
+        rc = -EINVAL;
+        goto fail;
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
+        flags |= MHD_USE_EPOLL;
+
+    /* The logger goes first (MHD reports option errors through it); the
+     * thread pool option comes last and turns into MHD_OPTION_END when
+     * not wanted, since MHD warns about a pool of one. */
+    s->mhd = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+        (unsigned)cfg->http_threads,
+        MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s port %d (in use, or not permitted)", cfg->bind,
+                 cfg->port);
+        rc = -EADDRINUSE;
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->port;
+    *out = s;
+    return 0;
+
+fail:
+    segd_pool_free(s->pool);
+    free(s->model_info);
+    if (lock_init)
+        pthread_mutex_destroy(&s->lock);
+    free(s);
+    return rc;
+}
+
+int segd_server_port(const segd_server *s) { return s->port; }
+
+void segd_server_drain(segd_server *s) { atomic_store(&s->draining, true); }
+
+long segd_server_jobs_active(segd_server *s) { return atomic_load(&s->jobs_active); }
+
+size_t segd_server_cancel_queued(segd_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->pool_closed = true;
+    pthread_mutex_unlock(&s->lock);
+    segd_pool_close(s->pool);
+    return segd_pool_cancel_queued(s->pool);
+}
+
+void segd_server_free(segd_server *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->draining, true);
+    /* No handler may submit from here on; the pool then answers every job
+     * it holds (queued ones run or expire) and joins its threads, so that
+     * no connection is left suspended when libmicrohttpd stops (it
+     * refuses to stop with suspended connections). */
+    pthread_mutex_lock(&s->lock);
+    s->pool_closed = true;
+    pthread_mutex_unlock(&s->lock);
+    segd_pool_join(s->pool);
+    MHD_stop_daemon(s->mhd);
+    segd_pool_free(s->pool);
+    free(s->model_info);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}

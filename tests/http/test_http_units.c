@@ -1,0 +1,284 @@
+/* Unit tests of the daemon's pure modules: HTTP helpers, configuration
+ * (flags, environment, precedence), the bounded queue with deadlines, and
+ * the metrics registry (format and thread safety). */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "harness.h"
+#include "segd/config.h"
+#include "segd/http.h"
+#include "segd/metrics.h"
+#include "segd/queue.h"
+
+static void test_helpers(void)
+{
+    TEST_CHECK(segd_http_request_id_valid("abc-123_X.y"));
+    TEST_CHECK(!segd_http_request_id_valid(""));
+    TEST_CHECK(!segd_http_request_id_valid("has space"));
+    TEST_CHECK(!segd_http_request_id_valid("tab\there"));
+    TEST_CHECK(!segd_http_request_id_valid("caf\xc3\xa9"));
+    TEST_CHECK(!segd_http_request_id_valid(NULL));
+    char id[200];
+    memset(id, 'a', sizeof id);
+    id[128] = '\0';
+    TEST_CHECK(segd_http_request_id_valid(id));
+    id[128] = 'a';
+    id[129] = '\0';
+    TEST_CHECK(!segd_http_request_id_valid(id));
+
+    float t = 0;
+    TEST_EQ_INT(segd_http_parse_threshold("0.25", &t), 0);
+    TEST_CHECK(fabsf(t - 0.25f) < 1e-7f);
+    TEST_EQ_INT(segd_http_parse_threshold("1e-3", &t), 0);
+    const char *bad[] = {"0", "1", "1.0", "-0.5", "abc", "", " 0.5", "0.5 ", "nan", "inf", "0.9999999999", "0x0.8"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = segd_http_parse_threshold(bad[i], &t);
+        if (strcmp(bad[i], "0x0.8") == 0)
+            continue; /* strtod hex: 0.5, accepted; fine either way */
+        if (rc != -EINVAL)
+            fprintf(stderr, "  threshold '%s' accepted\n", bad[i]);
+        TEST_EQ_INT(rc, -EINVAL);
+    }
+
+    TEST_CHECK(segd_http_media_type_is("image/png", "image/png"));
+    TEST_CHECK(segd_http_media_type_is(" IMAGE/PNG ; x=y", "image/png"));
+    TEST_CHECK(!segd_http_media_type_is("image/pngx", "image/png"));
+    TEST_CHECK(!segd_http_media_type_is(NULL, "image/png"));
+
+    char out[16];
+    const char *fn = "C:\\dir/sub\\slice_0001.png";
+    segd_http_id_from_filename(fn, strlen(fn), out, sizeof out);
+    TEST_EQ_STR(out, "slice_0001");
+    segd_http_id_from_filename("a b.tar.gz", 10, out, sizeof out);
+    TEST_EQ_STR(out, "a_b.tar");
+    segd_http_id_from_filename(".hidden", 7, out, sizeof out);
+    TEST_EQ_STR(out, ".hidden");
+    segd_http_id_from_filename("", 0, out, sizeof out);
+    TEST_EQ_STR(out, "");
+    segd_http_id_from_filename("averyveryverylongname.png", 25, out, sizeof out);
+    TEST_EQ_INT(strlen(out), 15);
+
+    TEST_EQ_INT(segd_http_status_for_errno(-EINVAL), 400);
+    TEST_EQ_INT(segd_http_status_for_errno(-E2BIG), 413);
+    TEST_EQ_INT(segd_http_status_for_errno(-EDOM), 422);
+    TEST_EQ_INT(segd_http_status_for_errno(-ENOMEM), 503);
+    TEST_EQ_INT(segd_http_status_for_errno(-EIO), 500);
+
+    char *e = segd_http_error_body("bad_request", "bad \"x\" \xff\n");
+    TEST_EQ_STR(e, "{\"error\":{\"code\":\"bad_request\",\"message\":\"bad \\\"x\\\" ??\"}}");
+    free(e);
+
+    unsigned w, h;
+    const unsigned char png[24] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
+                                   'I', 'H', 'D', 'R', 0, 0, 1, 2, 0, 0, 0, 3};
+    TEST_EQ_INT(segd_http_png_size(png, sizeof png, &w, &h), 0);
+    TEST_EQ_INT(w, 258);
+    TEST_EQ_INT(h, 3);
+    TEST_EQ_INT(segd_http_png_size(png, 20, &w, &h), -EINVAL);
+    TEST_EQ_INT(segd_http_png_size("GIF89a..................", 24, &w, &h), -EINVAL);
+}
+
+static void test_config(void)
+{
+    segd_config c;
+    char err[256];
+    segd_config_defaults(&c);
+    char *argv0[] = {"serve", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(c.port, 8080);
+    TEST_EQ_STR(c.bind, "0.0.0.0");
+    TEST_CHECK(c.workers >= 1);
+    TEST_EQ_INT(c.queue_depth, 2 * c.workers);
+    TEST_EQ_INT(c.blas_threads, 1);
+    TEST_EQ_INT(c.max_body, 32u << 20);
+    TEST_EQ_INT(c.max_parts, 16);
+    TEST_EQ_STR(c.cors_origin, "");
+
+    /* environment, then flags win */
+    segd_config_defaults(&c);
+    char *env[] = {"SEGD_PORT=9000", "SEGD_WORKERS=3", "SEGD_CORS_ORIGIN=*", "SEGD_MAX_BODY=2M",
+                   "PATH=/bin", "SEGD_UNKNOWN=1", "SEGD_REQUEST_TIMEOUT=0.5", NULL};
+    char *argv1[] = {"serve", "--port", "0", "--max-body=4k", "--queue-depth", "7", "--help", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 7, argv1, env, err, sizeof err), 0);
+    TEST_EQ_INT(c.port, 0);
+    TEST_EQ_INT(c.workers, 3);
+    TEST_EQ_STR(c.cors_origin, "*");
+    TEST_EQ_INT(c.max_body, 4096);
+    TEST_EQ_INT(c.queue_depth, 7);
+    TEST_CHECK(fabs(c.request_timeout - 0.5) < 1e-12);
+    TEST_CHECK(c.help);
+
+    /* the derived queue depth follows the final worker count */
+    segd_config_defaults(&c);
+    char *argv2[] = {"serve", "--workers", "5", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 3, argv2, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(c.queue_depth, 10);
+
+    const char *bad[][2] = {{"--port", "65536"}, {"--workers", "0"}, {"--workers", "2.5"},
+                            {"--max-body", "12Q"}, {"--request-timeout", "0"}, {"--nope", "1"},
+                            {"--access-log", "maybe"}, {"--port", ""}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        segd_config_defaults(&c);
+        char *argv3[] = {"serve", (char *)bad[i][0], (char *)bad[i][1], NULL};
+        err[0] = '\0';
+        TEST_EQ_INT(segd_config_parse(&c, 3, argv3, NULL, err, sizeof err), -EINVAL);
+        TEST_CHECK(err[0] != '\0');
+    }
+    segd_config_defaults(&c);
+    char *argv4[] = {"serve", "--port", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 2, argv4, NULL, err, sizeof err), -EINVAL);
+    char *env2[] = {"SEGD_PORT=http", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, env2, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "SEGD_PORT") != NULL);
+}
+
+static void test_queue(void)
+{
+    segd_queue *q;
+    TEST_EQ_INT(segd_queue_create(0, &q), -EINVAL);
+    TEST_EQ_INT(segd_queue_create(2, &q), 0);
+    int a, b, c;
+    void *job;
+    double dl;
+    double far = segd_queue_now() + 100;
+    TEST_EQ_INT(segd_queue_push(q, &a, far), 0);
+    TEST_EQ_INT(segd_queue_push(q, &b, far + 1), 0);
+    TEST_EQ_INT(segd_queue_push(q, &c, far), -EAGAIN);
+    TEST_EQ_INT(segd_queue_length(q), 2);
+    TEST_EQ_INT(segd_queue_pop(q, &job, &dl), 0);
+    TEST_CHECK(job == &a && dl == far);
+    TEST_EQ_INT(segd_queue_push(q, &c, far), 0); /* wraps around */
+    TEST_EQ_INT(segd_queue_try_pop(q, &job, &dl), 0);
+    TEST_CHECK(job == &b);
+    TEST_EQ_INT(segd_queue_try_pop(q, &job, &dl), 0);
+    TEST_CHECK(job == &c);
+    TEST_EQ_INT(segd_queue_try_pop(q, &job, &dl), -EAGAIN);
+
+    /* expiry: the reaper call returns once the head's deadline passed */
+    double t0 = segd_queue_now();
+    TEST_EQ_INT(segd_queue_push(q, &a, t0 + 0.05), 0);
+    TEST_EQ_INT(segd_queue_pop_expired(q, &job), 0);
+    TEST_CHECK(job == &a);
+    double waited = segd_queue_now() - t0;
+    TEST_CHECK(waited >= 0.049 && waited < 1.0);
+
+    /* close: pushes refused, queued jobs still popped, then -ESHUTDOWN */
+    TEST_EQ_INT(segd_queue_push(q, &b, far), 0);
+    segd_queue_close(q);
+    TEST_EQ_INT(segd_queue_push(q, &c, far), -ESHUTDOWN);
+    TEST_EQ_INT(segd_queue_pop_expired(q, &job), -ESHUTDOWN);
+    TEST_EQ_INT(segd_queue_pop(q, &job, &dl), 0);
+    TEST_CHECK(job == &b);
+    TEST_EQ_INT(segd_queue_pop(q, &job, &dl), -ESHUTDOWN);
+    segd_queue_free(q);
+}
+
+typedef struct qthread {
+    segd_queue *q;
+    long got;
+} qthread;
+
+static void *consumer(void *p)
+{
+    qthread *t = p;
+    void *job;
+    double dl;
+    while (segd_queue_pop(t->q, &job, &dl) == 0)
+        t->got += (long)(intptr_t)job;
+    return NULL;
+}
+
+/* producers never block; every accepted job is popped exactly once */
+static void test_queue_threads(void)
+{
+    segd_queue *q;
+    TEST_EQ_INT(segd_queue_create(8, &q), 0);
+    qthread ts[3] = {{q, 0}, {q, 0}, {q, 0}};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        TEST_REQUIRE(pthread_create(&th[i], NULL, consumer, &ts[i]) == 0);
+    long pushed = 0, refused = 0;
+    for (intptr_t i = 1; i <= 20000; i++) {
+        int rc = segd_queue_push(q, (void *)i, segd_queue_now() + 100);
+        if (rc == 0)
+            pushed += (long)i;
+        else
+            refused++;
+    }
+    segd_queue_close(q);
+    long got = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        got += ts[i].got;
+    }
+    TEST_EQ_INT(got, pushed);
+    fprintf(stderr, "  queue threads: %ld refused of 20000\n", refused);
+    segd_queue_free(q);
+}
+
+static void *observer(void *p)
+{
+    segd_metrics *m = p;
+    for (int i = 0; i < 20000; i++) {
+        segd_metrics_observe(m, SEGD_HIST_INFERENCE, 0.003);
+        segd_metrics_inc(m, SEGD_COUNTER_JOBS_REJECTED);
+        segd_metrics_count_request(m, "/v1/segment", i % 2 ? 200 : 503);
+        segd_metrics_gauge_add(m, SEGD_GAUGE_CONNECTIONS, 1);
+        segd_metrics_gauge_add(m, SEGD_GAUGE_CONNECTIONS, -1);
+    }
+    return NULL;
+}
+
+static void test_metrics(void)
+{
+    segd_metrics *m;
+    TEST_EQ_INT(segd_metrics_create("1.2.3", "unet \"q\"", "ab\\cd", 16, &m), 0);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        TEST_REQUIRE(pthread_create(&th[i], NULL, observer, m) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    segd_metrics_observe(m, SEGD_HIST_REQUEST, 0.0);   /* lowest bucket */
+    segd_metrics_observe(m, SEGD_HIST_REQUEST, 100.0); /* only +Inf */
+    segd_metrics_observe(m, SEGD_HIST_REQUEST, NAN);
+    char *text;
+    size_t len;
+    TEST_EQ_INT(segd_metrics_render(m, &text, &len), 0);
+    TEST_EQ_INT(strlen(text), len);
+    TEST_CHECK(strstr(text, "segd_inference_duration_seconds_count 80000\n"));
+    TEST_CHECK(strstr(text, "segd_inference_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
+    TEST_CHECK(strstr(text, "segd_inference_duration_seconds_bucket{le=\"0.005\"} 80000\n"));
+    TEST_CHECK(strstr(text, "segd_inference_duration_seconds_bucket{le=\"+Inf\"} 80000\n"));
+    TEST_CHECK(strstr(text, "segd_request_duration_seconds_bucket{le=\"0.001\"} 2\n"));
+    TEST_CHECK(strstr(text, "segd_request_duration_seconds_bucket{le=\"30\"} 2\n"));
+    TEST_CHECK(strstr(text, "segd_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+    TEST_CHECK(strstr(text, "segd_jobs_rejected_total 80000\n"));
+    TEST_CHECK(strstr(text, "segd_http_requests_total{route=\"/v1/segment\",code=\"200\"} 40000\n"));
+    TEST_CHECK(strstr(text, "segd_http_requests_total{route=\"/v1/segment\",code=\"503\"} 40000\n"));
+    TEST_CHECK(strstr(text, "segd_connections_in_flight 0\n"));
+    TEST_CHECK(strstr(text, "segd_model_info{name=\"unet \\\"q\\\"\",sha256=\"ab\\\\cd\",width=\"16\"} 1\n"));
+    TEST_CHECK(strstr(text, "segd_build_info{version=\"1.2.3\"} 1\n"));
+    TEST_CHECK(strstr(text, "# TYPE segd_queue_wait_seconds histogram\n"));
+    TEST_EQ_INT(segd_metrics_counter_value(m, SEGD_COUNTER_JOBS_REJECTED), 80000);
+    free(text);
+
+    /* more series than the table holds: counted under "overflow" */
+    for (int i = 0; i < SEGD_METRICS_MAX_SERIES + 5; i++)
+        segd_metrics_count_request(m, "/x", 1000 + i);
+    TEST_EQ_INT(segd_metrics_render(m, &text, &len), 0);
+    TEST_CHECK(strstr(text, "route=\"overflow\"") != NULL);
+    free(text);
+    segd_metrics_free(m);
+}
+
+int main(void)
+{
+    test_helpers();
+    test_config();
+    test_queue();
+    test_queue_threads();
+    test_metrics();
+    return test_report("test_http_units");
+}
