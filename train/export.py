@@ -129,14 +129,37 @@ def load_model(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint")
+    ap.add_argument("checkpoint", help="best.pt or last.pt written by train.py")
     ap.add_argument("out")
+    ap.add_argument("--data", help="data root: record its summary and evaluate held-out cases")
+    ap.add_argument("--split", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "split.json"))
+    ap.add_argument("--training", help="JSON text describing the training run")
     args = ap.parse_args()
+    torch.set_num_threads(2)
     ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     model = UNet3Plus(width=ck["width"])
     model.load_state_dict(ck["model"])
     model.eval()
-    digest = export_model(model, args.out, ck.get("metadata", {}))
+    extra = dict(ck.get("metadata", {}))
+    if args.training:
+        extra["training"] = json.loads(args.training)
+    if args.data:
+        import dataset
+        import evaluate
+        recs = dataset.discover(args.data)
+        with open(args.split) as f:
+            split = json.load(f)
+        val = [r for r in recs if r["case"] in set(split["val_cases"])
+               and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+        res = evaluate.evaluate(val, lambda r: evaluate.predict_record(model, r)[1])
+        res.pop("volumes")
+        extra["data"] = {"slices_with_images": len(recs), "groups": dataset.summarise(recs),
+                         "train_slices": sum(r["case"] not in set(split["val_cases"]) for r in recs),
+                         "val_slices": len(val)}
+        extra["split"] = split
+        extra["validation"] = res
+        print(json.dumps(res["organs"], indent=1), "mean", res["mean_dice"])
+    digest = export_model(model, args.out, extra)
     print(f"wrote {args.out} sha256={digest}")
 
 

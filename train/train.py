@@ -130,7 +130,7 @@ def calibrate_epochs(model, X, Y, G, args, dev, steps_per_epoch, n_val):
         times.append(time.time() - t)
     model.load_state_dict(state)
     step = float(np.median(times[3:]))
-    per_epoch = step * steps_per_epoch * 1.05 + n_val * step * 0.5
+    per_epoch = step * steps_per_epoch * 1.15 + n_val * step * 1.0
     epochs = max(1, min(args.epochs, int(args.time_budget / per_epoch)))
     print(f"calibration: {step * 1000:.0f} ms/step, ~{per_epoch:.1f} s/epoch -> {epochs} epochs", flush=True)
     return epochs
