@@ -22,7 +22,7 @@ void segd_conv3x3(float *out, size_t out_cs, const float *inp, const float *wt,
                   const float *bias, int cin, int cout, int h, int w, int relu,
                   float *col, size_t col_floats);
 
-/* 1x1 convolution plus bias (no activation).
+/* 1x1 convolution plus bias (no activation; plain loops, no BLAS threads).
  *   out: (cout, n)   inp: (cin, n)   wt: (cout, cin)   bias: (cout) */
 void segd_conv1x1(float *out, const float *inp, const float *wt, const float *bias,
                   int cin, int cout, int n);
@@ -35,6 +35,41 @@ void segd_maxpool(float *out, const float *inp, int c, int h, int w, int k);
  * without antialiasing; identity copy when the sizes agree.
  *   out: (c, oh, ow)   inp: (c, ih, iw) */
 void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow);
+
+/* Rows [r0, r1) of segd_maxpool's output.
+ *   out: (c, r1-r0, ceil(w/k))   inp: (c, h, w) */
+void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k, int r0, int r1);
+
+/* Rows [r0, r1) of segd_resize_bilinear's output.
+ *   out: (c, r1-r0, ow)   inp: (c, ih, iw) */
+void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int iw, int oh,
+                               int ow, int r0, int r1);
+
+/* Direct 3x3 convolution of a single-channel input (no im2col), bias, ReLU.
+ *   out: (cout, h, w), channel stride out_cs   inp: (1, h, w)
+ *   wt: (cout, 9)   bias: (cout) */
+void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *wt,
+                     const float *bias, int cout, int h, int w, int relu);
+
+/* ---- Winograd F(4x4, 3x3), padding 1, stride 1 ------------------------
+ * Weights are transformed once (segd_wino_weights) into
+ *   u: (36, cout_pad/MR, cin, MR), cout_pad = cout rounded up to MR.
+ * segd_wino_band computes output rows [4*ty0, min(4*ty1, h)) of a (cout, h, w)
+ * map (channel stride out_cs) plus bias and optional ReLU, reading input
+ * rows [in_r0, in_r1) of each channel c at inp + c*in_cs + (y-in_r0)*w; it
+ * needs rows [4*ty0-1, 4*ty1+1) clipped to [0, h).  scratch: 32-byte
+ * aligned, segd_wino_band_floats(cin, cout, (ty1-ty0)*ceil(w/4)) floats.
+ * avx2: use the AVX2+FMA micro-kernel (only if segd_cpu_has_avx2()). */
+#define SEGD_WINO_MR 4
+#define SEGD_WINO_NR 24
+int segd_cpu_has_avx2(void);
+int segd_wino_cout_pad(int cout);
+size_t segd_wino_weights_floats(int cin, int cout);
+void segd_wino_weights(float *u, const float *wt, int cin, int cout);
+size_t segd_wino_band_floats(int cin, int cout, int ntiles);
+void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                    int in_r1, int h, int w, int ty0, int ty1, const float *u,
+                    const float *bias, int cin, int cout, int relu, float *scratch, int avx2);
 
 /* In-place logistic sigmoid over n floats. */
 void segd_sigmoid(float *x, size_t n);

@@ -15,7 +15,10 @@ typedef struct segd_conv {
     int bn, relu;       /* followed by (folded) BN, ReLU */
     const float *w;     /* (cout, cin*k*k), BN folded in */
     const float *b;     /* (cout) */
+    const float *u;     /* Winograd weights (segd_wino_weights), NULL if unused */
 } segd_conv;
+
+typedef struct segd_team segd_team; /* fork-join threads of one worker */
 
 typedef struct segd_unet3p {
     int width, in_ch, nclass;
@@ -25,17 +28,21 @@ typedef struct segd_unet3p {
     segd_conv head;                       /* 5w -> nclass, 3x3, no BN/ReLU */
     segd_conv cls;                        /* 16w -> nclass, 1x1 */
     float *block;                         /* all folded weights, one malloc */
+    int avx2;                             /* use the AVX2+FMA micro-kernel */
 } segd_unet3p;
 
 /* Check that wt holds exactly the tensors of UNet3Plus(width, in_ch, nclass)
- * (no more, no fewer, every shape right) and fold BN (eps) into one malloc'd
- * block.  On error net is left empty and err names the tensor. */
+ * (no more, no fewer, every shape right), fold BN (eps) and precompute the
+ * Winograd weights into one malloc'd block.  The AVX2 kernels are used when
+ * the CPU has them and $SEGD_NO_AVX2 is unset or empty.  On error net is
+ * left empty and err names the tensor. */
 int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
                      int nclass, float eps, char *err, size_t errlen);
 void segd_unet3p_finalize(segd_unet3p *net);
 
-/* Floats of activation arena one forward pass at h x w needs. */
-size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w);
+/* Floats of activation arena one forward pass at h x w with nthreads
+ * threads needs. */
+size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w, int nthreads);
 
 /* Conv FLOPs (2 * MACs) of one forward pass at h x w. */
 double segd_unet3p_flops(const segd_unet3p *net, int h, int w);
@@ -44,8 +51,10 @@ double segd_unet3p_flops(const segd_unet3p *net, int h, int w);
  *   logits:   (nclass, h, w) segmentation logits
  *   presence: (nclass) presence logits (max over the bottleneck of cls)
  *   x:        (in_ch, h, w) normalised input
- *   arena:    segd_unet3p_arena_floats(net, h, w) floats */
+ *   arena:    segd_unet3p_arena_floats(net, h, w, segd_team_size(team))
+ *             floats, 64-byte aligned
+ *   team:     threads to run on (NULL: the calling thread only) */
 void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
-                         const float *x, int h, int w, float *arena);
+                         const float *x, int h, int w, float *arena, segd_team *team);
 
 #endif

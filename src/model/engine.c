@@ -15,6 +15,7 @@
 #include "segd/rle.h"
 #include "segd/unet3p.h"
 #include "segd/weights.h"
+#include "model/team.h"
 
 #define SEGD_FORMAT "segd-unet3p-v1"
 #define GRID_MAX 4096
@@ -43,6 +44,8 @@ struct segd_worker {
     float *grid;      /* (1, gh, gw) model input */
     float *logits;    /* (nclass, gh, gw) */
     float *net_arena; /* segd_unet3p_arena_floats */
+    segd_team *team;  /* NULL: single-threaded */
+    int threads;
 };
 
 /* ------------------------------------------------------------ metadata */
@@ -275,13 +278,27 @@ json_t *segd_model_info_json(const segd_model *m)
 
 int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out)
 {
+    return segd_worker_create_threads(m, max_pixels, 1, out);
+}
+
+int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threads,
+                               segd_worker **out)
+{
     *out = NULL;
-    if (max_pixels == 0 || max_pixels > ((size_t)1 << 28))
+    if (max_pixels == 0 || max_pixels > ((size_t)1 << 28) || threads < 1 || threads > 256)
         return -EINVAL;
     segd_worker *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
     w->m = m;
+    w->threads = threads;
+    if (threads > 1) {
+        int rc = segd_team_create(threads, &w->team);
+        if (rc) {
+            free(w);
+            return rc;
+        }
+    }
     w->max_pixels = max_pixels;
     size_t grid = (size_t)m->grid_h * m->grid_w;
     size_t prob = (size_t)m->nclass * max_pixels * sizeof(float);
@@ -293,10 +310,11 @@ int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out
     size_t o_grid = ALIGN_UP(o_mask + (size_t)m->nclass * max_pixels);
     size_t o_logit = ALIGN_UP(o_grid + grid * sizeof(float));
     size_t o_net = ALIGN_UP(o_logit + (size_t)m->nclass * grid * sizeof(float));
-    size_t total = ALIGN_UP(o_net + segd_unet3p_arena_floats(&m->net, m->grid_h, m->grid_w) *
+    size_t total = ALIGN_UP(o_net + segd_unet3p_arena_floats(&m->net, m->grid_h, m->grid_w, threads) *
                                         sizeof(float));
     void *a = NULL;
     if (posix_memalign(&a, 64, total)) {
+        segd_team_free(w->team);
         free(w);
         return -ENOMEM;
     }
@@ -317,9 +335,12 @@ void segd_worker_free(segd_worker *w)
 {
     if (!w)
         return;
+    segd_team_free(w->team);
     free(w->arena);
     free(w);
 }
+
+int segd_worker_threads(const segd_worker *w) { return w->threads; }
 
 size_t segd_worker_arena_bytes(const segd_worker *w) { return w->arena_bytes; }
 size_t segd_worker_max_pixels(const segd_worker *w) { return w->max_pixels; }
@@ -358,7 +379,7 @@ static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res
     double t1 = now_ms();
     float pres[SEGD_MAX_CLASSES];
     segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, m->grid_h, m->grid_w,
-                        wk->net_arena);
+                        wk->net_arena, wk->team);
     double t2 = now_ms();
     segd_sigmoid(wk->logits, (size_t)m->nclass * grid);
     segd_sigmoid(pres, (size_t)m->nclass);

@@ -77,21 +77,63 @@ void segd_conv3x3(float *out, size_t out_cs, const float *inp, const float *wt,
 void segd_conv1x1(float *out, const float *inp, const float *wt, const float *bias,
                   int cin, int cout, int n)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, cin, 1.0f, wt, cin, inp, n,
-                0.0f, out, n);
-    for (int co = 0; co < cout; co++)
+    for (int co = 0; co < cout; co++) {
+        float *o = out + (size_t)co * n;
         for (int i = 0; i < n; i++)
-            out[(size_t)co * n + i] += bias[co];
+            o[i] = 0.0f;
+        for (int c = 0; c < cin; c++) {
+            float wv = wt[(size_t)co * cin + c];
+            const float *x = inp + (size_t)c * n;
+            for (int i = 0; i < n; i++)
+                o[i] += wv * x[i];
+        }
+        for (int i = 0; i < n; i++)
+            o[i] += bias[co];
+    }
 }
 
-void segd_maxpool(float *out, const float *inp, int c, int h, int w, int k)
+void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *wt,
+                     const float *bias, int cout, int h, int w, int relu)
 {
-    int oh = (h + k - 1) / k, ow = (w + k - 1) / k;
+    for (int co = 0; co < cout; co++) {
+        const float *k = wt + (size_t)co * 9;
+        float *o = out + (size_t)co * out_cs;
+        for (int y = 0; y < h; y++) {
+            float *orow = o + (size_t)y * w;
+            for (int x = 0; x < w; x++)
+                orow[x] = bias[co];
+            for (int ky = 0; ky < 3; ky++) {
+                int sy = y + ky - 1;
+                if (sy < 0 || sy >= h)
+                    continue;
+                const float *r = inp + (size_t)sy * w;
+                float k0 = k[ky * 3], k1 = k[ky * 3 + 1], k2 = k[ky * 3 + 2];
+                /* interior columns vectorise; the two borders are done apart */
+                for (int x = 1; x < w - 1; x++)
+                    orow[x] += k0 * r[x - 1] + k1 * r[x] + k2 * r[x + 1];
+                if (w == 1) {
+                    orow[0] += k1 * r[0];
+                } else {
+                    orow[0] += k1 * r[0] + k2 * r[1];
+                    orow[w - 1] += k0 * r[w - 2] + k1 * r[w - 1];
+                }
+            }
+            if (relu)
+                for (int x = 0; x < w; x++)
+                    orow[x] = orow[x] > 0.0f ? orow[x] : 0.0f;
+        }
+    }
+}
+
+void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k, int r0, int r1)
+{
+    int ow = (w + k - 1) / k, nr = r1 - r0;
     for (int ch = 0; ch < c; ch++) {
         const float *src = inp + (size_t)ch * h * w;
-        float *dst = out + (size_t)ch * oh * ow;
-        for (int oy = 0; oy < oh; oy++) {
+        float *dst = out + (size_t)ch * nr * ow;
+        for (int oy = r0; oy < r1; oy++) {
             int y0 = oy * k, y1 = y0 + k < h ? y0 + k : h;
+            float *d = dst + (size_t)(oy - r0) * ow;
             for (int ox = 0; ox < ow; ox++) {
                 int x0 = ox * k, x1 = x0 + k < w ? x0 + k : w;
                 float m = src[(size_t)y0 * w + x0];
@@ -101,10 +143,15 @@ void segd_maxpool(float *out, const float *inp, int c, int h, int w, int k)
                         if (v > m || isnan(v))
                             m = v;
                     }
-                dst[(size_t)oy * ow + ox] = m;
+                d[ox] = m;
             }
         }
     }
+}
+
+void segd_maxpool(float *out, const float *inp, int c, int h, int w, int k)
+{
+    segd_maxpool_rows(out, inp, c, h, w, k, 0, (h + k - 1) / k);
 }
 
 /* Source index and weight of output coordinate i, PyTorch's
@@ -124,32 +171,41 @@ static inline void src_coord(float scale, int i, int in, int *i0, int *i1, float
     *l0 = 1.0f - lam;
 }
 
-void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow)
+void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int iw, int oh,
+                               int ow, int r0, int r1)
 {
+    int nr = r1 - r0;
     if (ih == oh && iw == ow) {
-        memcpy(out, inp, sizeof(float) * (size_t)c * ih * iw);
+        for (int ch = 0; ch < c; ch++)
+            memcpy(out + (size_t)ch * nr * ow, inp + ((size_t)ch * ih + r0) * iw,
+                   sizeof(float) * (size_t)nr * ow);
         return;
     }
     float sy = (float)ih / (float)oh, sx = (float)iw / (float)ow;
     for (int ch = 0; ch < c; ch++) {
         const float *src = inp + (size_t)ch * ih * iw;
-        float *dst = out + (size_t)ch * oh * ow;
-        for (int oy = 0; oy < oh; oy++) {
+        float *dst = out + (size_t)ch * nr * ow;
+        for (int oy = r0; oy < r1; oy++) {
             int y0, y1;
             float h0, h1;
             src_coord(sy, oy, ih, &y0, &y1, &h0, &h1);
-            const float *r0 = src + (size_t)y0 * iw, *r1 = src + (size_t)y1 * iw;
-            float *d = dst + (size_t)oy * ow;
+            const float *ra = src + (size_t)y0 * iw, *rb = src + (size_t)y1 * iw;
+            float *d = dst + (size_t)(oy - r0) * ow;
             for (int ox = 0; ox < ow; ox++) {
                 int x0, x1;
                 float w0, w1;
                 src_coord(sx, ox, iw, &x0, &x1, &w0, &w1);
-                float t0 = r0[x0] * w0 + r0[x1] * w1;
-                float t1 = r1[x0] * w0 + r1[x1] * w1;
+                float t0 = ra[x0] * w0 + ra[x1] * w1;
+                float t1 = rb[x0] * w0 + rb[x1] * w1;
                 d[ox] = t0 * h0 + t1 * h1;
             }
         }
     }
+}
+
+void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow)
+{
+    segd_resize_bilinear_rows(out, inp, c, ih, iw, oh, ow, 0, oh);
 }
 
 void segd_sigmoid(float *x, size_t n)

@@ -2,12 +2,14 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "segd/kernels.h"
 #include "segd/unet3p.h"
+#include "model/team.h"
 
 /* ---------------------------------------------------------------- layers */
 
@@ -61,9 +63,18 @@ static void set_shapes(segd_unet3p *net)
     net->cls = (segd_conv){.cin = chs[4], .cout = net->nclass, .k = 1};
 }
 
+/* 3x3 convs with more than one input channel run as Winograd F(4x4,3x3). */
+static int uses_wino(const segd_conv *c)
+{
+    return c->k == 3 && c->cin > 1;
+}
+
 static size_t conv_floats(const segd_conv *c)
 {
-    return (size_t)c->cout * c->cin * c->k * c->k + (size_t)c->cout;
+    size_t n = (size_t)c->cout * c->cin * c->k * c->k + (size_t)c->cout;
+    if (uses_wino(c))
+        n += segd_wino_weights_floats(c->cin, c->cout) + 16; /* +16: keep 64-byte alignment */
+    return n;
 }
 
 static int count_floats(segd_conv *c, const char *prefix, void *ctx)
@@ -157,6 +168,14 @@ static int load_conv(segd_conv *c, const char *prefix, void *ctx)
     }
     c->w = w;
     c->b = b;
+    if (uses_wino(c)) {
+        float *u = lc->next;
+        while (((uintptr_t)u & 63) != 0)
+            u++;
+        segd_wino_weights(u, w, c->cin, c->cout);
+        c->u = u;
+        lc->next += segd_wino_weights_floats(c->cin, c->cout) + 16;
+    }
     return 0;
 }
 
@@ -175,7 +194,7 @@ int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in
     set_shapes(net);
     size_t total = 0;
     for_each_conv(net, count_floats, &total);
-    net->block = malloc(total * sizeof(float));
+    net->block = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
     if (!net->block) {
         snprintf(err, errlen, "out of memory for %zu weights", total);
         memset(net, 0, sizeof *net);
@@ -198,6 +217,8 @@ int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in
         return rc;
     }
     assert((size_t)(lc.next - net->block) == total);
+    const char *no = getenv("SEGD_NO_AVX2");
+    net->avx2 = segd_cpu_has_avx2() && !(no && *no);
     return 0;
 }
 
@@ -207,20 +228,53 @@ void segd_unet3p_finalize(segd_unet3p *net)
     memset(net, 0, sizeof *net);
 }
 
+
 /* ------------------------------------------------------------ arena plan */
+
+#define BAND_FLOATS ((size_t)1 << 20) /* target Winograd scratch per band */
+
+enum { SRC_DIRECT, SRC_POOL, SRC_RESIZE };
+
+/* Tile rows per band of a Winograd conv at h x w: bounded by the scratch
+ * target, and small enough to give every thread a few bands. */
+static int band_rows(int cin, int cout, int h, int w, int nthreads)
+{
+    int tx = (w + 3) / 4, ty = (h + 3) / 4;
+    size_t per_tile = 36 * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
+    int r = (int)(BAND_FLOATS / per_tile / (size_t)tx);
+    int share = (ty + 2 * nthreads - 1) / (2 * nthreads);
+    if (nthreads > 1 && r > share)
+        r = share;
+    if (r > ty)
+        r = ty;
+    return r < 1 ? 1 : r;
+}
+
+/* Per-thread scratch of one conv: Winograd band + produced source rows. */
+static size_t conv_scratch(const segd_conv *c, int h, int w, int src_kind, int nthreads)
+{
+    int r = band_rows(c->cin, c->cout, h, w, nthreads);
+    size_t n = segd_wino_band_floats(c->cin, c->cout, r * ((w + 3) / 4));
+    if (src_kind != SRC_DIRECT)
+        n += (size_t)c->cin * (4 * r + 2) * w + 16; /* +16: 64-byte alignment */
+    return (n + 15) / 16 * 16; /* 64-byte multiples */
+}
 
 typedef struct plan {
     int h[6], w[6];        /* level sizes, index 1..5 */
     size_t n[6];           /* h*w */
     size_t e[6], hd[5];    /* offsets of encoder maps e1..e5, decoder maps hd1..hd4 */
-    size_t t1, t2, cat, src, col, cls;
-    size_t col_floats;
+    size_t t1, cat, cls, thr;
+    size_t thr_floats;     /* per-thread scratch */
     size_t total;
 } plan;
 
-#define COL_BUDGET ((size_t)1 << 20) /* floats of im2col scratch (4 MiB) */
+static size_t up16(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
 
-static void make_plan(const segd_unet3p *net, int h, int w, plan *p)
+static void make_plan(const segd_unet3p *net, int h, int w, int nthreads, plan *p)
 {
     memset(p, 0, sizeof *p);
     int W = net->width, up = 5 * W;
@@ -233,50 +287,55 @@ static void make_plan(const segd_unet3p *net, int h, int w, plan *p)
     }
     for (int l = 1; l <= 5; l++)
         p->n[l] = (size_t)p->h[l] * p->w[l];
-    size_t off = 0, tmax = 0, srcmax = 0, colmin = 0;
+    size_t off = 0, thr = 0;
     for (int l = 1; l <= 5; l++) {
         p->e[l] = off;
-        off += chs[l] * p->n[l];
-        size_t t = (size_t)chs[l] * p->n[l];
-        tmax = t > tmax ? t : tmax;
-        if (l > 1 && (size_t)chs[l - 1] * p->n[l] > tmax)
-            tmax = (size_t)chs[l - 1] * p->n[l];
+        off += up16(chs[l] * p->n[l]);
     }
     for (int d = 1; d <= 4; d++) {
         p->hd[d] = off;
-        off += (size_t)up * p->n[d];
-        for (int j = 1; j <= 5; j++) {
-            if (j == d)
-                continue;
-            size_t s = (size_t)net->branch[d - 1][j - 1].cin * p->n[d];
-            srcmax = s > srcmax ? s : srcmax;
+        off += up16((size_t)up * p->n[d]);
+    }
+    /* scratch of every Winograd conv */
+    for (int l = 1; l <= 5; l++)
+        for (int u = 0; u < 2; u++) {
+            const segd_conv *c = &net->enc[l - 1][u];
+            if (uses_wino(c)) {
+                size_t s = conv_scratch(c, p->h[l], p->w[l], (u == 0 && l > 1) ? SRC_POOL : SRC_DIRECT,
+                                        nthreads);
+                thr = s > thr ? s : thr;
+            }
         }
+    for (int d = 1; d <= 4; d++) {
+        for (int j = 1; j <= 5; j++) {
+            size_t s = conv_scratch(&net->branch[d - 1][j - 1], p->h[d], p->w[d],
+                                    j == d ? SRC_DIRECT : SRC_POOL, nthreads);
+            thr = s > thr ? s : thr;
+        }
+        size_t s = conv_scratch(&net->fuse[d - 1], p->h[d], p->w[d], SRC_DIRECT, nthreads);
+        thr = s > thr ? s : thr;
     }
-    /* Largest one-row im2col over every 3x3 conv (their widths: level widths). */
-    for (int l = 1; l <= 5; l++) {
-        size_t c = segd_conv3x3_min_col(16 * W > up ? 16 * W : up, p->w[l]);
-        colmin = c > colmin ? c : colmin;
-    }
+    size_t s = conv_scratch(&net->head, p->h[1], p->w[1], SRC_DIRECT, nthreads);
+    thr = s > thr ? s : thr;
+    size_t t1 = 0; /* output of enc.*.0, the largest encoder map */
+    for (int l = 1; l <= 5; l++)
+        t1 = (size_t)chs[l] * p->n[l] > t1 ? (size_t)chs[l] * p->n[l] : t1;
     p->t1 = off;
-    off += tmax;
-    p->t2 = off;
-    off += tmax;
+    off += up16(t1);
     p->cat = off;
-    off += (size_t)up * p->n[1];
-    p->src = off;
-    off += srcmax;
-    p->col_floats = colmin > COL_BUDGET ? colmin : COL_BUDGET;
-    p->col = off;
-    off += p->col_floats;
+    off += up16((size_t)up * p->n[1]);
     p->cls = off;
-    off += (size_t)net->nclass * p->n[5];
+    off += up16((size_t)net->nclass * p->n[5]);
+    p->thr = off;
+    p->thr_floats = thr;
+    off += thr * (size_t)nthreads;
     p->total = off;
 }
 
-size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w)
+size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w, int nthreads)
 {
     plan p;
-    make_plan(net, h, w, &p);
+    make_plan(net, h, w, nthreads, &p);
     return p.total;
 }
 
@@ -288,7 +347,7 @@ static double conv_flops(const segd_conv *c, size_t n)
 double segd_unet3p_flops(const segd_unet3p *net, int h, int w)
 {
     plan p;
-    make_plan(net, h, w, &p);
+    make_plan(net, h, w, 1, &p);
     double f = 0;
     for (int l = 1; l <= 5; l++)
         f += conv_flops(&net->enc[l - 1][0], p.n[l]) + conv_flops(&net->enc[l - 1][1], p.n[l]);
@@ -304,36 +363,91 @@ double segd_unet3p_flops(const segd_unet3p *net, int h, int w)
 
 /* --------------------------------------------------------------- forward */
 
-static void conv(const plan *p, float *arena, const segd_conv *c, float *out, size_t out_cs,
-                 const float *inp, int level)
+/* One Winograd conv, split into bands of tile rows run by the team.  The
+ * source is a map at the conv's size (SRC_DIRECT) or one produced band by
+ * band from a finer map by max pooling (k) or a coarser map by bilinear
+ * resampling, so pooled/resampled copies never exist at full size. */
+typedef struct conv_job {
+    const segd_conv *c;
+    float *out;
+    size_t out_cs;
+    int h, w;                /* conv (output) size */
+    int kind, k;             /* source kind, pool factor */
+    const float *src;
+    int sh, sw;              /* source map size */
+    int rows, nbands;        /* tile rows per band */
+    float *scratch;
+    size_t thr_floats;
+    int avx2;
+} conv_job;
+
+static void conv_band(void *ctx, int band, int thread)
 {
-    segd_conv3x3(out, out_cs, inp, c->w, c->b, c->cin, c->cout, p->h[level], p->w[level],
-                 c->relu, arena + p->col, p->col_floats);
+    const conv_job *j = ctx;
+    const segd_conv *c = j->c;
+    int ty_n = (j->h + 3) / 4;
+    int ty0 = band * j->rows, ty1 = ty0 + j->rows < ty_n ? ty0 + j->rows : ty_n;
+    float *scr = j->scratch + (size_t)thread * j->thr_floats;
+    const float *in = j->src;
+    size_t in_cs = (size_t)j->h * j->w;
+    int r0 = 0, r1 = j->h;
+    if (j->kind != SRC_DIRECT) {
+        r0 = 4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0;
+        r1 = 4 * ty1 + 1 < j->h ? 4 * ty1 + 1 : j->h;
+        float *buf = scr + segd_wino_band_floats(c->cin, c->cout, j->rows * ((j->w + 3) / 4));
+        buf = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+        if (j->kind == SRC_POOL)
+            segd_maxpool_rows(buf, j->src, c->cin, j->sh, j->sw, j->k, r0, r1);
+        else
+            segd_resize_bilinear_rows(buf, j->src, c->cin, j->sh, j->sw, j->h, j->w, r0, r1);
+        in = buf;
+        in_cs = (size_t)(r1 - r0) * j->w;
+    }
+    segd_wino_band(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->u, c->b, c->cin,
+                   c->cout, c->relu, scr, j->avx2);
+}
+
+static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_team *team,
+                     const segd_conv *c, float *out, size_t out_cs, int level, int kind,
+                     const float *src, int src_level, int k)
+{
+    int h = p->h[level], w = p->w[level];
+    if (!uses_wino(c)) { /* first conv: one input channel */
+        assert(kind == SRC_DIRECT && c->k == 3 && c->cin == 1);
+        segd_conv3x3_c1(out, out_cs, src, c->w, c->b, c->cout, h, w, c->relu);
+        return;
+    }
+    int nthreads = segd_team_size(team);
+    conv_job j = {.c = c, .out = out, .out_cs = out_cs, .h = h, .w = w, .kind = kind, .k = k,
+                  .src = src, .sh = p->h[src_level], .sw = p->w[src_level],
+                  .rows = band_rows(c->cin, c->cout, h, w, nthreads),
+                  .scratch = arena + p->thr, .thr_floats = p->thr_floats, .avx2 = net->avx2};
+    j.nbands = ((h + 3) / 4 + j.rows - 1) / j.rows;
+    assert(conv_scratch(c, h, w, kind, nthreads) <= p->thr_floats);
+    segd_team_run(team, j.nbands, conv_band, &j);
 }
 
 void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
-                         const float *x, int h, int w, float *arena)
+                         const float *x, int h, int w, float *arena, segd_team *team)
 {
     plan p;
-    make_plan(net, h, w, &p);
-    int W = net->width, up = 5 * W;
-    float *t1 = arena + p.t1, *t2 = arena + p.t2, *e[6], *hd[6];
+    make_plan(net, h, w, segd_team_size(team), &p);
+    int W = net->width;
+    float *t1 = arena + p.t1, *e[6], *hd[6];
     for (int l = 1; l <= 5; l++)
         e[l] = arena + p.e[l];
     for (int d = 1; d <= 4; d++)
         hd[d] = arena + p.hd[d];
     hd[5] = e[5];
 
-    /* Encoder: (pool) conv conv per level. */
-    const float *in = x;
+    /* Encoder: conv (of the 2x2-pooled previous level) then conv. */
     for (int l = 1; l <= 5; l++) {
         const segd_conv *a = &net->enc[l - 1][0], *b = &net->enc[l - 1][1];
-        if (l > 1) {
-            segd_maxpool(t1, e[l - 1], a->cin, p.h[l - 1], p.w[l - 1], 2);
-            in = t1;
-        }
-        conv(&p, arena, a, t2, p.n[l], in, l);
-        conv(&p, arena, b, e[l], p.n[l], t2, l);
+        if (l == 1)
+            run_conv(net, &p, arena, team, a, t1, p.n[l], l, SRC_DIRECT, x, l, 1);
+        else
+            run_conv(net, &p, arena, team, a, t1, p.n[l], l, SRC_POOL, e[l - 1], l - 1, 2);
+        run_conv(net, &p, arena, team, b, e[l], p.n[l], l, SRC_DIRECT, t1, l, 1);
     }
 
     /* Presence: cls 1x1 on the bottleneck, global max. */
@@ -347,24 +461,19 @@ void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
     }
 
     /* Decoder: each branch conv writes its slice of the 5w concat buffer. */
-    float *cat = arena + p.cat, *src = arena + p.src;
+    float *cat = arena + p.cat;
     for (int d = 4; d >= 1; d--) {
         for (int j = 1; j <= 5; j++) {
             const segd_conv *c = &net->branch[d - 1][j - 1];
-            const float *s;
-            if (j < d) {
-                segd_maxpool(src, e[j], c->cin, p.h[j], p.w[j], 1 << (d - j));
-                s = src;
-            } else if (j == d) {
-                s = e[j];
-            } else {
-                segd_resize_bilinear(src, hd[j], c->cin, p.h[j], p.w[j], p.h[d], p.w[d]);
-                s = src;
-            }
-            conv(&p, arena, c, cat + (size_t)(j - 1) * W * p.n[d], p.n[d], s, d);
+            float *slice = cat + (size_t)(j - 1) * W * p.n[d];
+            if (j < d)
+                run_conv(net, &p, arena, team, c, slice, p.n[d], d, SRC_POOL, e[j], j, 1 << (d - j));
+            else if (j == d)
+                run_conv(net, &p, arena, team, c, slice, p.n[d], d, SRC_DIRECT, e[j], j, 1);
+            else
+                run_conv(net, &p, arena, team, c, slice, p.n[d], d, SRC_RESIZE, hd[j], j, 1);
         }
-        conv(&p, arena, &net->fuse[d - 1], hd[d], p.n[d], cat, d);
+        run_conv(net, &p, arena, team, &net->fuse[d - 1], hd[d], p.n[d], d, SRC_DIRECT, cat, d, 1);
     }
-    (void)up;
-    conv(&p, arena, &net->head, logits, p.n[1], hd[1], 1);
+    run_conv(net, &p, arena, team, &net->head, logits, p.n[1], 1, SRC_DIRECT, hd[1], 1, 1);
 }

@@ -1,5 +1,6 @@
 /* segd-bench: time the engine on one PNG.
  *   segd-bench --weights FILE [--iters N] [--threads T] [--warmup N] SLICE.png
+ * --threads T: the worker's team size (and OpenBLAS's thread count).
  * Prints median/min total and forward ms, forward GFLOP/s (segd_model_flops),
  * arena bytes. */
 #include <stdio.h>
@@ -64,7 +65,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "segd-bench: %s\n", err);
         return 1;
     }
-    if (segd_worker_create(m, SEGD_DEFAULT_MAX_PIXELS, &w)) {
+    if (segd_worker_create_threads(m, SEGD_DEFAULT_MAX_PIXELS, threads > 0 ? threads : 1, &w)) {
         fprintf(stderr, "segd-bench: cannot create worker\n");
         return 1;
     }
@@ -86,7 +87,7 @@ int main(int argc, char **argv)
     segd_model_grid(m, &gh, &gw);
     double gflop = segd_model_flops(m) / 1e9;
     printf("model %s grid %dx%d image %dx%d threads %d iters %d\n", segd_model_name(m), gh, gw,
-           r.width, r.height, threads > 0 ? threads : openblas_get_num_threads(), iters);
+           r.width, r.height, segd_worker_threads(w), iters);
     printf("total median %.2f ms (min %.2f); forward median %.2f ms (min %.2f)\n",
            tot[iters / 2], tot[0], inf[iters / 2], inf[0]);
     printf("forward %.3f GFLOP -> %.1f GFLOP/s; arena %zu bytes\n", gflop,

@@ -1,0 +1,322 @@
+/* Winograd F(4x4, 3x3) convolution over bands of tile rows: input transform
+ * into packed panels, 36 small GEMMs with a register-blocked micro-kernel
+ * (AVX2+FMA when the CPU has it), output transform fused with bias + ReLU.
+ * Transforms are written as loops over tiles so that they vectorise. */
+#include <assert.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define SEGD_X86 1
+#endif
+
+#include "segd/kernels.h"
+
+#define MR SEGD_WINO_MR
+#define NR SEGD_WINO_NR
+
+#if SEGD_X86
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
+int segd_cpu_has_avx2(void)
+{
+#if SEGD_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+int segd_wino_cout_pad(int cout)
+{
+    return (cout + MR - 1) / MR * MR;
+}
+
+size_t segd_wino_weights_floats(int cin, int cout)
+{
+    return (size_t)36 * segd_wino_cout_pad(cout) * cin;
+}
+
+void segd_wino_weights(float *u, const float *wt, int cin, int cout)
+{
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
+    memset(u, 0, segd_wino_weights_floats(cin, cout) * sizeof(float));
+    for (int o = 0; o < cout; o++)
+        for (int c = 0; c < cin; c++) {
+            const float *g = wt + ((size_t)o * cin + c) * 9;
+            double t[6][3]; /* G g */
+            for (int i = 0; i < 6; i++)
+                for (int b = 0; b < 3; b++)
+                    t[i][b] = G[i][0] * g[b] + G[i][1] * g[3 + b] + G[i][2] * g[6 + b];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++) {
+                    double v = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+                    /* u: (36, ncb, cin, MR) */
+                    size_t idx = (((size_t)(i * 6 + j) * ncb + o / MR) * cin + c) * MR + o % MR;
+                    u[idx] = (float)v;
+                }
+        }
+}
+
+static size_t pad_nr(size_t t)
+{
+    return (t + NR - 1) / NR * NR;
+}
+
+size_t segd_wino_band_floats(int cin, int cout, int ntiles)
+{
+    size_t tp = pad_nr((size_t)ntiles);
+    /* V (36, T/NR, cin, NR) + M (36, cout_pad, T) + D and E (36, T) each */
+    return 36 * tp * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
+}
+
+/* ------------------------------------------------------- micro-kernels */
+
+/* C[MR][NR] (row stride ldc) = A (K, MR) packed x B (K, NR) packed. */
+static void kern_c(int K, const float *A, const float *B, float *C, size_t ldc)
+{
+    float acc[MR][NR];
+    memset(acc, 0, sizeof acc);
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < MR; i++) {
+            float a = A[k * MR + i];
+            for (int j = 0; j < NR; j++)
+                acc[i][j] += a * B[k * NR + j];
+        }
+    for (int i = 0; i < MR; i++)
+        memcpy(C + i * ldc, acc[i], sizeof acc[i]);
+}
+
+#if SEGD_X86
+__attribute__((target("avx2,fma"))) static void kern_avx2(int K, const float *A, const float *B,
+                                                          float *C, size_t ldc)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
+           c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    for (int k = 0; k < K; k++) {
+        __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8), b2 = _mm256_load_ps(B + 16);
+        __m256 a = _mm256_broadcast_ss(A);
+        c00 = _mm256_fmadd_ps(a, b0, c00);
+        c01 = _mm256_fmadd_ps(a, b1, c01);
+        c02 = _mm256_fmadd_ps(a, b2, c02);
+        a = _mm256_broadcast_ss(A + 1);
+        c10 = _mm256_fmadd_ps(a, b0, c10);
+        c11 = _mm256_fmadd_ps(a, b1, c11);
+        c12 = _mm256_fmadd_ps(a, b2, c12);
+        a = _mm256_broadcast_ss(A + 2);
+        c20 = _mm256_fmadd_ps(a, b0, c20);
+        c21 = _mm256_fmadd_ps(a, b1, c21);
+        c22 = _mm256_fmadd_ps(a, b2, c22);
+        a = _mm256_broadcast_ss(A + 3);
+        c30 = _mm256_fmadd_ps(a, b0, c30);
+        c31 = _mm256_fmadd_ps(a, b1, c31);
+        c32 = _mm256_fmadd_ps(a, b2, c32);
+        A += MR;
+        B += NR;
+    }
+    _mm256_storeu_ps(C, c00);
+    _mm256_storeu_ps(C + 8, c01);
+    _mm256_storeu_ps(C + 16, c02);
+    C += ldc;
+    _mm256_storeu_ps(C, c10);
+    _mm256_storeu_ps(C + 8, c11);
+    _mm256_storeu_ps(C + 16, c12);
+    C += ldc;
+    _mm256_storeu_ps(C, c20);
+    _mm256_storeu_ps(C + 8, c21);
+    _mm256_storeu_ps(C + 16, c22);
+    C += ldc;
+    _mm256_storeu_ps(C, c30);
+    _mm256_storeu_ps(C + 8, c31);
+    _mm256_storeu_ps(C + 16, c32);
+}
+#endif
+
+/* ----------------------------------------------------------- transforms */
+
+/* 1D input transform BT (6x6) applied across n tiles: out[i][t] from in[r][t],
+ * rows strided by ld. */
+VEC_CLONES static void bt_rows(float *restrict out, const float *restrict in, size_t ld, int n)
+{
+    const float *d0 = in, *d1 = in + ld, *d2 = in + 2 * ld, *d3 = in + 3 * ld, *d4 = in + 4 * ld,
+                *d5 = in + 5 * ld;
+    float *o0 = out, *o1 = out + ld, *o2 = out + 2 * ld, *o3 = out + 3 * ld, *o4 = out + 4 * ld,
+          *o5 = out + 5 * ld;
+    for (int t = 0; t < n; t++) {
+        float a = d0[t], b = d1[t], c = d2[t], d = d3[t], e = d4[t], f = d5[t];
+        o0[t] = 4.0f * a - 5.0f * c + e;
+        o1[t] = -4.0f * (b + c) + (d + e);
+        o2[t] = 4.0f * (b - c) + (e - d);
+        o3[t] = 2.0f * (d - b) + (e - c);
+        o4[t] = 2.0f * (b - d) + (e - c);
+        o5[t] = 4.0f * b - 5.0f * d + f;
+    }
+}
+
+/* Gather the 6x6 input patches of tile row ty (tiles t0.. of the band) of one
+ * channel into D (36, tp) rows: D[r*6+s][t0+tx] = in(4ty-1+r, 4tx-1+s). */
+static void gather_row(float *D, size_t tp, int t0, const float *const rows[6], int w, int tx_n)
+{
+    for (int r = 0; r < 6; r++) {
+        const float *src = rows[r];
+        for (int s = 0; s < 6; s++) {
+            float *d = D + (size_t)(r * 6 + s) * tp + t0;
+            if (!src) {
+                memset(d, 0, sizeof(float) * tx_n);
+                continue;
+            }
+            int tx = 0;
+            /* x = 4tx - 1 + s; x < 0 only for tx = 0, s = 0 */
+            if (s == 0) {
+                d[0] = 0.0f;
+                tx = 1;
+            }
+            /* largest tx with x = 4tx-1+s <= w-1 is floor((w - s) / 4) */
+            int last = w - s >= 0 ? (w - s) / 4 : -1;
+            if (last > tx_n - 1)
+                last = tx_n - 1;
+            for (; tx <= last; tx++)
+                d[tx] = src[4 * tx - 1 + s];
+            for (; tx < tx_n; tx++)
+                d[tx] = 0.0f;
+        }
+    }
+}
+
+/* V[xi][tb][c][lane] from D (36, tp) via E = BT rows, then BT columns. */
+VEC_CLONES static void pack_v(float *restrict V, const float *restrict E, size_t tp, int cin, int c)
+{
+    size_t ntb = tp / NR;
+    for (int xi = 0; xi < 36; xi++) {
+        const float *e = E + (size_t)xi * tp;
+        float *v = V + ((size_t)xi * ntb * cin + c) * NR;
+        for (size_t tb = 0; tb < ntb; tb++)
+            memcpy(v + tb * (size_t)cin * NR, e + tb * NR, sizeof(float) * NR);
+    }
+}
+
+/* Output transform of one output channel: O[p*4+q][t] = AT m A from
+ * m[i*6+j][t] = M rows (stride ld), + bias, ReLU. */
+VEC_CLONES static void at_rows(float *restrict out, size_t old, const float *restrict in, size_t ld,
+                               int n)
+{
+    const float *m0 = in, *m1 = in + ld, *m2 = in + 2 * ld, *m3 = in + 3 * ld, *m4 = in + 4 * ld,
+                *m5 = in + 5 * ld;
+    float *o0 = out, *o1 = out + old, *o2 = out + 2 * old, *o3 = out + 3 * old;
+    for (int t = 0; t < n; t++) {
+        float a = m0[t], b = m1[t], c = m2[t], d = m3[t], e = m4[t], f = m5[t];
+        float s1 = b + c, d1 = b - c, s2 = d + e, d2 = d - e;
+        o0[t] = a + s1 + s2;
+        o1[t] = d1 + 2.0f * d2;
+        o2[t] = s1 + 4.0f * s2;
+        o3[t] = d1 + 8.0f * d2 + f;
+    }
+}
+
+VEC_CLONES static void bias_act(float *restrict x, int n, float b, int relu)
+{
+    if (relu)
+        for (int t = 0; t < n; t++) {
+            float v = x[t] + b;
+            x[t] = v > 0.0f ? v : 0.0f;
+        }
+    else
+        for (int t = 0; t < n; t++)
+            x[t] += b;
+}
+
+/* ----------------------------------------------------------------- band */
+
+void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                    int in_r1, int h, int w, int ty0, int ty1, const float *u,
+                    const float *bias, int cin, int cout, int relu, float *scratch, int avx2)
+{
+    int tx_n = (w + 3) / 4;
+    int nt = (ty1 - ty0) * tx_n;
+    size_t tp = pad_nr((size_t)nt), ntb = tp / NR;
+    int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
+    float *V = scratch, *M = V + 36 * tp * cin, *D = M + 36 * tp * cp, *E = D + 36 * tp;
+    void (*kern)(int, const float *, const float *, float *, size_t) = kern_c;
+#if SEGD_X86
+    if (avx2)
+        kern = kern_avx2;
+#else
+    (void)avx2;
+#endif
+    assert(in_r0 <= (4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0));
+    assert(in_r1 >= (4 * ty1 + 1 < h ? 4 * ty1 + 1 : h));
+
+    /* Input transform, channel by channel. */
+    if (tp > (size_t)nt)
+        for (int k = 0; k < 36; k++)
+            memset(D + k * tp + nt, 0, sizeof(float) * (tp - nt));
+    for (int c = 0; c < cin; c++) {
+        const float *plane = inp + (size_t)c * in_cs;
+        for (int ty = ty0; ty < ty1; ty++) {
+            const float *rows[6];
+            for (int r = 0; r < 6; r++) {
+                int y = 4 * ty - 1 + r;
+                rows[r] = (y < 0 || y >= h) ? NULL : plane + (size_t)(y - in_r0) * w;
+            }
+            gather_row(D, tp, (ty - ty0) * tx_n, rows, w, tx_n);
+        }
+        /* rows of patch: D[r*6+s]; first BT over r (stride 6 rows), then over s */
+        for (int s = 0; s < 6; s++)
+            bt_rows(E + s * tp, D + s * tp, 6 * tp, (int)tp);
+        for (int i = 0; i < 6; i++)
+            bt_rows(D + (size_t)i * 6 * tp, E + (size_t)i * 6 * tp, tp, (int)tp);
+        pack_v(V, D, tp, cin, c);
+    }
+
+    /* 36 GEMMs: M[xi] (cp, tp) = U[xi] (cp, cin) x V[xi] (cin, tp). */
+    for (int xi = 0; xi < 36; xi++) {
+        const float *ux = u + (size_t)xi * ncb * cin * MR;
+        const float *vx = V + (size_t)xi * ntb * cin * NR;
+        float *mx = M + (size_t)xi * cp * tp;
+        for (size_t tb = 0; tb < ntb; tb++)
+            for (int cb = 0; cb < ncb; cb++)
+                kern(cin, ux + (size_t)cb * cin * MR, vx + tb * cin * NR,
+                     mx + (size_t)cb * MR * tp + tb * NR, tp);
+    }
+
+    /* Output transform per output channel, scatter 4x4 blocks. */
+    for (int o = 0; o < cout; o++) {
+        const float *m = M + (size_t)o * tp; /* m[xi] at stride cp*tp */
+        size_t ms = (size_t)cp * tp;
+        /* AT over i: E[p*6+j] = sum_i AT[p][i] m[i*6+j] */
+        for (int j = 0; j < 6; j++)
+            at_rows(E + j * tp, 6 * tp, m + j * ms, 6 * ms, nt);
+        /* AT over j: D[p*4+q] = sum_j AT[q][j] E[p*6+j] */
+        for (int p = 0; p < 4; p++)
+            at_rows(D + (size_t)p * 4 * tp, tp, E + (size_t)p * 6 * tp, tp, nt);
+        for (int k = 0; k < 16; k++)
+            bias_act(D + k * tp, nt, bias[o], relu);
+        float *op = out + (size_t)o * out_cs;
+        for (int ty = ty0; ty < ty1; ty++) {
+            int t0 = (ty - ty0) * tx_n;
+            for (int p = 0; p < 4; p++) {
+                int y = 4 * ty + p;
+                if (y >= h)
+                    break;
+                float *row = op + (size_t)y * w;
+                for (int q = 0; q < 4; q++) {
+                    const float *src = D + (size_t)(p * 4 + q) * tp + t0;
+                    int tx = 0;
+                    for (; tx < tx_n - 1; tx++)
+                        row[4 * tx + q] = src[tx];
+                    if (4 * tx + q < w)
+                        row[4 * tx + q] = src[tx];
+                }
+            }
+        }
+    }
+}
