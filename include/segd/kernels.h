@@ -33,8 +33,13 @@ void segd_maxpool(float *out, const float *inp, int c, int h, int w, int k);
 
 /* Bilinear resampling as F.interpolate(mode='bilinear', align_corners=False)
  * without antialiasing; identity copy when the sizes agree.
- *   out: (c, oh, ow)   inp: (c, ih, iw) */
-void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow);
+ *   out: (c, oh, ow)   inp: (c, ih, iw)
+ *   tmp: segd_resize_tmp_floats(ow) floats for the fast path (tables and
+ *        cached rows), or NULL for the per-pixel path; both give identical
+ *        results. */
+size_t segd_resize_tmp_floats(int ow);
+void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow,
+                          float *tmp);
 
 /* Rows [r0, r1) of segd_maxpool's output.
  *   out: (c, r1-r0, ceil(w/k))   inp: (c, h, w) */
@@ -43,7 +48,26 @@ void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k,
 /* Rows [r0, r1) of segd_resize_bilinear's output.
  *   out: (c, r1-r0, ow)   inp: (c, ih, iw) */
 void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int iw, int oh,
-                               int ow, int r0, int r1);
+                               int ow, int r0, int r1, float *tmp);
+
+/* Sum of the 9 shifted tap maps of a 3x3 convolution, bias, ReLU: rows
+ * [r0, r1) of out (cout, h, w), channel stride out_cs, where
+ *   z: (cout*9, z_rows, w) holds rows [z_r0, z_r0+z_rows) of every tap map
+ *      (channel o*9 + ky*3 + kx), which must cover [r0-1, r1+1) within [0,h);
+ *   out[o](y,x) = bias[o] + sum over in-range taps z[o*9+ky*3+kx](y+ky-1, x+kx-1).
+ * With z = resize(W_tap x) this is conv3x3(resize(x)): resampling is linear
+ * per channel, so it commutes with the per-tap channel mixing. */
+void segd_tapsum3x3(float *out, size_t out_cs, const float *z, int cout, int h, int w, int r0,
+                    int r1, int z_r0, int z_rows, const float *bias, int relu);
+
+/* Packed GEMM on the Winograd micro-kernel: columns [n0, n1) of
+ *   C (m_pad, n) row stride ldc = A (m_pad, k) x B (k, n) row stride ldb,
+ * A packed as segd_gemm_pack_a; n0 a multiple of SEGD_WINO_NR.
+ * tmp: SEGD_WINO_NR * (k + SEGD_WINO_MR) floats, 32-byte aligned. */
+size_t segd_gemm_packed_floats(int m, int k); /* floats of packed A, m padded to MR */
+void segd_gemm_pack_a(float *ap, const float *a, int m, int k);
+void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
+                      size_t ldb, int n0, int n1, float *tmp, int avx2);
 
 /* Direct 3x3 convolution of a single-channel input (no im2col), bias, ReLU.
  *   out: (cout, h, w), channel stride out_cs   inp: (1, h, w)

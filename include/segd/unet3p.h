@@ -13,9 +13,12 @@
 typedef struct segd_conv {
     int cin, cout, k;   /* k = 3 (pad 1) or 1 */
     int bn, relu;       /* followed by (folded) BN, ReLU */
+    int resampled;      /* decoder branch from a coarser level (input resized) */
     const float *w;     /* (cout, cin*k*k), BN folded in */
     const float *b;     /* (cout) */
     const float *u;     /* Winograd weights (segd_wino_weights), NULL if unused */
+    const float *wz;    /* resampled branches: per-tap weights (cout*9, cin) packed
+                           by segd_gemm_pack_a layout, NULL otherwise */
 } segd_conv;
 
 typedef struct segd_team segd_team; /* fork-join threads of one worker */

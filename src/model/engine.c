@@ -375,7 +375,7 @@ static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res
     const segd_model *m = wk->m;
     size_t n = (size_t)h * w, grid = (size_t)m->grid_h * m->grid_w;
     normalise(wk->img, n);
-    segd_resize_bilinear(wk->grid, wk->img, 1, h, w, m->grid_h, m->grid_w);
+    segd_resize_bilinear(wk->grid, wk->img, 1, h, w, m->grid_h, m->grid_w, NULL);
     double t1 = now_ms();
     float pres[SEGD_MAX_CLASSES];
     segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, m->grid_h, m->grid_w,
@@ -383,7 +383,7 @@ static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res
     double t2 = now_ms();
     segd_sigmoid(wk->logits, (size_t)m->nclass * grid);
     segd_sigmoid(pres, (size_t)m->nclass);
-    segd_resize_bilinear(wk->prob, wk->logits, m->nclass, m->grid_h, m->grid_w, h, w);
+    segd_resize_bilinear(wk->prob, wk->logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
     if (threshold < 0)
         threshold = m->threshold;
     memset(res, 0, sizeof *res);

@@ -171,8 +171,21 @@ static inline void src_coord(float scale, int i, int in, int *i0, int *i1, float
     *l0 = 1.0f - lam;
 }
 
+size_t segd_resize_tmp_floats(int ow)
+{
+    return (size_t)6 * ow;
+}
+
+/* One source row resampled horizontally: t[x] = r[x0]*w0 + r[x1]*w1. */
+static void hrow(float *t, const float *r, const int *x0, const int *x1, const float *w0,
+                 const float *w1, int ow)
+{
+    for (int x = 0; x < ow; x++)
+        t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
+}
+
 void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int iw, int oh,
-                               int ow, int r0, int r1)
+                               int ow, int r0, int r1, float *tmp)
 {
     int nr = r1 - r0;
     if (ih == oh && iw == ow) {
@@ -182,6 +195,44 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
         return;
     }
     float sy = (float)ih / (float)oh, sx = (float)iw / (float)ow;
+    if (tmp) {
+        /* Column tables once; each source row resampled horizontally once
+         * per channel and reused by the output rows that blend it (same
+         * operations in the same order as the per-pixel path below). */
+        int *x0 = (int *)tmp, *x1 = x0 + ow;
+        float *w0 = tmp + 2 * (size_t)ow, *w1 = w0 + ow, *ta = w1 + ow, *tb = ta + ow;
+        for (int x = 0; x < ow; x++)
+            src_coord(sx, x, iw, &x0[x], &x1[x], &w0[x], &w1[x]);
+        for (int ch = 0; ch < c; ch++) {
+            const float *src = inp + (size_t)ch * ih * iw;
+            float *dst = out + (size_t)ch * nr * ow;
+            int ya = -1, yb = -1; /* source rows held in ta, tb */
+            for (int oy = r0; oy < r1; oy++) {
+                int y0, y1;
+                float h0, h1;
+                src_coord(sy, oy, ih, &y0, &y1, &h0, &h1);
+                if (y0 != ya) {
+                    if (y0 == yb) { /* moved down one source row: swap */
+                        float *t = ta;
+                        ta = tb;
+                        tb = t;
+                        yb = ya;
+                    } else {
+                        hrow(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, ow);
+                    }
+                    ya = y0;
+                }
+                if (y1 != yb) {
+                    hrow(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, ow);
+                    yb = y1;
+                }
+                float *d = dst + (size_t)(oy - r0) * ow;
+                for (int x = 0; x < ow; x++)
+                    d[x] = ta[x] * h0 + tb[x] * h1;
+            }
+        }
+        return;
+    }
     for (int ch = 0; ch < c; ch++) {
         const float *src = inp + (size_t)ch * ih * iw;
         float *dst = out + (size_t)ch * nr * ow;
@@ -192,20 +243,55 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
             const float *ra = src + (size_t)y0 * iw, *rb = src + (size_t)y1 * iw;
             float *d = dst + (size_t)(oy - r0) * ow;
             for (int ox = 0; ox < ow; ox++) {
-                int x0, x1;
+                int xa, xb;
                 float w0, w1;
-                src_coord(sx, ox, iw, &x0, &x1, &w0, &w1);
-                float t0 = ra[x0] * w0 + ra[x1] * w1;
-                float t1 = rb[x0] * w0 + rb[x1] * w1;
+                src_coord(sx, ox, iw, &xa, &xb, &w0, &w1);
+                float t0 = ra[xa] * w0 + ra[xb] * w1;
+                float t1 = rb[xa] * w0 + rb[xb] * w1;
                 d[ox] = t0 * h0 + t1 * h1;
             }
         }
     }
 }
 
-void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow)
+void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow,
+                          float *tmp)
 {
-    segd_resize_bilinear_rows(out, inp, c, ih, iw, oh, ow, 0, oh);
+    segd_resize_bilinear_rows(out, inp, c, ih, iw, oh, ow, 0, oh, tmp);
+}
+
+void segd_tapsum3x3(float *out, size_t out_cs, const float *z, int cout, int h, int w, int r0,
+                    int r1, int z_r0, int z_rows, const float *bias, int relu)
+{
+    size_t zs = (size_t)z_rows * w; /* one tap map */
+    for (int o = 0; o < cout; o++) {
+        float *op = out + (size_t)o * out_cs;
+        const float *zo = z + (size_t)o * 9 * zs;
+        for (int y = r0; y < r1; y++) {
+            float *d = op + (size_t)y * w;
+            for (int x = 0; x < w; x++)
+                d[x] = bias[o];
+            for (int ky = 0; ky < 3; ky++) {
+                int sy = y + ky - 1;
+                if (sy < 0 || sy >= h)
+                    continue;
+                const float *t0 = zo + (size_t)(ky * 3) * zs + (size_t)(sy - z_r0) * w;
+                const float *t1 = t0 + zs, *t2 = t1 + zs;
+                /* tap kx reads column x + kx - 1 */
+                for (int x = 1; x < w - 1; x++)
+                    d[x] += t0[x - 1] + t1[x] + t2[x + 1];
+                if (w == 1) {
+                    d[0] += t1[0];
+                } else {
+                    d[0] += t1[0] + t2[1];
+                    d[w - 1] += t0[w - 2] + t1[w - 1];
+                }
+            }
+            if (relu)
+                for (int x = 0; x < w; x++)
+                    d[x] = d[x] > 0.0f ? d[x] : 0.0f;
+        }
+    }
 }
 
 void segd_sigmoid(float *x, size_t n)

@@ -54,8 +54,8 @@ static void set_shapes(segd_unet3p *net)
     for (int d = 1; d <= 4; d++) {
         for (int j = 1; j <= 5; j++) {
             int src = (j <= d || j == 5) ? chs[j - 1] : up;
-            net->branch[d - 1][j - 1] =
-                (segd_conv){.cin = src, .cout = w, .k = 3, .bn = 1, .relu = 1};
+            net->branch[d - 1][j - 1] = (segd_conv){
+                .cin = src, .cout = w, .k = 3, .bn = 1, .relu = 1, .resampled = j > d};
         }
         net->fuse[d - 1] = (segd_conv){.cin = up, .cout = up, .k = 3, .bn = 1, .relu = 1};
     }
@@ -63,10 +63,11 @@ static void set_shapes(segd_unet3p *net)
     net->cls = (segd_conv){.cin = chs[4], .cout = net->nclass, .k = 1};
 }
 
-/* 3x3 convs with more than one input channel run as Winograd F(4x4,3x3). */
+/* 3x3 convs with more than one input channel run as Winograd F(4x4,3x3),
+ * except the resampled decoder branches (see run_resampled). */
 static int uses_wino(const segd_conv *c)
 {
-    return c->k == 3 && c->cin > 1;
+    return c->k == 3 && c->cin > 1 && !c->resampled;
 }
 
 static size_t conv_floats(const segd_conv *c)
@@ -74,6 +75,8 @@ static size_t conv_floats(const segd_conv *c)
     size_t n = (size_t)c->cout * c->cin * c->k * c->k + (size_t)c->cout;
     if (uses_wino(c))
         n += segd_wino_weights_floats(c->cin, c->cout) + 16; /* +16: keep 64-byte alignment */
+    if (c->resampled)
+        n += segd_gemm_packed_floats(9 * c->cout, c->cin) + 16;
     return n;
 }
 
@@ -176,6 +179,22 @@ static int load_conv(segd_conv *c, const char *prefix, void *ctx)
         c->u = u;
         lc->next += segd_wino_weights_floats(c->cin, c->cout) + 16;
     }
+    if (c->resampled) {
+        /* A (cout*9, cin): row o*9 + tap = w[o][:][tap], packed in MR-row panels */
+        float *ap = lc->next;
+        while (((uintptr_t)ap & 63) != 0)
+            ap++;
+        int m = 9 * c->cout, mp = segd_wino_cout_pad(m), k = c->cin;
+        for (int mb = 0; mb < mp / SEGD_WINO_MR; mb++)
+            for (int kk = 0; kk < k; kk++)
+                for (int i = 0; i < SEGD_WINO_MR; i++) {
+                    int r = mb * SEGD_WINO_MR + i;
+                    ap[((size_t)mb * k + kk) * SEGD_WINO_MR + i] =
+                        r < m ? w[((size_t)(r / 9) * k + kk) * 9 + r % 9] : 0.0f;
+                }
+        c->wz = ap;
+        lc->next += segd_gemm_packed_floats(m, k) + 16;
+    }
     return 0;
 }
 
@@ -233,7 +252,7 @@ void segd_unet3p_finalize(segd_unet3p *net)
 
 #define BAND_FLOATS ((size_t)1 << 20) /* target Winograd scratch per band */
 
-enum { SRC_DIRECT, SRC_POOL, SRC_RESIZE };
+enum { SRC_DIRECT, SRC_POOL };
 
 /* Tile rows per band of a Winograd conv at h x w: bounded by the scratch
  * target, and small enough to give every thread a few bands. */
@@ -250,9 +269,33 @@ static int band_rows(int cin, int cout, int h, int w, int nthreads)
     return r < 1 ? 1 : r;
 }
 
+/* Output rows per band of a resampled branch: the resized tap maps of a
+ * band (cout*9 x (rows+2) x w) stay near the scratch target. */
+static int resampled_rows(const segd_conv *c, int h, int w, int nthreads)
+{
+    long r = (long)(BAND_FLOATS / ((size_t)9 * c->cout * w)) - 2;
+    int share = (h + 2 * nthreads - 1) / (2 * nthreads);
+    if (nthreads > 1 && r > share)
+        r = share;
+    if (r > h)
+        r = h;
+    return r < 1 ? 1 : (int)r;
+}
+
+static size_t resampled_scratch(const segd_conv *c, int h, int w, int nthreads)
+{
+    size_t gemm = (size_t)SEGD_WINO_NR * (c->cin + SEGD_WINO_MR);
+    size_t band = (size_t)9 * c->cout * (resampled_rows(c, h, w, nthreads) + 2) * w +
+                  segd_resize_tmp_floats(w) + 16;
+    size_t n = gemm > band ? gemm : band;
+    return (n + 15) / 16 * 16;
+}
+
 /* Per-thread scratch of one conv: Winograd band + produced source rows. */
 static size_t conv_scratch(const segd_conv *c, int h, int w, int src_kind, int nthreads)
 {
+    if (c->resampled)
+        return resampled_scratch(c, h, w, nthreads);
     int r = band_rows(c->cin, c->cout, h, w, nthreads);
     size_t n = segd_wino_band_floats(c->cin, c->cout, r * ((w + 3) / 4));
     if (src_kind != SRC_DIRECT)
@@ -264,7 +307,7 @@ typedef struct plan {
     int h[6], w[6];        /* level sizes, index 1..5 */
     size_t n[6];           /* h*w */
     size_t e[6], hd[5];    /* offsets of encoder maps e1..e5, decoder maps hd1..hd4 */
-    size_t t1, cat, cls, thr;
+    size_t t1, cat, cls, z, thr;
     size_t thr_floats;     /* per-thread scratch */
     size_t total;
 } plan;
@@ -326,6 +369,14 @@ static void make_plan(const segd_unet3p *net, int h, int w, int nthreads, plan *
     off += up16((size_t)up * p->n[1]);
     p->cls = off;
     off += up16((size_t)net->nclass * p->n[5]);
+    size_t z = 0; /* per-tap maps of a resampled branch at its source level */
+    for (int d = 1; d <= 4; d++)
+        for (int j = d + 1; j <= 5; j++) {
+            size_t zj = (size_t)9 * net->branch[d - 1][j - 1].cout * p->n[j];
+            z = zj > z ? zj : z;
+        }
+    p->z = off;
+    off += up16(z);
     p->thr = off;
     p->thr_floats = thr;
     off += thr * (size_t)nthreads;
@@ -365,8 +416,8 @@ double segd_unet3p_flops(const segd_unet3p *net, int h, int w)
 
 /* One Winograd conv, split into bands of tile rows run by the team.  The
  * source is a map at the conv's size (SRC_DIRECT) or one produced band by
- * band from a finer map by max pooling (k) or a coarser map by bilinear
- * resampling, so pooled/resampled copies never exist at full size. */
+ * band from a finer map by max pooling (k), so pooled copies never exist at
+ * full size. */
 typedef struct conv_job {
     const segd_conv *c;
     float *out;
@@ -396,10 +447,7 @@ static void conv_band(void *ctx, int band, int thread)
         r1 = 4 * ty1 + 1 < j->h ? 4 * ty1 + 1 : j->h;
         float *buf = scr + segd_wino_band_floats(c->cin, c->cout, j->rows * ((j->w + 3) / 4));
         buf = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
-        if (j->kind == SRC_POOL)
-            segd_maxpool_rows(buf, j->src, c->cin, j->sh, j->sw, j->k, r0, r1);
-        else
-            segd_resize_bilinear_rows(buf, j->src, c->cin, j->sh, j->sw, j->h, j->w, r0, r1);
+        segd_maxpool_rows(buf, j->src, c->cin, j->sh, j->sw, j->k, r0, r1);
         in = buf;
         in_cs = (size_t)(r1 - r0) * j->w;
     }
@@ -425,6 +473,57 @@ static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_t
     j.nbands = ((h + 3) / 4 + j.rows - 1) / j.rows;
     assert(conv_scratch(c, h, w, kind, nthreads) <= p->thr_floats);
     segd_team_run(team, j.nbands, conv_band, &j);
+}
+
+/* conv3x3(resize(S)) for a decoder branch from a coarser level, computed as
+ * resize(W_tap S) summed over the 9 shifted taps: the per-tap channel mixing
+ * (cout*9 maps) runs at the coarse level, and only cout*9 maps (not cin) are
+ * resampled.  Mathematically identical; far fewer FLOPs when cin >> cout. */
+typedef struct resampled_job {
+    const segd_conv *c;
+    float *out, *z, *scratch;
+    size_t out_cs, thr_floats;
+    const float *src;
+    int sh, sw, h, w;
+    int chunk, rows, avx2;
+} resampled_job;
+
+static void resampled_gemm(void *ctx, int task, int thread)
+{
+    const resampled_job *j = ctx;
+    int n = j->sh * j->sw, n0 = task * j->chunk, n1 = n0 + j->chunk < n ? n0 + j->chunk : n;
+    segd_gemm_packed(j->z, (size_t)n, j->c->wz, 9 * j->c->cout, j->c->cin, j->src, (size_t)n, n0,
+                     n1, j->scratch + (size_t)thread * j->thr_floats, j->avx2);
+}
+
+static void resampled_band(void *ctx, int band, int thread)
+{
+    const resampled_job *j = ctx;
+    int r0 = band * j->rows, r1 = r0 + j->rows < j->h ? r0 + j->rows : j->h;
+    int z0 = r0 > 0 ? r0 - 1 : 0, z1 = r1 + 1 < j->h ? r1 + 1 : j->h;
+    float *rz = j->scratch + (size_t)thread * j->thr_floats;
+    float *tmp = rz + (size_t)9 * j->c->cout * (j->rows + 2) * j->w;
+    segd_resize_bilinear_rows(rz, j->z, 9 * j->c->cout, j->sh, j->sw, j->h, j->w, z0, z1, tmp);
+    segd_tapsum3x3(j->out, j->out_cs, rz, j->c->cout, j->h, j->w, r0, r1, z0, z1 - z0, j->c->b,
+                   j->c->relu);
+}
+
+static void run_resampled(const segd_unet3p *net, const plan *p, float *arena, segd_team *team,
+                          const segd_conv *c, float *out, size_t out_cs, int level,
+                          const float *src, int src_level)
+{
+    int nthreads = segd_team_size(team);
+    resampled_job j = {.c = c, .out = out, .z = arena + p->z, .scratch = arena + p->thr,
+                       .out_cs = out_cs, .thr_floats = p->thr_floats, .src = src,
+                       .sh = p->h[src_level], .sw = p->w[src_level], .h = p->h[level],
+                       .w = p->w[level], .avx2 = net->avx2};
+    assert(resampled_scratch(c, j.h, j.w, nthreads) <= p->thr_floats);
+    int n = j.sh * j.sw, nr = SEGD_WINO_NR;
+    int chunk = (n + 4 * nthreads - 1) / (4 * nthreads);
+    j.chunk = (chunk + nr - 1) / nr * nr;
+    segd_team_run(team, (n + j.chunk - 1) / j.chunk, resampled_gemm, &j);
+    j.rows = resampled_rows(c, j.h, j.w, nthreads);
+    segd_team_run(team, (j.h + j.rows - 1) / j.rows, resampled_band, &j);
 }
 
 void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
@@ -471,7 +570,7 @@ void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
             else if (j == d)
                 run_conv(net, &p, arena, team, c, slice, p.n[d], d, SRC_DIRECT, e[j], j, 1);
             else
-                run_conv(net, &p, arena, team, c, slice, p.n[d], d, SRC_RESIZE, hd[j], j, 1);
+                run_resampled(net, &p, arena, team, c, slice, p.n[d], d, hd[j], j);
         }
         run_conv(net, &p, arena, team, &net->fuse[d - 1], hd[d], p.n[d], d, SRC_DIRECT, cat, d, 1);
     }

@@ -141,6 +141,51 @@ __attribute__((target("avx2,fma"))) static void kern_avx2(int K, const float *A,
 }
 #endif
 
+/* ---------------------------------------------------------- packed GEMM */
+
+size_t segd_gemm_packed_floats(int m, int k)
+{
+    return (size_t)segd_wino_cout_pad(m) * k;
+}
+
+void segd_gemm_pack_a(float *ap, const float *a, int m, int k)
+{
+    int mp = segd_wino_cout_pad(m);
+    for (int mb = 0; mb < mp / MR; mb++)
+        for (int kk = 0; kk < k; kk++)
+            for (int i = 0; i < MR; i++) {
+                int r = mb * MR + i;
+                ap[((size_t)mb * k + kk) * MR + i] = r < m ? a[(size_t)r * k + kk] : 0.0f;
+            }
+}
+
+void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
+                      size_t ldb, int n0, int n1, float *tmp, int avx2)
+{
+    void (*kern)(int, const float *, const float *, float *, size_t) = kern_c;
+#if SEGD_X86
+    if (avx2)
+        kern = kern_avx2;
+#else
+    (void)avx2;
+#endif
+    int mp = segd_wino_cout_pad(m);
+    float *bp = tmp, *ct = tmp + (size_t)NR * k; /* packed B panel, C tile */
+    for (int nb = n0; nb < n1; nb += NR) {
+        int nn = n1 - nb < NR ? n1 - nb : NR;
+        for (int kk = 0; kk < k; kk++) {
+            memcpy(bp + (size_t)kk * NR, b + (size_t)kk * ldb + nb, sizeof(float) * nn);
+            if (nn < NR)
+                memset(bp + (size_t)kk * NR + nn, 0, sizeof(float) * (NR - nn));
+        }
+        for (int mb = 0; mb < mp / MR; mb++) {
+            kern(k, ap + (size_t)mb * k * MR, bp, ct, NR);
+            for (int i = 0; i < MR && mb * MR + i < m; i++)
+                memcpy(c + (size_t)(mb * MR + i) * ldc + nb, ct + i * NR, sizeof(float) * nn);
+        }
+    }
+}
+
 /* ----------------------------------------------------------- transforms */
 
 /* 1D input transform BT (6x6) applied across n tiles: out[i][t] from in[r][t],

@@ -152,7 +152,23 @@ static double ref_coord(int in, int out, int i, int *i0, int *i1)
 static void test_resize(int c, int ih, int iw, int oh, int ow)
 {
     float *inp = rand_buf((size_t)c * ih * iw), *out = rand_buf((size_t)c * oh * ow);
-    segd_resize_bilinear(out, inp, c, ih, iw, oh, ow);
+    float *tmp = malloc(segd_resize_tmp_floats(ow) * sizeof(float)),
+          *fast = rand_buf((size_t)c * oh * ow);
+    TEST_REQUIRE(tmp);
+    segd_resize_bilinear(out, inp, c, ih, iw, oh, ow, NULL);
+    segd_resize_bilinear(fast, inp, c, ih, iw, oh, ow, tmp);
+    TEST_CHECK(memcmp(out, fast, sizeof(float) * (size_t)c * oh * ow) == 0);
+    /* a band of rows equals the same rows of the whole */
+    if (oh > 2) {
+        segd_resize_bilinear_rows(fast, inp, c, ih, iw, oh, ow, 1, oh - 1, tmp);
+        int same = 1;
+        for (int ch = 0; ch < c; ch++)
+            same &= memcmp(fast + (size_t)ch * (oh - 2) * ow, out + ((size_t)ch * oh + 1) * ow,
+                           sizeof(float) * (size_t)(oh - 2) * ow) == 0;
+        TEST_CHECK(same);
+    }
+    free(tmp);
+    free(fast);
     double maxd = 0;
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < oh; y++)
