@@ -1,0 +1,44 @@
+"""PyTorch side of bench/engine: export ONNX, time the tuned PyTorch forward.
+
+  engine_torch.py export WEIGHTS OUT.onnx SIZE
+  engine_torch.py time WEIGHTS ITERS SLICE.png...   -> JSON line per slice
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
+from export import load_model  # noqa: E402
+from preprocess import load_png, to_model_input  # noqa: E402
+
+
+def main():
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    cmd, weights = sys.argv[1], sys.argv[2]
+    model, md = load_model(weights)
+    if cmd == "export":
+        size = int(sys.argv[4])
+        x = torch.rand(1, 1, size, size)
+        torch.onnx.export(model, x, sys.argv[3], input_names=["image"],
+                          output_names=["logits", "presence"], opset_version=13)
+        return
+    iters = int(sys.argv[3])
+    model = model.to(memory_format=torch.channels_last)
+    for path in sys.argv[4:]:
+        x = to_model_input(load_png(path)).contiguous(memory_format=torch.channels_last)
+        times = []
+        with torch.no_grad():
+            for i in range(iters + 3):
+                t = time.perf_counter()
+                model(x)
+                if i >= 3:
+                    times.append((time.perf_counter() - t) * 1e3)
+        print(json.dumps({"slice": os.path.basename(path), "median_ms": statistics.median(times)}))
+
+
+if __name__ == "__main__":
+    main()
