@@ -1,0 +1,74 @@
+"""Quality test: `segd infer` on the held-out sample slices in
+tests/data/heldout/, Dice of its masks against the Kaggle labels, compared
+with the validation figures recorded in the weights' metadata (which
+train/evaluate.py computed in PyTorch).  Standard library only.
+
+  infer_dice.py SEGD_BIN WEIGHTS HELDOUT_DIR
+"""
+import csv
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+
+ORGANS = ("large_bowel", "small_bowel", "stomach")
+
+
+def pixels(rle):
+    v = [int(t) for t in rle.split()]
+    out = set()
+    for s, n in zip(v[0::2], v[1::2]):
+        out.update(range(s, s + n))
+    return out
+
+
+def dice(a, b):
+    if not a and not b:
+        return 1.0
+    return 2.0 * len(a & b) / (len(a) + len(b))
+
+
+def main():
+    binary, weights, folder = sys.argv[1:4]
+    with open(weights, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        md = json.loads(f.read(n))["__metadata__"]
+    recorded = json.loads(md["validation"])
+    labels = {}
+    with open(os.path.join(folder, "labels.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            labels[(row["id"], row["class"])] = row["segmentation"]
+    files = sorted(os.path.join(folder, p) for p in os.listdir(folder) if p.endswith(".png"))
+    out = subprocess.run([binary, "infer", "--weights", weights] + files, capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0:
+        print(out.stderr)
+        return 1
+    docs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert len(docs) == len(files), (len(docs), len(files))
+    per = {o: [] for o in ORGANS}
+    for path, doc in zip(files, docs):
+        m = re.match(r"(case\d+_day\d+)_slice_(\d+)", os.path.basename(path))
+        sid = f"{m.group(1)}_slice_{m.group(2)}"
+        for o in ORGANS:
+            per[o].append(dice(pixels(doc["masks"][o]), pixels(labels[(sid, o)])))
+    failures = 0
+    print(f"{'organ':<12} {'segd dice':>9} {'recorded':>9}   ({len(files)} held-out slices)")
+    for o in ORGANS:
+        got = sum(per[o]) / len(per[o])
+        want = recorded["organs"][o]["dice"]
+        ok = abs(got - want) <= 0.005
+        failures += not ok
+        print(f"{o:<12} {got:9.4f} {want:9.4f} {'ok' if ok else 'MISMATCH'}")
+    mean = sum(sum(v) / len(v) for v in per.values()) / len(ORGANS)
+    ok = abs(mean - recorded["mean_dice"]) <= 0.005 and mean >= 0.70
+    failures += not ok
+    print(f"{'mean':<12} {mean:9.4f} {recorded['mean_dice']:9.4f} {'ok' if ok else 'MISMATCH'}")
+    print(f"{4 - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
