@@ -82,7 +82,7 @@ void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *w
  * map (channel stride out_cs) plus bias and optional ReLU, reading input
  * rows [in_r0, in_r1) of each channel c at inp + c*in_cs + (y-in_r0)*w; it
  * needs rows [4*ty0-1, 4*ty1+1) clipped to [0, h).  scratch: 32-byte
- * aligned, segd_wino_band_floats(cin, cout, (ty1-ty0)*ceil(w/4)) floats.
+ * aligned, segd_wino_band_floats(cin, cout, ty1 - ty0, w) floats.
  * avx2: use the AVX2+FMA micro-kernel (only if segd_cpu_has_avx2()). */
 #define SEGD_WINO_MR 4
 #define SEGD_WINO_NR 24
@@ -90,7 +90,7 @@ int segd_cpu_has_avx2(void);
 int segd_wino_cout_pad(int cout);
 size_t segd_wino_weights_floats(int cin, int cout);
 void segd_wino_weights(float *u, const float *wt, int cin, int cout);
-size_t segd_wino_band_floats(int cin, int cout, int ntiles);
+size_t segd_wino_band_floats(int cin, int cout, int rows, int w);
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
                     const float *bias, int cin, int cout, int relu, float *scratch, int avx2);

@@ -8,6 +8,17 @@
 
 #include "segd/kernels.h"
 
+/* Hot loops get an AVX2 clone (chosen at load time by the dynamic linker);
+ * no FMA contraction, so both clones give identical results. */
+#if defined(__x86_64__)
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
+/* max as PyTorch's max_pool2d: a NaN anywhere wins. */
+#define MAXN(m, v) (((v) > (m) || (v) != (v)) ? (v) : (m))
+
 size_t segd_conv3x3_min_col(int cin, int w)
 {
     return (size_t)cin * 9 * (size_t)w;
@@ -125,6 +136,24 @@ void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *w
     }
 }
 
+/* One output row of 2x2 pooling from input rows a, b (b may equal a). */
+VEC_CLONES static void pool2_row(float *restrict d, const float *restrict a,
+                                 const float *restrict b, int w, int ow)
+{
+    int full = w / 2;
+    for (int x = 0; x < full; x++) {
+        float m = a[2 * x];
+        m = MAXN(m, a[2 * x + 1]);
+        m = MAXN(m, b[2 * x]);
+        m = MAXN(m, b[2 * x + 1]);
+        d[x] = m;
+    }
+    if (ow > full) { /* odd width: last window is one column wide */
+        float m = a[w - 1];
+        d[full] = MAXN(m, b[w - 1]);
+    }
+}
+
 void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k, int r0, int r1)
 {
     int ow = (w + k - 1) / k, nr = r1 - r0;
@@ -134,15 +163,19 @@ void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k,
         for (int oy = r0; oy < r1; oy++) {
             int y0 = oy * k, y1 = y0 + k < h ? y0 + k : h;
             float *d = dst + (size_t)(oy - r0) * ow;
+            if (k == 2) {
+                pool2_row(d, src + (size_t)y0 * w, src + (size_t)(y1 - 1) * w, w, ow);
+                continue;
+            }
+            /* larger windows (decoder skips, k = 4..16): window by window */
             for (int ox = 0; ox < ow; ox++) {
                 int x0 = ox * k, x1 = x0 + k < w ? x0 + k : w;
                 float m = src[(size_t)y0 * w + x0];
-                for (int y = y0; y < y1; y++)
-                    for (int x = x0; x < x1; x++) {
-                        float v = src[(size_t)y * w + x];
-                        if (v > m || isnan(v))
-                            m = v;
-                    }
+                for (int y = y0; y < y1; y++) {
+                    const float *r = src + (size_t)y * w;
+                    for (int x = x0; x < x1; x++)
+                        m = MAXN(m, r[x]);
+                }
                 d[ox] = m;
             }
         }
@@ -176,12 +209,36 @@ size_t segd_resize_tmp_floats(int ow)
     return (size_t)6 * ow;
 }
 
+/* Vertical blend of two horizontally resampled rows. */
+VEC_CLONES static void blend_row(float *restrict d, const float *restrict ta,
+                                 const float *restrict tb, float h0, float h1, int n)
+{
+    for (int x = 0; x < n; x++)
+        d[x] = ta[x] * h0 + tb[x] * h1;
+}
+
 /* One source row resampled horizontally: t[x] = r[x0]*w0 + r[x1]*w1. */
-static void hrow(float *t, const float *r, const int *x0, const int *x1, const float *w0,
+VEC_CLONES static void hrow(float *t, const float *r, const int *x0, const int *x1, const float *w0,
                  const float *w1, int ow)
 {
     for (int x = 0; x < ow; x++)
         t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
+}
+
+/* hrow for exact 2x upsampling (ow == 2 iw, iw >= 2): inside the row the
+ * tables hold x0 = m-1, x1 = m, w = (0.25, 0.75) at x = 2m and x0 = m,
+ * x1 = m+1, w = (0.75, 0.25) at x = 2m+1 (exact in float), so the same
+ * products are formed with contiguous loads; the ends use the tables. */
+VEC_CLONES static void hrow2x(float *restrict t, const float *restrict r, const int *x0,
+                              const int *x1, const float *w0, const float *w1, int iw)
+{
+    int ow = 2 * iw;
+    t[0] = r[x0[0]] * w0[0] + r[x1[0]] * w1[0];
+    for (int m = 1; m < iw; m++)
+        t[2 * m] = r[m - 1] * 0.25f + r[m] * 0.75f;
+    for (int m = 0; m < iw - 1; m++)
+        t[2 * m + 1] = r[m] * 0.75f + r[m + 1] * 0.25f;
+    t[ow - 1] = r[x0[ow - 1]] * w0[ow - 1] + r[x1[ow - 1]] * w1[ow - 1];
 }
 
 void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int iw, int oh,
@@ -203,6 +260,7 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
         float *w0 = tmp + 2 * (size_t)ow, *w1 = w0 + ow, *ta = w1 + ow, *tb = ta + ow;
         for (int x = 0; x < ow; x++)
             src_coord(sx, x, iw, &x0[x], &x1[x], &w0[x], &w1[x]);
+        int twox = ow == 2 * iw && iw >= 2;
         for (int ch = 0; ch < c; ch++) {
             const float *src = inp + (size_t)ch * ih * iw;
             float *dst = out + (size_t)ch * nr * ow;
@@ -217,18 +275,21 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
                         ta = tb;
                         tb = t;
                         yb = ya;
+                    } else if (twox) {
+                        hrow2x(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, iw);
                     } else {
                         hrow(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, ow);
                     }
                     ya = y0;
                 }
                 if (y1 != yb) {
-                    hrow(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, ow);
+                    if (twox)
+                        hrow2x(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, iw);
+                    else
+                        hrow(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, ow);
                     yb = y1;
                 }
-                float *d = dst + (size_t)(oy - r0) * ow;
-                for (int x = 0; x < ow; x++)
-                    d[x] = ta[x] * h0 + tb[x] * h1;
+                blend_row(dst + (size_t)(oy - r0) * ow, ta, tb, h0, h1, ow);
             }
         }
         return;
@@ -260,6 +321,21 @@ void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, i
     segd_resize_bilinear_rows(out, inp, c, ih, iw, oh, ow, 0, oh, tmp);
 }
 
+/* d[x] += t0[x-1] + t1[x] + t2[x+1] for the interior columns. */
+VEC_CLONES static void tap_row(float *restrict d, const float *restrict t0,
+                               const float *restrict t1, const float *restrict t2, int w)
+{
+    for (int x = 1; x < w - 1; x++)
+        d[x] += t0[x - 1] + t1[x] + t2[x + 1];
+}
+
+VEC_CLONES static void bias_relu_row(float *restrict d, int w, int relu)
+{
+    if (relu)
+        for (int x = 0; x < w; x++)
+            d[x] = d[x] > 0.0f ? d[x] : 0.0f;
+}
+
 void segd_tapsum3x3(float *out, size_t out_cs, const float *z, int cout, int h, int w, int r0,
                     int r1, int z_r0, int z_rows, const float *bias, int relu)
 {
@@ -278,8 +354,7 @@ void segd_tapsum3x3(float *out, size_t out_cs, const float *z, int cout, int h, 
                 const float *t0 = zo + (size_t)(ky * 3) * zs + (size_t)(sy - z_r0) * w;
                 const float *t1 = t0 + zs, *t2 = t1 + zs;
                 /* tap kx reads column x + kx - 1 */
-                for (int x = 1; x < w - 1; x++)
-                    d[x] += t0[x - 1] + t1[x] + t2[x + 1];
+                tap_row(d, t0, t1, t2, w);
                 if (w == 1) {
                     d[0] += t1[0];
                 } else {
@@ -287,9 +362,7 @@ void segd_tapsum3x3(float *out, size_t out_cs, const float *z, int cout, int h, 
                     d[w - 1] += t0[w - 2] + t1[w - 1];
                 }
             }
-            if (relu)
-                for (int x = 0; x < w; x++)
-                    d[x] = d[x] > 0.0f ? d[x] : 0.0f;
+            bias_relu_row(d, w, relu);
         }
     }
 }

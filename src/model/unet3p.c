@@ -258,7 +258,7 @@ enum { SRC_DIRECT, SRC_POOL };
  * target, and small enough to give every thread a few bands. */
 static int band_rows(int cin, int cout, int h, int w, int nthreads)
 {
-    int tx = (w + 3) / 4, ty = (h + 3) / 4;
+    int tx = ((w + 3) / 4 + 7) / 8 * 8, ty = (h + 3) / 4; /* tiles per row padded to 8 */
     size_t per_tile = 36 * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
     int r = (int)(BAND_FLOATS / per_tile / (size_t)tx);
     int share = (ty + 2 * nthreads - 1) / (2 * nthreads);
@@ -297,7 +297,7 @@ static size_t conv_scratch(const segd_conv *c, int h, int w, int src_kind, int n
     if (c->resampled)
         return resampled_scratch(c, h, w, nthreads);
     int r = band_rows(c->cin, c->cout, h, w, nthreads);
-    size_t n = segd_wino_band_floats(c->cin, c->cout, r * ((w + 3) / 4));
+    size_t n = segd_wino_band_floats(c->cin, c->cout, r, w);
     if (src_kind != SRC_DIRECT)
         n += (size_t)c->cin * (4 * r + 2) * w + 16; /* +16: 64-byte alignment */
     return (n + 15) / 16 * 16; /* 64-byte multiples */
@@ -445,7 +445,7 @@ static void conv_band(void *ctx, int band, int thread)
     if (j->kind != SRC_DIRECT) {
         r0 = 4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0;
         r1 = 4 * ty1 + 1 < j->h ? 4 * ty1 + 1 : j->h;
-        float *buf = scr + segd_wino_band_floats(c->cin, c->cout, j->rows * ((j->w + 3) / 4));
+        float *buf = scr + segd_wino_band_floats(c->cin, c->cout, j->rows, j->w);
         buf = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
         segd_maxpool_rows(buf, j->src, c->cin, j->sh, j->sw, j->k, r0, r1);
         in = buf;

@@ -72,9 +72,16 @@ static size_t pad_nr(size_t t)
     return (t + NR - 1) / NR * NR;
 }
 
-size_t segd_wino_band_floats(int cin, int cout, int ntiles)
+/* Tiles per tile row, padded to 8 so that groups of 8 tiles never straddle
+ * an NR (24) lane block. */
+static int tiles_x_pad(int w)
 {
-    size_t tp = pad_nr((size_t)ntiles);
+    return ((w + 3) / 4 + 7) / 8 * 8;
+}
+
+size_t segd_wino_band_floats(int cin, int cout, int rows, int w)
+{
+    size_t tp = pad_nr((size_t)rows * tiles_x_pad(w));
     /* V (36, T/NR, cin, NR) + M (36, cout_pad, T) + D and E (36, T) each */
     return 36 * tp * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
 }
@@ -209,12 +216,14 @@ VEC_CLONES static void bt_rows(float *restrict out, const float *restrict in, si
 
 /* Gather the 6x6 input patches of tile row ty (tiles t0.. of the band) of one
  * channel into D (36, tp) rows: D[r*6+s][t0+tx] = in(4ty-1+r, 4tx-1+s). */
-static void gather_row(float *D, size_t tp, int t0, const float *const rows[6], int w, int tx_n)
+static void gather_row(float *D, size_t tp, int t0, const float *const rows[6], int w, int tx_n,
+                       int txp)
 {
     for (int r = 0; r < 6; r++) {
         const float *src = rows[r];
         for (int s = 0; s < 6; s++) {
             float *d = D + (size_t)(r * 6 + s) * tp + t0;
+            memset(d + tx_n, 0, sizeof(float) * (txp - tx_n));
             if (!src) {
                 memset(d, 0, sizeof(float) * tx_n);
                 continue;
@@ -279,14 +288,190 @@ VEC_CLONES static void bias_act(float *restrict x, int n, float b, int relu)
             x[t] += b;
 }
 
+#if SEGD_X86
+/* out[s][k] = p[4k + s] for k < 8, s < 4 (8 tiles' 4 column phases). */
+__attribute__((target("avx2,fma"))) static inline void phases8(const float *p, __m256 out[4])
+{
+    __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8), c = _mm256_loadu_ps(p + 16),
+           d = _mm256_loadu_ps(p + 24);
+    __m256 e0 = _mm256_permute2f128_ps(a, c, 0x20), e1 = _mm256_permute2f128_ps(a, c, 0x31),
+           e2 = _mm256_permute2f128_ps(b, d, 0x20), e3 = _mm256_permute2f128_ps(b, d, 0x31);
+    __m256 t0 = _mm256_unpacklo_ps(e0, e1), t1 = _mm256_unpackhi_ps(e0, e1),
+           t2 = _mm256_unpacklo_ps(e2, e3), t3 = _mm256_unpackhi_ps(e2, e3);
+    out[0] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    out[1] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    out[2] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    out[3] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+/* Input transform of one channel, tile row by tile row, 8 tiles at a time:
+ * BT over the 6 input rows on whole rows, then BT over columns on the 8
+ * tiles' column phases; results stored straight into the V panels. */
+__attribute__((target("avx2,fma"))) static void wino_in_avx2(
+    float *V, size_t ntb, int cin, int c, const float *plane, int in_r0, int h, int w, int ty0,
+    int ty1, int txp, float *buf)
+{
+    const __m256 k2 = _mm256_set1_ps(2.0f), k4 = _mm256_set1_ps(4.0f), k5 = _mm256_set1_ps(5.0f);
+    size_t lr = (size_t)4 * txp + 40; /* row buffer: x = -1 at index 0 */
+    for (int ty = ty0; ty < ty1; ty++) {
+        const float *rows[6];
+        for (int r = 0; r < 6; r++) {
+            int y = 4 * ty - 1 + r;
+            rows[r] = (y < 0 || y >= h) ? NULL : plane + (size_t)(y - in_r0) * w;
+        }
+        /* R_i[x] = sum_r BT[i][r] row_r[x] into buf + i*lr + 1 */
+        for (int i = 0; i < 6; i++) {
+            buf[i * lr] = 0.0f;
+            memset(buf + i * lr + 1 + w, 0, sizeof(float) * (lr - 1 - w));
+        }
+        static const float zero8[8];
+        int x = 0;
+        for (; x < w; x += 8) {
+            int n = w - x < 8 ? w - x : 8;
+            __m256 d[6];
+            for (int r = 0; r < 6; r++) {
+                if (!rows[r])
+                    d[r] = _mm256_setzero_ps();
+                else if (n == 8)
+                    d[r] = _mm256_loadu_ps(rows[r] + x);
+                else {
+                    float t[8];
+                    memcpy(t, zero8, sizeof t);
+                    memcpy(t, rows[r] + x, sizeof(float) * n);
+                    d[r] = _mm256_loadu_ps(t);
+                }
+            }
+            __m256 o[6];
+            o[0] = _mm256_add_ps(_mm256_fmsub_ps(k4, d[0], _mm256_mul_ps(k5, d[2])), d[4]);
+            o[1] = _mm256_fnmadd_ps(k4, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
+            o[2] = _mm256_fmadd_ps(k4, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
+            o[3] = _mm256_fmadd_ps(k2, _mm256_sub_ps(d[3], d[1]), _mm256_sub_ps(d[4], d[2]));
+            o[4] = _mm256_fmadd_ps(k2, _mm256_sub_ps(d[1], d[3]), _mm256_sub_ps(d[4], d[2]));
+            o[5] = _mm256_add_ps(_mm256_fmsub_ps(k4, d[1], _mm256_mul_ps(k5, d[3])), d[5]);
+            for (int i = 0; i < 6; i++) {
+                if (n == 8) {
+                    _mm256_storeu_ps(buf + i * lr + 1 + x, o[i]);
+                } else {
+                    float t[8];
+                    _mm256_storeu_ps(t, o[i]);
+                    memcpy(buf + i * lr + 1 + x, t, sizeof(float) * n);
+                }
+            }
+        }
+        /* columns: tile k of a group reads R_i at 4(tx0+k)-1+s = index 4(tx0+k)+s */
+        size_t t0 = (size_t)(ty - ty0) * txp;
+        for (int g = 0; g < txp; g += 8) {
+            size_t t = t0 + g;
+            float *vt = V + ((t / NR) * cin + c) * NR + t % NR;
+            for (int i = 0; i < 6; i++) {
+                __m256 p[4], q[4];
+                phases8(buf + i * lr + 4 * g, p);
+                phases8(buf + i * lr + 4 * g + 4, q);
+                __m256 a = p[0], b = p[1], cc = p[2], d = p[3], e = q[0], f = q[1];
+                __m256 o0 = _mm256_add_ps(_mm256_fmsub_ps(k4, a, _mm256_mul_ps(k5, cc)), e);
+                __m256 o1 = _mm256_fnmadd_ps(k4, _mm256_add_ps(b, cc), _mm256_add_ps(d, e));
+                __m256 o2 = _mm256_fmadd_ps(k4, _mm256_sub_ps(b, cc), _mm256_sub_ps(e, d));
+                __m256 o3 = _mm256_fmadd_ps(k2, _mm256_sub_ps(d, b), _mm256_sub_ps(e, cc));
+                __m256 o4 = _mm256_fmadd_ps(k2, _mm256_sub_ps(b, d), _mm256_sub_ps(e, cc));
+                __m256 o5 = _mm256_add_ps(_mm256_fmsub_ps(k4, b, _mm256_mul_ps(k5, d)), f);
+                size_t xs = ntb * cin * NR; /* stride between xi */
+                float *v = vt + (size_t)(i * 6) * xs;
+                _mm256_store_ps(v, o0);
+                _mm256_store_ps(v + xs, o1);
+                _mm256_store_ps(v + 2 * xs, o2);
+                _mm256_store_ps(v + 3 * xs, o3);
+                _mm256_store_ps(v + 4 * xs, o4);
+                _mm256_store_ps(v + 5 * xs, o5);
+            }
+        }
+    }
+}
+
+/* AT (4x6) applied to six vectors. */
+#define AT6(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                                       \
+    do {                                                                                  \
+        __m256 s1_ = _mm256_add_ps(m1, m2), d1_ = _mm256_sub_ps(m1, m2);                  \
+        __m256 s2_ = _mm256_add_ps(m3, m4), d2_ = _mm256_sub_ps(m3, m4);                  \
+        o0 = _mm256_add_ps(_mm256_add_ps(m0, s1_), s2_);                                  \
+        o1 = _mm256_fmadd_ps(k2, d2_, d1_);                                               \
+        o2 = _mm256_fmadd_ps(k4, s2_, s1_);                                               \
+        o3 = _mm256_add_ps(_mm256_fmadd_ps(k8, d2_, d1_), m5);                            \
+    } while (0)
+
+/* Output transform of one output channel, 8 tiles at a time, with bias and
+ * ReLU; 4x4 blocks interleaved back into rows. */
+__attribute__((target("avx2,fma"))) static void wino_out_avx2(
+    float *op, const float *m, size_t ms, float bias, int relu, int h, int w, int ty0, int ty1,
+    int txp)
+{
+    const __m256 k2 = _mm256_set1_ps(2.0f), k4 = _mm256_set1_ps(4.0f), k8 = _mm256_set1_ps(8.0f);
+    const __m256 vb = _mm256_set1_ps(bias), z = _mm256_setzero_ps();
+    int tx_n = (w + 3) / 4;
+    for (int ty = ty0; ty < ty1; ty++) {
+        size_t t0 = (size_t)(ty - ty0) * txp;
+        for (int g = 0; g < tx_n; g += 8) {
+            const float *mp = m + t0 + g;
+            __m256 e[4][6]; /* AT over i, for each j */
+            for (int j = 0; j < 6; j++) {
+                __m256 a = _mm256_loadu_ps(mp + (size_t)j * ms),
+                       b = _mm256_loadu_ps(mp + (size_t)(6 + j) * ms),
+                       c = _mm256_loadu_ps(mp + (size_t)(12 + j) * ms),
+                       d = _mm256_loadu_ps(mp + (size_t)(18 + j) * ms),
+                       ee = _mm256_loadu_ps(mp + (size_t)(24 + j) * ms),
+                       f = _mm256_loadu_ps(mp + (size_t)(30 + j) * ms);
+                AT6(a, b, c, d, ee, f, e[0][j], e[1][j], e[2][j], e[3][j]);
+            }
+            for (int p = 0; p < 4; p++) {
+                int y = 4 * ty + p;
+                if (y >= h)
+                    break;
+                __m256 o[4];
+                AT6(e[p][0], e[p][1], e[p][2], e[p][3], e[p][4], e[p][5], o[0], o[1], o[2], o[3]);
+                for (int q = 0; q < 4; q++) {
+                    o[q] = _mm256_add_ps(o[q], vb);
+                    if (relu)
+                        o[q] = _mm256_max_ps(o[q], z);
+                }
+                /* (q, k) -> (k, q): 8 tiles x 4 columns = 32 consecutive floats */
+                __m256 t0v = _mm256_unpacklo_ps(o[0], o[1]), t1v = _mm256_unpackhi_ps(o[0], o[1]),
+                       t2v = _mm256_unpacklo_ps(o[2], o[3]), t3v = _mm256_unpackhi_ps(o[2], o[3]);
+                __m256 u0 = _mm256_shuffle_ps(t0v, t2v, _MM_SHUFFLE(1, 0, 1, 0)),
+                       u1 = _mm256_shuffle_ps(t0v, t2v, _MM_SHUFFLE(3, 2, 3, 2)),
+                       u2 = _mm256_shuffle_ps(t1v, t3v, _MM_SHUFFLE(1, 0, 1, 0)),
+                       u3 = _mm256_shuffle_ps(t1v, t3v, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 r0 = _mm256_permute2f128_ps(u0, u1, 0x20),
+                       r1 = _mm256_permute2f128_ps(u2, u3, 0x20),
+                       r2 = _mm256_permute2f128_ps(u0, u1, 0x31),
+                       r3 = _mm256_permute2f128_ps(u2, u3, 0x31);
+                float *row = op + (size_t)y * w + 4 * g;
+                int n = w - 4 * g; /* columns left in this row */
+                if (n >= 32) {
+                    _mm256_storeu_ps(row, r0);
+                    _mm256_storeu_ps(row + 8, r1);
+                    _mm256_storeu_ps(row + 16, r2);
+                    _mm256_storeu_ps(row + 24, r3);
+                } else {
+                    float t[32];
+                    _mm256_storeu_ps(t, r0);
+                    _mm256_storeu_ps(t + 8, r1);
+                    _mm256_storeu_ps(t + 16, r2);
+                    _mm256_storeu_ps(t + 24, r3);
+                    memcpy(row, t, sizeof(float) * n);
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* ----------------------------------------------------------------- band */
 
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
                     const float *bias, int cin, int cout, int relu, float *scratch, int avx2)
 {
-    int tx_n = (w + 3) / 4;
-    int nt = (ty1 - ty0) * tx_n;
+    int tx_n = (w + 3) / 4, txp = tiles_x_pad(w);
+    int nt = (ty1 - ty0) * txp;
     size_t tp = pad_nr((size_t)nt), ntb = tp / NR;
     int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
     float *V = scratch, *M = V + 36 * tp * cin, *D = M + 36 * tp * cp, *E = D + 36 * tp;
@@ -301,10 +486,21 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
     assert(in_r1 >= (4 * ty1 + 1 < h ? 4 * ty1 + 1 : h));
 
     /* Input transform, channel by channel. */
+#if SEGD_X86
+    if (avx2) {
+        if (tp > (size_t)nt) /* lanes past the last tile: zero panels */
+            for (int xi = 0; xi < 36; xi++)
+                for (int c = 0; c < cin; c++)
+                    for (size_t t = nt; t < tp; t++)
+                        V[(((size_t)xi * ntb + t / NR) * cin + c) * NR + t % NR] = 0.0f;
+        for (int c = 0; c < cin; c++)
+            wino_in_avx2(V, ntb, cin, c, inp + (size_t)c * in_cs, in_r0, h, w, ty0, ty1, txp, D);
+    }
+#endif
     if (tp > (size_t)nt)
         for (int k = 0; k < 36; k++)
             memset(D + k * tp + nt, 0, sizeof(float) * (tp - nt));
-    for (int c = 0; c < cin; c++) {
+    for (int c = 0; c < cin && !avx2; c++) {
         const float *plane = inp + (size_t)c * in_cs;
         for (int ty = ty0; ty < ty1; ty++) {
             const float *rows[6];
@@ -312,7 +508,7 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
                 int y = 4 * ty - 1 + r;
                 rows[r] = (y < 0 || y >= h) ? NULL : plane + (size_t)(y - in_r0) * w;
             }
-            gather_row(D, tp, (ty - ty0) * tx_n, rows, w, tx_n);
+            gather_row(D, tp, (ty - ty0) * txp, rows, w, tx_n, txp);
         }
         /* rows of patch: D[r*6+s]; first BT over r (stride 6 rows), then over s */
         for (int s = 0; s < 6; s++)
@@ -334,6 +530,14 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
     }
 
     /* Output transform per output channel, scatter 4x4 blocks. */
+#if SEGD_X86
+    if (avx2) {
+        for (int o = 0; o < cout; o++)
+            wino_out_avx2(out + (size_t)o * out_cs, M + (size_t)o * tp, (size_t)cp * tp, bias[o],
+                          relu, h, w, ty0, ty1, txp);
+        return;
+    }
+#endif
     for (int o = 0; o < cout; o++) {
         const float *m = M + (size_t)o * tp; /* m[xi] at stride cp*tp */
         size_t ms = (size_t)cp * tp;
@@ -347,7 +551,7 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
             bias_act(D + k * tp, nt, bias[o], relu);
         float *op = out + (size_t)o * out_cs;
         for (int ty = ty0; ty < ty1; ty++) {
-            int t0 = (ty - ty0) * tx_n;
+            int t0 = (ty - ty0) * txp;
             for (int p = 0; p < 4; p++) {
                 int y = 4 * ty + p;
                 if (y >= h)

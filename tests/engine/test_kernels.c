@@ -71,8 +71,8 @@ static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int a
     float *inp = rand_buf((size_t)cin * h * w), *wt = rand_buf((size_t)cout * cin * 9),
           *b = rand_buf((size_t)cout), *out = rand_buf(cs * cout), *ref = rand_buf(cs * cout);
     float *u = aligned_alloc(64, (segd_wino_weights_floats(cin, cout) * 4 + 63) / 64 * 64);
-    int tx = (w + 3) / 4, ty = (h + 3) / 4;
-    size_t sf = segd_wino_band_floats(cin, cout, rows * tx);
+    int ty = (h + 3) / 4;
+    size_t sf = segd_wino_band_floats(cin, cout, rows, w);
     float *scr = aligned_alloc(64, (sf * 4 + 63) / 64 * 64);
     size_t colf = segd_conv3x3_min_col(cin, w);
     float *col = malloc(colf * 4);
