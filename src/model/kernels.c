@@ -225,6 +225,34 @@ VEC_CLONES static void hrow(float *t, const float *r, const int *x0, const int *
         t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
 }
 
+/* hrow for exact f-times upsampling, f a power of two >= 4 (ow == f iw,
+ * iw >= 2): the source position of x = f m + p is m + (p + 0.5)/f - 0.5,
+ * exact in float, so inside the row x0 = m-1 for p < f/2 and m otherwise;
+ * each half block blends two fixed source values with the tables' weights. */
+VEC_CLONES static void hrow_pow2(float *restrict t, const float *restrict r, const int *x0,
+                                 const int *x1, const float *restrict w0,
+                                 const float *restrict w1, int iw, int f)
+{
+    int ow = f * iw, half = f / 2;
+    for (int x = 0; x < half; x++) /* left end: clamped */
+        t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
+    for (int m = 0; m < iw; m++) {
+        int xa = f * m, xb = xa + half;
+        if (m > 0) {
+            float a = r[m - 1], b = r[m];
+            for (int x = xa; x < xb; x++)
+                t[x] = a * w0[x] + b * w1[x];
+        }
+        if (m < iw - 1) {
+            float a = r[m], b = r[m + 1];
+            for (int x = xb; x < xa + f; x++)
+                t[x] = a * w0[x] + b * w1[x];
+        }
+    }
+    for (int x = ow - half; x < ow; x++) /* right end: clamped */
+        t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
+}
+
 /* hrow for exact 2x upsampling (ow == 2 iw, iw >= 2): inside the row the
  * tables hold x0 = m-1, x1 = m, w = (0.25, 0.75) at x = 2m and x0 = m,
  * x1 = m+1, w = (0.75, 0.25) at x = 2m+1 (exact in float), so the same
@@ -260,7 +288,9 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
         float *w0 = tmp + 2 * (size_t)ow, *w1 = w0 + ow, *ta = w1 + ow, *tb = ta + ow;
         for (int x = 0; x < ow; x++)
             src_coord(sx, x, iw, &x0[x], &x1[x], &w0[x], &w1[x]);
-        int twox = ow == 2 * iw && iw >= 2;
+        int twox = ow == 2 * iw && iw >= 2, pow2 = 0;
+        if (iw >= 2 && ow % iw == 0 && ow / iw >= 4 && ((ow / iw) & (ow / iw - 1)) == 0)
+            pow2 = ow / iw;
         for (int ch = 0; ch < c; ch++) {
             const float *src = inp + (size_t)ch * ih * iw;
             float *dst = out + (size_t)ch * nr * ow;
@@ -277,6 +307,8 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
                         yb = ya;
                     } else if (twox) {
                         hrow2x(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, iw);
+                    } else if (pow2) {
+                        hrow_pow2(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, iw, pow2);
                     } else {
                         hrow(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, ow);
                     }
@@ -285,6 +317,8 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
                 if (y1 != yb) {
                     if (twox)
                         hrow2x(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, iw);
+                    else if (pow2)
+                        hrow_pow2(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, iw, pow2);
                     else
                         hrow(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, ow);
                     yb = y1;

@@ -250,7 +250,7 @@ void segd_unet3p_finalize(segd_unet3p *net)
 
 /* ------------------------------------------------------------ arena plan */
 
-#define BAND_FLOATS ((size_t)1 << 20) /* target Winograd scratch per band */
+#define BAND_FLOATS ((size_t)1 << 19) /* target Winograd scratch per band */
 
 enum { SRC_DIRECT, SRC_POOL };
 

@@ -488,11 +488,11 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
     /* Input transform, channel by channel. */
 #if SEGD_X86
     if (avx2) {
-        if (tp > (size_t)nt) /* lanes past the last tile: zero panels */
+        if (tp > (size_t)nt) /* lanes past the last tile (all in the last block): zero */
             for (int xi = 0; xi < 36; xi++)
                 for (int c = 0; c < cin; c++)
-                    for (size_t t = nt; t < tp; t++)
-                        V[(((size_t)xi * ntb + t / NR) * cin + c) * NR + t % NR] = 0.0f;
+                    memset(V + (((size_t)xi * ntb + ntb - 1) * cin + c) * NR + nt % NR, 0,
+                           sizeof(float) * (tp - nt));
         for (int c = 0; c < cin; c++)
             wino_in_avx2(V, ntb, cin, c, inp + (size_t)c * in_cs, in_r0, h, w, ty0, ty1, txp, D);
     }

@@ -210,6 +210,9 @@ int main(void)
         test_resize(1, h, w, h, w);
     }
     test_resize(1, 266, 266, 256, 256);
+    for (int f = 2; f <= 16; f *= 2) /* power-of-two upsampling fast paths */
+        for (int n = 2; n <= 9; n += 7)
+            test_resize(3, n, n + 1, f * n, f * (n + 1));
     test_resize(3, 256, 256, 310, 360);
     test_conv3x3(64, 16, 32, 32, 1, segd_conv3x3_min_col(64, 32) * 5);
     return test_report("test_kernels");
