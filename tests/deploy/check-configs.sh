@@ -1,0 +1,212 @@
+#!/bin/bash
+# Deployment configuration checks (deploy/, Dockerfile, .dockerignore):
+#   - haproxy -c -f deploy/haproxy.cfg
+#   - HAProxy for real, when SEGD_BIN is built: three `segd serve` replicas on
+#     loopback behind deploy/haproxy.cfg (addresses and check interval
+#     rewritten), all UP via /readyz, requests balanced, and a draining
+#     replica (SIGTERM with a job in flight) taken out by the /readyz check
+#     while its accepted job is still answered
+#   - promtool check config / check rules / test rules (tests/deploy/rules-test.yml)
+#   - compose.yaml, kubernetes/*.yaml, segd.service, Dockerfile: fields that
+#     matter, with python3-yaml (tests/deploy/check_manifests.py)
+#   - systemd-analyze verify and security --offline on deploy/segd.service
+# A missing tool skips its checks with a SKIP line.  Prints "N passed,
+# N failed"; exits non-zero on any failure.
+#
+#   tests/deploy/check-configs.sh                 (SEGD_BIN=build/segd by default)
+set -u
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PY=/usr/bin/python3
+SEGD_BIN=${SEGD_BIN:-$ROOT/build/segd}
+
+passed=0; failed=0; skipped=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+T=$(mktemp -d /tmp/segd-deploy-check.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The daemon's default drain timeout, from its own --help.
+DRAIN_DEFAULT=30
+if [ -x "$SEGD_BIN" ]; then
+    d=$("$SEGD_BIN" serve --help 2>&1 | sed -n 's/.*SEGD_DRAIN_TIMEOUT, default: \([0-9.]*\)\].*/\1/p')
+    [ -n "$d" ] && DRAIN_DEFAULT=$d
+    echo "segd serve --help: default drain timeout $DRAIN_DEFAULT s"
+fi
+
+# ------------------------------------------------------------------ HAProxy
+echo "== haproxy"
+if have haproxy; then
+    # Outside compose the replica names do not resolve; HAProxy warns and
+    # starts them unresolved (init-addr ...,none).  Any other warning fails.
+    if haproxy -c -f deploy/haproxy.cfg >"$T/hc.log" 2>&1; then
+        ok "haproxy -c -f deploy/haproxy.cfg"
+    else
+        cat "$T/hc.log"; bad "haproxy -c -f deploy/haproxy.cfg"
+    fi
+    other=$(grep -E '\[(WARNING|ALERT)\]' "$T/hc.log" | grep -v "could not resolve address 'segd[0-9]*'")
+    if [ -z "$other" ]; then ok "haproxy.cfg: no warnings besides the unresolvable compose names"
+    else echo "$other"; bad "haproxy.cfg: warnings"; fi
+else
+    skip "haproxy not installed (apt-get install haproxy): haproxy.cfg not checked"
+fi
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+stat_of() { # stat_of SERVER -> "STATUS CHECK_STATUS" from the stats CSV
+    curl -s --max-time 5 "http://127.0.0.1:$SP/stats;csv" |
+        awk -F, -v s="$1" '$1 == "segd" && $2 == s { print $18, $37 }'
+}
+wait_for() { # wait_for SECONDS CMD...: poll every 0.1 s
+    local n=$(($1 * 10)); shift
+    for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+lb_test() {
+    local weights=$ROOT/tests/data/golden-w4.safetensors
+    local slice=$ROOT/tests/data/case101_day20_slice_0090_266_266_1.50_1.50.png
+    [ -f "$weights" ] && [ -f "$slice" ] || { skip "HAProxy live test: test data missing"; return; }
+    echo "== HAProxy live: deploy/haproxy.cfg in front of three segd replicas on loopback"
+    local i port ports=()
+    for i in 1 2 3; do
+        # replica 1 holds each job 3 s so that it can be caught draining
+        local delay=0; [ "$i" = 1 ] && delay=3000
+        "$SEGD_BIN" serve --bind 127.0.0.1 --port 0 --port-file "$T/port$i" --workers 1 \
+            --weights "$weights" --max-pixels 131072 --drain-timeout 20 --access-log off \
+            --debug-job-delay $delay 2>"$T/segd$i.log" &
+        PIDS+=($!)
+    done
+    for i in 1 2 3; do
+        if ! wait_for 30 test -s "$T/port$i"; then
+            cat "$T/segd$i.log"; bad "HAProxy live: replica $i starts"; return
+        fi
+        ports+=("$(cat "$T/port$i")")
+    done
+    FP=$(free_port); SP=$(free_port)
+    # the compose configuration with loopback addresses and a fast check interval
+    sed -e "s|^\(\s*bind\s*\):8080|\1127.0.0.1:$FP|" -e "s|^\(\s*bind\s*\):8404|\1127.0.0.1:$SP|" \
+        -e "s|segd1:8080|127.0.0.1:${ports[0]}|" -e "s|segd2:8080|127.0.0.1:${ports[1]}|" \
+        -e "s|segd3:8080|127.0.0.1:${ports[2]}|" -e "s|inter 2s|inter 200ms|" \
+        -e "s|log stdout .*|log stderr format raw local0 info|" deploy/haproxy.cfg >"$T/haproxy.cfg"
+    haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
+    PIDS+=($!)
+    local hpid=$!
+    all_up() { for s in segd1 segd2 segd3; do [[ $(stat_of $s) == "UP "* ]] || return 1; done; }
+    if wait_for 20 all_up; then ok "HAProxy live: all three replicas UP by the /readyz check"
+    else cat "$T/haproxy.log"; bad "HAProxy live: replicas UP"; return; fi
+    # compose.yaml's healthcheck command, as the runtime would run it ($$ is
+    # compose's escape for $), against replica 2
+    if $PY - "${ports[1]}" >"$T/hc-compose.log" 2>&1 <<'PYEOF'
+import subprocess, sys, yaml
+t = yaml.safe_load(open("deploy/compose.yaml"))["services"]["segd2"]["healthcheck"]["test"]
+assert t[0] == "CMD", t
+cmd = [a.replace("$$", "$").replace("8080", sys.argv[1]) for a in t[1:]]
+sys.exit(subprocess.run(cmd, timeout=10).returncode)
+PYEOF
+    then ok "HAProxy live: compose.yaml healthcheck command passes against a replica"
+    else cat "$T/hc-compose.log"; bad "HAProxy live: compose.yaml healthcheck command"; fi
+    local codes=""
+    for i in 1 2 3 4 5 6; do
+        codes="$codes $(curl -s -o /dev/null -w '%{http_code}' --max-time 30 -H 'Content-Type: image/png' \
+            --data-binary @"$slice" "http://127.0.0.1:$FP/v1/segment")"
+    done
+    [ "$codes" = " 200 200 200 200 200 200" ] && ok "HAProxy live: POST /v1/segment through the balancer ->$codes" ||
+        bad "HAProxy live: POST /v1/segment through the balancer ->$codes"
+    local served=0
+    for i in 0 1 2; do
+        curl -s --max-time 5 "http://127.0.0.1:${ports[$i]}/metrics" | grep -Eq '^segd_jobs_accepted_total [1-9]' &&
+            served=$((served + 1))
+    done
+    [ "$served" -ge 2 ] && ok "HAProxy live: requests spread over $served replicas" ||
+        bad "HAProxy live: requests spread over replicas ($served)"
+    # Drain: a job in flight on replica 1, then SIGTERM.  /readyz turns 503,
+    # HAProxy takes it out (L7STS), traffic goes on, the job is answered.
+    curl -s -o "$T/inflight" -w '%{http_code}' --max-time 30 -H 'Content-Type: image/png' \
+        --data-binary @"$slice" "http://127.0.0.1:${ports[0]}/v1/segment" >"$T/inflight.code" &
+    local cpid=$!
+    sleep 0.5
+    kill -TERM "${PIDS[0]}"
+    draining() { [[ $(stat_of segd1) == DOWN*L7STS* ]]; }
+    if wait_for 3 draining; then ok "HAProxy live: draining replica DOWN by /readyz 503 ($(stat_of segd1))"
+    else bad "HAProxy live: draining replica taken out by /readyz (stat: $(stat_of segd1))"; fi
+    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 -H 'Content-Type: image/png' \
+        --data-binary @"$slice" "http://127.0.0.1:$FP/v1/segment")
+    [ "$c" = 200 ] && ok "HAProxy live: balancer answers 200 while a replica drains" ||
+        bad "HAProxy live: balancer during drain -> $c"
+    wait "$cpid"
+    [ "$(cat "$T/inflight.code")" = 200 ] && ok "HAProxy live: the job accepted before SIGTERM answered 200" ||
+        bad "HAProxy live: in-flight job during drain -> $(cat "$T/inflight.code")"
+    local rc=1
+    wait_for 25 bash -c '! kill -0 "$1" 2>/dev/null' _ "${PIDS[0]}" && { wait "${PIDS[0]}"; rc=$?; }
+    [ "$rc" = 0 ] && grep -q drained "$T/segd1.log" && ok "HAProxy live: drained replica exits 0" ||
+        { cat "$T/segd1.log"; bad "HAProxy live: drained replica exit ($rc)"; }
+    kill -TERM "$hpid" 2>/dev/null
+}
+if have haproxy && have curl && [ -x "$SEGD_BIN" ]; then
+    lb_test
+else
+    skip "HAProxy live test: needs haproxy, curl and a built segd (SEGD_BIN=$SEGD_BIN)"
+fi
+
+# ------------------------------------------------------------------ Prometheus
+echo "== promtool"
+if have promtool; then
+    for c in "check config deploy/prometheus.yml" "check rules deploy/rules.yml" \
+             "test rules tests/deploy/rules-test.yml"; do
+        # shellcheck disable=SC2086
+        if promtool $c >"$T/p.log" 2>&1; then ok "promtool $c"; else cat "$T/p.log"; bad "promtool $c"; fi
+    done
+else
+    skip "promtool not installed (apt-get install prometheus): prometheus.yml and rules.yml not checked"
+fi
+
+# ------------------------------------------------------------------ manifests
+echo "== compose / kubernetes / systemd / Dockerfile fields (python3-yaml)"
+if [ -x "$PY" ] && $PY -c 'import yaml' 2>/dev/null; then
+    SEGD_DRAIN_DEFAULT=$DRAIN_DEFAULT $PY tests/deploy/check_manifests.py "$ROOT" >"$T/m.log" 2>&1
+    cat "$T/m.log"
+    passed=$((passed + $(grep -c '^ok ' "$T/m.log")))
+    failed=$((failed + $(grep -c '^FAIL ' "$T/m.log")))
+    grep -q '^manifests: ' "$T/m.log" || bad "check_manifests.py did not finish"
+else
+    skip "$PY with yaml not available (apt-get install python3-yaml): manifests not parsed"
+fi
+
+# ------------------------------------------------------------------ systemd
+echo "== systemd"
+if have systemd-analyze; then
+    # verify wants ExecStart's binary to exist: point it at the built one if
+    # segd is not installed here.
+    unit=$T/segd.service
+    exe=/usr/bin/segd
+    [ -x "$exe" ] || exe=$SEGD_BIN
+    [ -x "$exe" ] || exe=$(command -v true)
+    sed "s|^ExecStart=/usr/bin/segd|ExecStart=$exe|" deploy/segd.service >"$unit"
+    if systemd-analyze verify "$unit" >"$T/v.log" 2>&1 && ! grep -q . "$T/v.log"; then
+        ok "systemd-analyze verify deploy/segd.service"
+    else
+        cat "$T/v.log"; bad "systemd-analyze verify deploy/segd.service"
+    fi
+    if systemd-analyze security --offline=true --threshold=20 "$unit" >"$T/s.log" 2>&1; then
+        ok "systemd-analyze security: $(grep -o 'Overall exposure level.*' "$T/s.log" | sed 's/for [^:]*: //') (<= 2.0)"
+    elif grep -qi "unrecognized option\|unknown option" "$T/s.log"; then
+        skip "systemd-analyze security --offline unsupported by this systemd"
+    else
+        tail -3 "$T/s.log"; bad "systemd-analyze security: exposure above 2.0"
+    fi
+else
+    skip "systemd-analyze not available: segd.service not verified"
+fi
+
+echo
+echo "$passed passed, $failed failed$( [ "$skipped" -gt 0 ] && echo " ($skipped skipped)")"
+[ "$failed" = 0 ]

@@ -1,0 +1,340 @@
+#!/usr/bin/python3
+"""Static checks of the deployment files: deploy/compose.yaml with
+haproxy.cfg, prometheus.yml and rules.yml; deploy/kubernetes/*.yaml;
+deploy/segd.service; Dockerfile and .dockerignore.
+
+Asserts the fields that matter for operating segd (probe paths, ports,
+grace periods above the drain timeout, resources, replicas, selectors that
+match) and that the files agree with each other.  Prints one "ok ..." or
+"FAIL ..." line per assertion and exits 1 if any failed.
+
+    /usr/bin/python3 tests/deploy/check_manifests.py [REPO_ROOT]
+
+Environment: SEGD_DRAIN_DEFAULT (seconds; the daemon's default
+--drain-timeout, read from `segd serve --help` by check-configs.sh; 30 if
+unset), SEGD_MEASURED_RSS_MIB (resident MiB of `segd serve --workers 2`,
+default 203 = 213 MB measured).
+"""
+import glob
+import os
+import re
+import shlex
+import sys
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover
+    print("FAIL python3-yaml is not installed (apt-get install python3-yaml)")
+    sys.exit(1)
+
+ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", ".."))
+DEPLOY = os.path.join(ROOT, "deploy")
+DRAIN_DEFAULT = float(os.environ.get("SEGD_DRAIN_DEFAULT") or 30)
+RSS_MIB = float(os.environ.get("SEGD_MEASURED_RSS_MIB") or 203)
+P95_EXPR = "histogram_quantile(0.95, sum by (le) (rate(segd_request_duration_seconds_bucket[5m])))"
+
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok   {what}")
+    else:
+        failed += 1
+        print(f"FAIL {what}")
+    return bool(cond)
+
+
+def guard(what, fn):
+    """Run a group of checks; an exception (missing key, bad file) is one failure."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - report and go on with the next group
+        check(False, f"{what}: {type(e).__name__}: {e}")
+
+
+def norm(expr):
+    return re.sub(r"\s+", "", str(expr))
+
+
+def seconds(v):
+    """'40s', '1m30s', '45', 45 -> seconds."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    s = str(v).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    total, pos = 0.0, 0
+    for m in re.finditer(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", s):
+        if m.start() != pos:
+            raise ValueError(f"bad duration {v!r}")
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise ValueError(f"bad duration {v!r}")
+    return total
+
+
+def cpu(v):
+    s = str(v)
+    return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
+
+
+def mib(v):
+    s = str(v)
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for u, f in sorted(units.items(), key=lambda x: -len(x[0])):
+        if s.endswith(u):
+            return float(s[: -len(u)]) * f
+    return float(s) / 2**20
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def subset(a, b):
+    return bool(a) and all(b.get(k) == v for k, v in a.items())
+
+
+# ---------------------------------------------------------------- compose
+def compose():
+    c = load(os.path.join(DEPLOY, "compose.yaml"))
+    svcs = c["services"]
+    segd = {n: s for n, s in svcs.items() if "segd" in str(s.get("image", "")) and n.startswith("segd")}
+    check(len(segd) == 3, f"compose: 3 segd replicas ({', '.join(sorted(segd))})")
+    for n, s in sorted(segd.items()):
+        env = s.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env)
+        drain = float(env.get("SEGD_DRAIN_TIMEOUT", DRAIN_DEFAULT))
+        grace = seconds(s.get("stop_grace_period", "10s"))
+        check(grace > drain, f"compose {n}: stop_grace_period {grace:g}s > drain timeout {drain:g}s")
+        check(s.get("stop_signal", "SIGTERM") == "SIGTERM", f"compose {n}: stop signal SIGTERM")
+        check("SEGD_WORKERS" in env, f"compose {n}: SEGD_WORKERS pinned (the default counts host CPUs)")
+        check(str(env.get("SEGD_PORT", "8080")) == "8080", f"compose {n}: SEGD_PORT 8080")
+        hc = " ".join(map(str, (s.get("healthcheck") or {}).get("test", [])))
+        check("/readyz" in hc or "/healthz" in hc, f"compose {n}: healthcheck probes /readyz or /healthz")
+        check(s.get("mem_limit") or (s.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")),
+              f"compose {n}: memory limit set")
+    check(sum(1 for s in segd.values() if "build" in s) >= 1, "compose: one replica builds the image from ../Dockerfile")
+    builds = [s["build"] for s in segd.values() if "build" in s]
+    check(all(os.path.isfile(os.path.join(DEPLOY, b.get("context", "."), b.get("dockerfile", "Dockerfile")))
+              for b in builds), "compose: build context/dockerfile exist")
+
+    hap = svcs["haproxy"]
+    check(any(str(p).startswith("8080:") for p in hap.get("ports", [])), "compose haproxy: publishes 8080")
+    check(any("haproxy.cfg" in str(v) for v in hap.get("volumes", [])), "compose haproxy: mounts haproxy.cfg")
+    deps = hap.get("depends_on") or {}
+    check(set(segd) <= set(deps), "compose haproxy: depends on every replica")
+    prom = svcs["prometheus"]
+    vols = " ".join(map(str, prom.get("volumes", [])))
+    check("prometheus.yml" in vols and "rules.yml" in vols, "compose prometheus: mounts prometheus.yml and rules.yml")
+    for v in prom.get("volumes", []):
+        src = str(v).split(":")[0]
+        if src.startswith("./"):
+            check(os.path.isfile(os.path.join(DEPLOY, src)), f"compose prometheus: {src} exists")
+
+    # haproxy.cfg: every replica is a checked server, health check on /readyz
+    cfg = open(os.path.join(DEPLOY, "haproxy.cfg")).read()
+    servers = dict(re.findall(r"^\s*server\s+(\S+)\s+(\S+)", cfg, re.M))
+    check({f"{n}:8080" for n in segd} == set(servers.values()), "haproxy.cfg: one server per replica, port 8080")
+    check(re.search(r"^\s*default-server\b.*\bcheck\b", cfg, re.M) or
+          all(re.search(rf"^\s*server\s+{re.escape(k)}\s+\S+.*\bcheck\b", cfg, re.M) for k in servers),
+          "haproxy.cfg: servers are health checked")
+    check(re.search(r"^\s*http-check\s+send\s+.*\buri\s+/readyz\b", cfg, re.M), "haproxy.cfg: http-check on /readyz")
+    check(re.search(r"^\s*http-check\s+expect\s+status\s+200\b", cfg, re.M), "haproxy.cfg: expects status 200")
+    check(re.search(r"^\s*bind\s+\S*:8080\b", cfg, re.M), "haproxy.cfg: frontend on :8080")
+    tserver = re.search(r"^\s*timeout\s+server\s+(\S+)", cfg, re.M)
+    check(tserver and seconds(tserver.group(1)) > 30, "haproxy.cfg: timeout server > segd request timeout (30 s)")
+
+    # prometheus.yml: every replica scraped, rules loaded
+    p = load(os.path.join(DEPLOY, "prometheus.yml"))
+    targets = set()
+    for job in p.get("scrape_configs", []):
+        for sc in job.get("static_configs", []):
+            targets.update(sc.get("targets", []))
+    check({f"{n}:8080" for n in segd} <= targets, "prometheus.yml: scrapes every replica")
+    check("rules.yml" in [os.path.basename(r) for r in p.get("rule_files", [])], "prometheus.yml: loads rules.yml")
+
+
+def rules():
+    r = load(os.path.join(DEPLOY, "rules.yml"))
+    recs = {x["record"]: x["expr"] for g in r["groups"] for x in g["rules"] if "record" in x}
+    check(any(norm(e) == norm(P95_EXPR) for e in recs.values()), "rules.yml: records the p95 latency from the histogram")
+    pr = os.path.join(DEPLOY, "kubernetes", "prometheusrule.yaml")
+    if os.path.exists(pr):
+        k = load(pr)
+        krecs = {x["record"]: x["expr"] for g in k["spec"]["groups"] for x in g["rules"] if "record" in x}
+        check(krecs and all(norm(recs.get(n)) == norm(e) for n, e in krecs.items()),
+              "kubernetes/prometheusrule.yaml: same expressions as rules.yml")
+
+
+# ---------------------------------------------------------------- kubernetes
+def kubernetes():
+    docs = []
+    for f in sorted(glob.glob(os.path.join(DEPLOY, "kubernetes", "*.yaml"))):
+        with open(f) as fh:
+            for d in yaml.safe_load_all(fh):
+                if d:
+                    docs.append((os.path.basename(f), d))
+    kinds = {}
+    for f, d in docs:
+        check("apiVersion" in d and "kind" in d, f"k8s {f}: has apiVersion and kind")
+        kinds.setdefault(d.get("kind"), []).append(d)
+    for k in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        check(k in kinds, f"k8s: a {k}")
+    dep = kinds["Deployment"][0]
+    name = dep["metadata"]["name"]
+    spec = dep["spec"]
+    tmpl = spec["template"]
+    labels = tmpl["metadata"]["labels"]
+    pod = tmpl["spec"]
+    check(spec.get("replicas") == 3, "k8s Deployment: replicas 3")
+    check(subset(spec["selector"]["matchLabels"], labels), "k8s Deployment: selector matches the pod labels")
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    port = int(env.get("SEGD_PORT", 8080))
+    check(port in ports.values(), f"k8s Deployment: containerPort {port} = SEGD_PORT")
+    pname = next((n for n, v in ports.items() if v == port), None)
+
+    def probe(kind, path):
+        pr = c.get(kind) or {}
+        g = pr.get("httpGet") or {}
+        check(g.get("path") == path and g.get("port") in (port, pname),
+              f"k8s Deployment: {kind} GET {path} on the daemon's port")
+        return pr
+
+    probe("readinessProbe", "/readyz")
+    probe("livenessProbe", "/healthz")
+    sp = probe("startupProbe", "/healthz")
+    budget = sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3)
+    check(budget >= 30, f"k8s Deployment: startupProbe allows {budget} s for weight loading (>= 30)")
+    drain = float(env.get("SEGD_DRAIN_TIMEOUT", DRAIN_DEFAULT))
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    check(grace > drain, f"k8s Deployment: terminationGracePeriodSeconds {grace} > drain timeout {drain:g}")
+    pre = ((c.get("lifecycle") or {}).get("preStop") or {})
+    cmd = (pre.get("exec") or {}).get("command") or []
+    sleep = float(cmd[-1]) if cmd and "sleep" in cmd[0] else float((pre.get("sleep") or {}).get("seconds", 0))
+    check(sleep > 0, f"k8s Deployment: preStop sleep ({sleep:g} s) before SIGTERM")
+    check(grace >= sleep + drain, f"k8s Deployment: grace {grace} >= preStop {sleep:g} + drain {drain:g}")
+    res = c.get("resources") or {}
+    req, lim = res.get("requests") or {}, res.get("limits") or {}
+    check(all(k in req for k in ("cpu", "memory")) and "memory" in lim, "k8s Deployment: cpu/memory requests and memory limit set")
+    check(mib(req["memory"]) >= RSS_MIB, f"k8s Deployment: memory request {req['memory']} >= measured RSS {RSS_MIB:g} MiB")
+    check(mib(lim["memory"]) >= mib(req["memory"]), "k8s Deployment: memory limit >= request")
+    workers = int(env.get("SEGD_WORKERS", 0))
+    check(workers >= 1, "k8s Deployment: SEGD_WORKERS pinned (the default counts the node's CPUs)")
+    check(workers <= cpu(req["cpu"]) + 1e-9, f"k8s Deployment: SEGD_WORKERS {workers} <= cpu request {req['cpu']}")
+    psc = pod.get("securityContext") or {}
+    check(psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0, "k8s Deployment: runs as non-root")
+    ann = tmpl["metadata"].get("annotations") or {}
+    has_sm = "ServiceMonitor" in kinds
+    check(has_sm or ann.get("prometheus.io/scrape") == "true", "k8s: Prometheus scrape annotations or a ServiceMonitor")
+    if ann:
+        check(str(ann.get("prometheus.io/port")) == str(port) and ann.get("prometheus.io/path", "/metrics") == "/metrics",
+              "k8s Deployment: prometheus.io annotations name the daemon's port and /metrics")
+
+    svc = kinds["Service"][0]
+    check(subset(svc["spec"]["selector"], labels), "k8s Service: selector matches the pod labels")
+    sports = svc["spec"]["ports"]
+    check(all(p.get("targetPort") in (port, pname) for p in sports), "k8s Service: targetPort is the daemon's port")
+
+    hpa = kinds["HorizontalPodAutoscaler"][0]["spec"]
+    ref = hpa["scaleTargetRef"]
+    check(ref.get("kind") == "Deployment" and ref.get("name") == name and ref.get("apiVersion") == "apps/v1",
+          "k8s HPA: scaleTargetRef is the Deployment")
+    check(1 <= hpa.get("minReplicas", 1) <= hpa["maxReplicas"], "k8s HPA: minReplicas <= maxReplicas")
+    check(hpa.get("minReplicas", 1) >= 2, "k8s HPA: minReplicas >= 2 (the PDB can always evict one)")
+    check(hpa.get("metrics"), "k8s HPA: has metrics")
+
+    pdb = kinds["PodDisruptionBudget"][0]["spec"]
+    check(subset(pdb["selector"]["matchLabels"], labels), "k8s PDB: selector matches the pod labels")
+    if "minAvailable" in pdb:
+        check(int(pdb["minAvailable"]) < spec["replicas"], "k8s PDB: minAvailable < replicas (drains can proceed)")
+    else:
+        check(int(pdb.get("maxUnavailable", 0)) >= 1, "k8s PDB: maxUnavailable >= 1 (drains can proceed)")
+
+    for sm in kinds.get("ServiceMonitor", []):
+        s = sm["spec"]
+        check(subset(s["selector"]["matchLabels"], svc["metadata"]["labels"]), "k8s ServiceMonitor: selects the Service")
+        check(all(e.get("port") in [p.get("name") for p in sports] and e.get("path", "/metrics") == "/metrics"
+                  for e in s["endpoints"]), "k8s ServiceMonitor: scrapes the Service's named port /metrics")
+
+    kz = os.path.join(DEPLOY, "kubernetes", "kustomization.yaml")
+    if os.path.exists(kz):
+        res_files = load(kz).get("resources", [])
+        check(res_files and all(os.path.isfile(os.path.join(DEPLOY, "kubernetes", r)) for r in res_files),
+              "k8s kustomization: listed resources exist")
+
+
+# ---------------------------------------------------------------- systemd
+def systemd():
+    keys = {}
+    for line in open(os.path.join(DEPLOY, "segd.service")):
+        line = line.strip()
+        if not line or line[0] in "#;[":
+            continue
+        k, _, v = line.partition("=")
+        keys.setdefault(k.strip(), []).append(v.strip())
+
+    def one(k):
+        return (keys.get(k) or [""])[-1]
+
+    exe = shlex.split(one("ExecStart"))
+    check(exe[:2] in (["/usr/bin/segd", "serve"], ["/usr/local/bin/segd", "serve"]), "segd.service: ExecStart segd serve")
+    env = dict(kv.split("=", 1) for e in keys.get("Environment", []) for kv in shlex.split(e))
+    check(any(k.startswith("SEGD_") for k in env), "segd.service: Environment=SEGD_*")
+    check(env.get("SEGD_WEIGHTS", "").endswith(".safetensors"), "segd.service: SEGD_WEIGHTS points at the installed weights")
+    drain = float(env.get("SEGD_DRAIN_TIMEOUT", DRAIN_DEFAULT))
+    check(one("KillSignal") == "SIGTERM", "segd.service: KillSignal=SIGTERM")
+    check(seconds(one("TimeoutStopSec") or "90s") > drain, f"segd.service: TimeoutStopSec > drain timeout {drain:g}")
+    for k, v in [("DynamicUser", "yes"), ("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"),
+                 ("PrivateTmp", "yes"), ("ProtectHome", "yes"), ("MemoryDenyWriteExecute", "yes"),
+                 ("PrivateDevices", "yes"), ("ProtectKernelTunables", "yes"), ("ProtectControlGroups", "yes"),
+                 ("RestrictNamespaces", "yes"), ("LockPersonality", "yes")]:
+        check(one(k) == v, f"segd.service: {k}={v}")
+    check("AF_INET" in one("RestrictAddressFamilies"), "segd.service: RestrictAddressFamilies")
+    check(any("@system-service" in v for v in keys.get("SystemCallFilter", [])), "segd.service: SystemCallFilter=@system-service")
+    check(keys.get("CapabilityBoundingSet") == [""], "segd.service: no capabilities")
+
+
+# ---------------------------------------------------------------- Dockerfile
+def dockerfile():
+    text = open(os.path.join(ROOT, "Dockerfile")).read()
+    lines = re.sub(r"\\\n", " ", text).splitlines()
+    ins = [(l.split(None, 1)[0].upper(), l.split(None, 1)[1] if len(l.split(None, 1)) > 1 else "")
+           for l in (x.strip() for x in lines) if l and not l.startswith("#")]
+    froms = [a for i, a in ins if i == "FROM"]
+    check(len(froms) >= 2, "Dockerfile: multi-stage")
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.M))
+    base = [re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), f.split()[0]) for f in froms]
+    check(all(b.endswith("debian:bookworm-slim") for b in base), f"Dockerfile: stages FROM debian:bookworm-slim ({base})")
+    last = max(i for i, (k, _) in enumerate(ins) if k == "FROM")
+    final = ins[last:]
+    user = [a for k, a in final if k == "USER"]
+    check(user and user[-1].split(":")[0] not in ("0", "root"), "Dockerfile: runtime stage runs as non-root USER")
+    check(any(k == "EXPOSE" and "8080" in a for k, a in final), "Dockerfile: EXPOSE 8080")
+    check(any(k == "STOPSIGNAL" and a.strip() == "SIGTERM" for k, a in final), "Dockerfile: STOPSIGNAL SIGTERM")
+    check(any(k == "HEALTHCHECK" and "/healthz" in a for k, a in final), "Dockerfile: HEALTHCHECK on /healthz")
+    envtxt = " ".join(a for k, a in final if k == "ENV")
+    for v in ("SEGD_PORT", "SEGD_WORKERS", "SEGD_WEIGHTS"):
+        check(re.search(rf"\b{v}=\S", envtxt), f"Dockerfile: ENV {v}")
+    m = re.search(r"SEGD_WEIGHTS=(\S+)", envtxt)
+    check(m and m.group(1).startswith("/usr/share/segd/"), "Dockerfile: SEGD_WEIGHTS under /usr/share/segd (meson's datadir)")
+    check(not any(k == "RUN" and re.search(r"\b(gcc|meson|-dev)\b", a) for k, a in final),
+          "Dockerfile: no build tools in the runtime stage")
+    di = [l.strip() for l in open(os.path.join(ROOT, ".dockerignore")) if l.strip() and not l.startswith("#")]
+    for pat in (".git", "build", "train/runs", "node_modules", ".devdata"):
+        check(any(p.rstrip("/").lstrip("/").endswith(pat) or p.startswith(pat) for p in di), f".dockerignore: excludes {pat}")
+
+
+for what, fn in [("compose", compose), ("rules", rules), ("kubernetes", kubernetes),
+                 ("systemd", systemd), ("Dockerfile", dockerfile)]:
+    guard(what, fn)
+print(f"manifests: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
