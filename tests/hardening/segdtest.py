@@ -1,0 +1,321 @@
+"""Helpers of the hardening tests (standard library only): start a real
+`segd serve` on loopback and read its port, plain HTTP requests, /metrics,
+RSS, reference documents from `segd infer`, PNG crafting (valid, broken,
+bombs) and multipart bodies.
+
+Every test script imports this module, runs its checks with check(), and
+ends with finish(), which prints "N passed, N failed" for the script and
+exits non-zero on a failure.  Environment:
+  SEGD_BIN      the segd binary (default build/segd)
+  SEGD_WEIGHTS  weights for the tests (default tests/data/golden-w4.safetensors)
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(ROOT, "tests", "data")
+SEGD_BIN = os.environ.get("SEGD_BIN") or os.path.join(ROOT, "build", "segd")
+if not os.path.isabs(SEGD_BIN):
+    SEGD_BIN = os.path.join(ROOT, SEGD_BIN)
+WEIGHTS = os.environ.get("SEGD_WEIGHTS") or os.path.join(DATA, "golden-w4.safetensors")
+SLICES = [os.path.join(DATA, f) for f in (
+    "case101_day20_slice_0090_266_266_1.50_1.50.png",
+    "case110_day16_slice_0070_360_310_1.50_1.50.png",
+    "synthetic-37x53-grey8.png", "synthetic-37x53-grey16.png",
+    "synthetic-37x53-rgb.png", "synthetic-37x53-rgba.png",
+    "synthetic-37x53-palette.png")]
+
+# ---------------------------------------------------------------- results
+
+_passed = 0
+_failed = 0
+
+
+def check(cond, name, detail=""):
+    """Count one check; print it.  Returns cond."""
+    global _passed, _failed
+    if cond:
+        _passed += 1
+        print(f"  ok   {name}", flush=True)
+    else:
+        _failed += 1
+        print(f"  FAIL {name}{': ' + str(detail) if detail != '' else ''}", flush=True)
+    return bool(cond)
+
+
+def finish():
+    print(f"{_passed} passed, {_failed} failed", flush=True)
+    sys.exit(1 if _failed else 0)
+
+
+def note(msg):
+    """A measured figure (collected by run.sh into the report)."""
+    print(f"  figure {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- daemon
+
+class Daemon:
+    """`segd serve --bind 127.0.0.1 --port 0 ...` as a child; the port
+    comes from the stderr line 'listening on http://127.0.0.1:PORT'.
+    stderr is drained by a thread into self.lines."""
+
+    def __init__(self, *args, weights=None, wrapper=None, access_log=False, start_timeout=30.0):
+        cmd = list(wrapper or []) + [SEGD_BIN, "serve", "--bind", "127.0.0.1", "--port", "0",
+                                     "--weights", weights or WEIGHTS,
+                                     "--access-log", "on" if access_log else "off"]
+        cmd += [str(a) for a in args]
+        self.cmd = cmd
+        self.lines = []
+        self.port = None
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, cwd=ROOT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        t0 = time.monotonic()
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() - t0 > start_timeout:
+                self.kill()
+                raise RuntimeError("segd did not start: " + " ".join(cmd) + "\n" + self.log())
+        # the server process (not a wrapper like valgrind) owns the port
+        self.pid = self.proc.pid
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if len(self.lines) < 200000:
+                self.lines.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if m and self.port is None:
+                self.port = int(m.group(1))
+                self._ready.set()
+
+    def log(self):
+        return "\n".join(self.lines[-40:])
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def rss_kb(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return -1
+
+    def signal(self, sig=signal.SIGTERM):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=60.0):
+        """SIGTERM, wait; the exit status (or None when it had to be killed)."""
+        self.signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        self._reader.join(5)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+# ---------------------------------------------------------------- HTTP
+
+class Resp:
+    def __init__(self, status, headers, body, elapsed):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body
+        self.elapsed = elapsed
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def error_code(self):
+        doc = self.json()
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            return doc["error"].get("code")
+        return None
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:160]!r}>"
+
+
+def request(port, method, path, body=None, headers=None, timeout=60.0):
+    """One request on a fresh connection.  Resp, or an exception."""
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data,
+                    time.monotonic() - t0)
+    finally:
+        c.close()
+
+
+def post_png(port, png, path="/v1/segment", ctype="image/png", timeout=60.0, headers=None):
+    h = {"Content-Type": ctype} if ctype is not None else {}
+    h.update(headers or {})
+    return request(port, "POST", path, png, h, timeout)
+
+
+def metrics(port):
+    """/metrics as {'name{labels}': value}."""
+    r = request(port, "GET", "/metrics", timeout=10)
+    out = {}
+    for line in r.body.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
+def metric(port, name, default=None):
+    return metrics(port).get(name, default)
+
+
+def wait_for(pred, timeout, step=0.05):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def workers_idle(port):
+    m = metrics(port)
+    return m.get("segd_workers_busy", -1) == 0 and m.get("segd_queue_depth", -1) == 0
+
+
+def raw_connect(port, timeout=10.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def multipart(parts, boundary="segdHardeningBoundary"):
+    """parts: [(name, filename or None, content_type or None, bytes)] ->
+    (content_type, body)."""
+    out = bytearray()
+    for name, filename, ctype, data in parts:
+        out += b"--" + boundary.encode() + b"\r\n"
+        disp = f'Content-Disposition: form-data; name="{name}"'
+        if filename is not None:
+            disp += f'; filename="{filename}"'
+        out += disp.encode() + b"\r\n"
+        if ctype:
+            out += b"Content-Type: " + ctype.encode() + b"\r\n"
+        out += b"\r\n" + data + b"\r\n"
+    out += b"--" + boundary.encode() + b"--\r\n"
+    return f"multipart/form-data; boundary={boundary}", bytes(out)
+
+
+# ---------------------------------------------------------------- reference
+
+_infer_cache = {}
+
+
+def infer(path, weights=None):
+    """`segd infer` document of one slice (cached)."""
+    key = (path, weights or WEIGHTS)
+    if key not in _infer_cache:
+        out = subprocess.run([SEGD_BIN, "infer", "--weights", weights or WEIGHTS, path],
+                             capture_output=True, check=True, cwd=ROOT).stdout
+        _infer_cache[key] = json.loads(out.decode().splitlines()[0])
+    return _infer_cache[key]
+
+
+def same_masks(doc, ref):
+    """'' when doc has ref's size, masks and pixel counts, else why not."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    for k in ("width", "height", "masks", "pixels"):
+        if doc.get(k) != ref.get(k):
+            return f"{k} differs"
+    return ""
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- PNGs
+
+PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def chunk(ctype, data, crc=None):
+    c = zlib.crc32(ctype + data) & 0xffffffff if crc is None else crc
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", c)
+
+
+def ihdr(w, h, bit_depth=8, color_type=0, interlace=0):
+    return chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, interlace))
+
+
+def png(w, h, bit_depth=8, color_type=0, raw=None, interlace=0, extra=(), idat=None):
+    """A PNG of the given layout.  raw: filtered scanlines (default: all
+    zero); idat: the IDAT payload itself (overrides raw); extra: chunks
+    (bytes) inserted before IDAT."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
+    if idat is None:
+        if raw is None:
+            rowbytes = (w * channels * bit_depth + 7) // 8
+            raw = b"".join(b"\x00" + bytes((x * 7 + y * 13) & 0xff for x in range(rowbytes))
+                           for y in range(h))
+        idat = zlib.compress(raw, 9)
+    out = PNG_SIG + ihdr(w, h, bit_depth, color_type, interlace)
+    for e in extra:
+        out += e
+    if color_type == 3 and not any(e[4:8] == b"PLTE" for e in extra):
+        out += chunk(b"PLTE", bytes(i % 256 for i in range(768)))
+    return out + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def deflate_zeros(n, level=9):
+    """zlib stream of n zero bytes, built in 16 MiB steps."""
+    co = zlib.compressobj(level)
+    out = bytearray()
+    step = bytes(16 << 20)
+    while n > 0:
+        k = min(n, len(step))
+        out += co.compress(step[:k])
+        n -= k
+    return bytes(out + co.flush())
