@@ -32,7 +32,8 @@ typedef struct series {
 static const struct {
     const char *name, *help;
 } HIST_INFO[SEGD_HIST_COUNT] = {
-    {"segd_request_duration_seconds", "Time from request arrival to the response being queued."},
+    {"segd_request_duration_seconds",
+     "Time from the arrival of a POST /v1/segment request to its response being queued."},
     {"segd_queue_wait_seconds", "Time a segmentation job waited in the queue for a worker."},
     {"segd_inference_duration_seconds",
      "Engine time per slice (PNG decode, network forward, post-processing)."},
