@@ -26,6 +26,7 @@ typedef struct segd_config {
     char port_file[4096];   /* --port-file: "" = none */
     char weights[4096];     /* --weights: "" = segd_cli_default_weights() */
     int workers;            /* --workers: inference threads */
+    int worker_threads;     /* --worker-threads: engine team per worker */
     int blas_threads;       /* --blas-threads: OpenBLAS threads */
     int queue_depth;        /* --queue-depth: jobs waiting, not running */
     int http_threads;       /* --http-threads: libmicrohttpd threads */

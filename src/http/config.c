@@ -33,6 +33,8 @@ static const opt OPTS[] = {
     {"port-file", "SEGD_PORT_FILE", OPT_STR, F(port_file), 0, 0, "none", "write the bound port to FILE"},
     {"weights", "SEGD_WEIGHTS", OPT_STR, F(weights), 0, 0, "weights/*.safetensors", "safetensors weights file"},
     {"workers", "SEGD_WORKERS", OPT_INT, F(workers), 1, 256, "one per CPU", "inference threads"},
+    {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",
+     "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
     {"blas-threads", "SEGD_BLAS_THREADS", OPT_INT, F(blas_threads), 1, 256, "1", "OpenBLAS threads per worker"},
     {"queue-depth", "SEGD_QUEUE_DEPTH", OPT_INT, F(queue_depth), 1, 1 << 20, "2 x workers",
      "jobs waiting for a worker; beyond it 503 + Retry-After"},
@@ -66,6 +68,7 @@ void segd_config_defaults(segd_config *cfg)
     cfg->port = SEGD_CONFIG_DEFAULT_PORT;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = n >= 1 ? (n > 256 ? 256 : (int)n) : 1;
+    cfg->worker_threads = 1;
     cfg->blas_threads = 1;
     cfg->queue_depth = 0; /* derived from workers after parsing */
     cfg->http_threads = 1;

@@ -99,9 +99,9 @@ int segd_cli_serve(int argc, char **argv)
     int port = segd_server_port(server);
     const char *host = cfg.bind;
     int v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "segd: model %s (%s), %d workers x %d BLAS threads, queue %d, max body %zu, max pixels %zu\n",
-            segd_model_name(model), cfg.weights, cfg.workers, cfg.blas_threads, cfg.queue_depth,
-            cfg.max_body, cfg.max_pixels);
+    fprintf(stderr, "segd: model %s (%s), %d workers x %d threads (BLAS %d), queue %d, "
+            "max body %zu, max pixels %zu\n", segd_model_name(model), cfg.weights, cfg.workers,
+            cfg.worker_threads, cfg.blas_threads, cfg.queue_depth, cfg.max_body, cfg.max_pixels);
     fprintf(stderr, "segd: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
     if (cfg.port_file[0]) {
         int rc = write_port_file(cfg.port_file, port);

@@ -97,7 +97,8 @@ int segd_pool_create(const segd_model *m, const segd_pool_config *cfg,
                      segd_pool **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (cfg->workers < 1 || cfg->blas_threads < 1 || cfg->queue_depth < 1 || !run || !expire) {
+    if (cfg->workers < 1 || cfg->worker_threads < 1 || cfg->blas_threads < 1 ||
+        cfg->queue_depth < 1 || !run || !expire) {
         snprintf(err, errlen, "invalid pool configuration");
         return -EINVAL;
     }
@@ -125,10 +126,11 @@ int segd_pool_create(const segd_model *m, const segd_pool_config *cfg,
     openblas_set_num_threads(cfg->blas_threads);
     for (int i = 0; i < cfg->workers; i++) {
         p->threads[i].pool = p;
-        rc = segd_worker_create(m, cfg->max_pixels, &p->threads[i].worker);
+        rc = segd_worker_create_threads(m, cfg->max_pixels, cfg->worker_threads,
+                                        &p->threads[i].worker);
         if (rc) {
-            snprintf(err, errlen, "cannot create worker %d (max %zu pixels): %s", i,
-                     cfg->max_pixels, strerror(-rc));
+            snprintf(err, errlen, "cannot create worker %d (max %zu pixels, %d threads): %s", i,
+                     cfg->max_pixels, cfg->worker_threads, strerror(-rc));
             goto fail;
         }
     }

@@ -92,6 +92,7 @@ static void test_config(void)
     TEST_CHECK(c.workers >= 1);
     TEST_EQ_INT(c.queue_depth, 2 * c.workers);
     TEST_EQ_INT(c.blas_threads, 1);
+    TEST_EQ_INT(c.worker_threads, 1);
     TEST_EQ_INT(c.max_body, 32u << 20);
     TEST_EQ_INT(c.max_parts, 16);
     TEST_EQ_STR(c.cors_origin, "");

@@ -845,7 +845,7 @@ static void test_drain(const ctx *c)
     tc_daemon d;
     TEST_REQUIRE(tc_daemon_start(&d, c->exe, c->weights, NULL, NULL, "--workers", "1",
                                  "--queue-depth", "8", "--debug-job-delay", "250",
-                                 "--drain-timeout", "20", NULL) == 0);
+                                 "--drain-timeout", "20", "--worker-threads", "2", NULL) == 0);
     enum { N = 5 };
     tc_req reqs[N];
     for (int i = 0; i < N; i++) {
@@ -988,7 +988,7 @@ static void test_startup(const ctx *c)
         tc_buf_add(&out, chunk, n);
     TEST_EQ_INT(pclose(p), 0);
     const char *want[] = {"--port", "SEGD_PORT", "--workers", "--queue-depth", "SEGD_QUEUE_DEPTH",
-                          "--request-timeout", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
+                          "--request-timeout", "--worker-threads", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
                           "--max-pixels", "--max-parts", "--drain-timeout", "--blas-threads",
                           "--bind", "--port-file", "--weights", "default: 8080"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
