@@ -5,12 +5,16 @@
 #include <string.h>
 
 #include <cblas.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "segd/kernels.h"
 
 /* Hot loops get an AVX2 clone (chosen at load time by the dynamic linker);
  * no FMA contraction, so both clones give identical results. */
-#if defined(__x86_64__)
+/* (Not under ThreadSanitizer: ifunc resolvers run before its runtime.) */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #define VEC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define VEC_CLONES
@@ -154,6 +158,19 @@ VEC_CLONES static void pool2_row(float *restrict d, const float *restrict a,
     }
 }
 
+#define POOL_CHUNK 1024 /* columns per column-max pass */
+
+/* t[x] = max over rows 0..rows-1 of src[row * w + x], x < n. */
+VEC_CLONES static void colmax(float *restrict t, const float *restrict src, int w, int rows, int n)
+{
+    memcpy(t, src, sizeof(float) * n);
+    for (int y = 1; y < rows; y++) {
+        const float *r = src + (size_t)y * w;
+        for (int x = 0; x < n; x++)
+            t[x] = MAXN(t[x], r[x]);
+    }
+}
+
 void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k, int r0, int r1)
 {
     int ow = (w + k - 1) / k, nr = r1 - r0;
@@ -167,16 +184,32 @@ void segd_maxpool_rows(float *out, const float *inp, int c, int h, int w, int k,
                 pool2_row(d, src + (size_t)y0 * w, src + (size_t)(y1 - 1) * w, w, ow);
                 continue;
             }
-            /* larger windows (decoder skips, k = 4..16): window by window */
-            for (int ox = 0; ox < ow; ox++) {
-                int x0 = ox * k, x1 = x0 + k < w ? x0 + k : w;
-                float m = src[(size_t)y0 * w + x0];
-                for (int y = y0; y < y1; y++) {
-                    const float *r = src + (size_t)y * w;
-                    for (int x = x0; x < x1; x++)
-                        m = MAXN(m, r[x]);
+            /* larger windows (decoder skips, k = 4..16): column-wise max of
+             * the window's rows in chunks of whole windows (vectorised), then
+             * each window */
+            if (k > POOL_CHUNK) {
+                for (int ox = 0; ox < ow; ox++) {
+                    int x0 = ox * k, x1 = x0 + k < w ? x0 + k : w;
+                    float m = src[(size_t)y0 * w + x0];
+                    for (int y = y0; y < y1; y++)
+                        for (int x = x0; x < x1; x++)
+                            m = MAXN(m, src[(size_t)y * w + x]);
+                    d[ox] = m;
                 }
-                d[ox] = m;
+                continue;
+            }
+            int chunk = POOL_CHUNK / k * k;
+            for (int xc = 0; xc < w; xc += chunk) {
+                float t[POOL_CHUNK];
+                int n = w - xc < chunk ? w - xc : chunk;
+                colmax(t, src + (size_t)y0 * w + xc, w, y1 - y0, n);
+                for (int ox = xc / k; ox * k < xc + n; ox++) {
+                    int x0 = ox * k - xc, x1 = x0 + k < n ? x0 + k : n;
+                    float m = t[x0];
+                    for (int x = x0 + 1; x < x1; x++)
+                        m = MAXN(m, t[x]);
+                    d[ox] = m;
+                }
             }
         }
     }
@@ -225,49 +258,37 @@ VEC_CLONES static void hrow(float *t, const float *r, const int *x0, const int *
         t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
 }
 
-/* hrow for exact f-times upsampling, f a power of two >= 4 (ow == f iw,
- * iw >= 2): the source position of x = f m + p is m + (p + 0.5)/f - 0.5,
- * exact in float, so inside the row x0 = m-1 for p < f/2 and m otherwise;
- * each half block blends two fixed source values with the tables' weights. */
-VEC_CLONES static void hrow_pow2(float *restrict t, const float *restrict r, const int *x0,
-                                 const int *x1, const float *restrict w0,
-                                 const float *restrict w1, int iw, int f)
+#if defined(__x86_64__)
+/* hrow for upsampling with AVX2: each block of 8 outputs reads a window of
+ * at most 8 consecutive source values, picked by lane permutes (no
+ * gathers); same products and sum as hrow, so identical results.  Blocks
+ * whose window does not fit (row ends, downsampling) use the scalar form. */
+__attribute__((target("avx2"))) static void hrow_perm(float *t, const float *r, const int *x0,
+                                                      const int *x1, const float *w0,
+                                                      const float *w1, int iw, int ow)
 {
-    int ow = f * iw, half = f / 2;
-    for (int x = 0; x < half; x++) /* left end: clamped */
-        t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
-    for (int m = 0; m < iw; m++) {
-        int xa = f * m, xb = xa + half;
-        if (m > 0) {
-            float a = r[m - 1], b = r[m];
-            for (int x = xa; x < xb; x++)
-                t[x] = a * w0[x] + b * w1[x];
+    int x = 0;
+    for (; x + 8 <= ow; x += 8) {
+        int base = x0[x];
+        if (x1[x + 7] - base > 7 || base + 8 > iw) {
+            for (int k = x; k < x + 8; k++)
+                t[k] = r[x0[k]] * w0[k] + r[x1[k]] * w1[k];
+            continue;
         }
-        if (m < iw - 1) {
-            float a = r[m], b = r[m + 1];
-            for (int x = xb; x < xa + f; x++)
-                t[x] = a * w0[x] + b * w1[x];
-        }
+        __m256i b = _mm256_set1_epi32(base);
+        __m256i i0 = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(x0 + x)), b);
+        __m256i i1 = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(x1 + x)), b);
+        __m256 rv = _mm256_loadu_ps(r + base);
+        __m256 a = _mm256_permutevar8x32_ps(rv, i0), c = _mm256_permutevar8x32_ps(rv, i1);
+        __m256 v = _mm256_add_ps(_mm256_mul_ps(a, _mm256_loadu_ps(w0 + x)),
+                                 _mm256_mul_ps(c, _mm256_loadu_ps(w1 + x)));
+        _mm256_storeu_ps(t + x, v);
     }
-    for (int x = ow - half; x < ow; x++) /* right end: clamped */
+    for (; x < ow; x++)
         t[x] = r[x0[x]] * w0[x] + r[x1[x]] * w1[x];
 }
+#endif
 
-/* hrow for exact 2x upsampling (ow == 2 iw, iw >= 2): inside the row the
- * tables hold x0 = m-1, x1 = m, w = (0.25, 0.75) at x = 2m and x0 = m,
- * x1 = m+1, w = (0.75, 0.25) at x = 2m+1 (exact in float), so the same
- * products are formed with contiguous loads; the ends use the tables. */
-VEC_CLONES static void hrow2x(float *restrict t, const float *restrict r, const int *x0,
-                              const int *x1, const float *w0, const float *w1, int iw)
-{
-    int ow = 2 * iw;
-    t[0] = r[x0[0]] * w0[0] + r[x1[0]] * w1[0];
-    for (int m = 1; m < iw; m++)
-        t[2 * m] = r[m - 1] * 0.25f + r[m] * 0.75f;
-    for (int m = 0; m < iw - 1; m++)
-        t[2 * m + 1] = r[m] * 0.75f + r[m + 1] * 0.25f;
-    t[ow - 1] = r[x0[ow - 1]] * w0[ow - 1] + r[x1[ow - 1]] * w1[ow - 1];
-}
 
 void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int iw, int oh,
                                int ow, int r0, int r1, float *tmp)
@@ -288,9 +309,18 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
         float *w0 = tmp + 2 * (size_t)ow, *w1 = w0 + ow, *ta = w1 + ow, *tb = ta + ow;
         for (int x = 0; x < ow; x++)
             src_coord(sx, x, iw, &x0[x], &x1[x], &w0[x], &w1[x]);
-        int twox = ow == 2 * iw && iw >= 2, pow2 = 0;
-        if (iw >= 2 && ow % iw == 0 && ow / iw >= 4 && ((ow / iw) & (ow / iw - 1)) == 0)
-            pow2 = ow / iw;
+#if defined(__x86_64__)
+        int perm = ow > iw && __builtin_cpu_supports("avx2");
+#define HROW(dst, y)                                                              \
+    do {                                                                          \
+        if (perm)                                                                 \
+            hrow_perm(dst, src + (size_t)(y) * iw, x0, x1, w0, w1, iw, ow);       \
+        else                                                                      \
+            hrow(dst, src + (size_t)(y) * iw, x0, x1, w0, w1, ow);                \
+    } while (0)
+#else
+#define HROW(dst, y) hrow(dst, src + (size_t)(y) * iw, x0, x1, w0, w1, ow)
+#endif
         for (int ch = 0; ch < c; ch++) {
             const float *src = inp + (size_t)ch * ih * iw;
             float *dst = out + (size_t)ch * nr * ow;
@@ -305,22 +335,13 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
                         ta = tb;
                         tb = t;
                         yb = ya;
-                    } else if (twox) {
-                        hrow2x(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, iw);
-                    } else if (pow2) {
-                        hrow_pow2(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, iw, pow2);
                     } else {
-                        hrow(ta, src + (size_t)y0 * iw, x0, x1, w0, w1, ow);
+                        HROW(ta, y0);
                     }
                     ya = y0;
                 }
                 if (y1 != yb) {
-                    if (twox)
-                        hrow2x(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, iw);
-                    else if (pow2)
-                        hrow_pow2(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, iw, pow2);
-                    else
-                        hrow(tb, src + (size_t)y1 * iw, x0, x1, w0, w1, ow);
+                    HROW(tb, y1);
                     yb = y1;
                 }
                 blend_row(dst + (size_t)(oy - r0) * ow, ta, tb, h0, h1, ow);
@@ -348,6 +369,8 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
         }
     }
 }
+
+#undef HROW
 
 void segd_resize_bilinear(float *out, const float *inp, int c, int ih, int iw, int oh, int ow,
                           float *tmp)

@@ -269,11 +269,14 @@ static int band_rows(int cin, int cout, int h, int w, int nthreads)
     return r < 1 ? 1 : r;
 }
 
-/* Output rows per band of a resampled branch: the resized tap maps of a
- * band (cout*9 x (rows+2) x w) stay near the scratch target. */
+/* Output rows per band of a resampled branch: one output channel's 9
+ * resized tap maps of a band (9 x (rows+2) x w) stay in L2. */
+#define TAP_FLOATS ((size_t)1 << 17) /* 9 resized tap maps of one band (L2) */
+
 static int resampled_rows(const segd_conv *c, int h, int w, int nthreads)
 {
-    long r = (long)(BAND_FLOATS / ((size_t)9 * c->cout * w)) - 2;
+    (void)c;
+    long r = (long)(TAP_FLOATS / ((size_t)9 * w)) - 2;
     int share = (h + 2 * nthreads - 1) / (2 * nthreads);
     if (nthreads > 1 && r > share)
         r = share;
@@ -285,7 +288,7 @@ static int resampled_rows(const segd_conv *c, int h, int w, int nthreads)
 static size_t resampled_scratch(const segd_conv *c, int h, int w, int nthreads)
 {
     size_t gemm = (size_t)SEGD_WINO_NR * (c->cin + SEGD_WINO_MR);
-    size_t band = (size_t)9 * c->cout * (resampled_rows(c, h, w, nthreads) + 2) * w +
+    size_t band = (size_t)9 * (resampled_rows(c, h, w, nthreads) + 2) * w +
                   segd_resize_tmp_floats(w) + 16;
     size_t n = gemm > band ? gemm : band;
     return (n + 15) / 16 * 16;
@@ -502,10 +505,13 @@ static void resampled_band(void *ctx, int band, int thread)
     int r0 = band * j->rows, r1 = r0 + j->rows < j->h ? r0 + j->rows : j->h;
     int z0 = r0 > 0 ? r0 - 1 : 0, z1 = r1 + 1 < j->h ? r1 + 1 : j->h;
     float *rz = j->scratch + (size_t)thread * j->thr_floats;
-    float *tmp = rz + (size_t)9 * j->c->cout * (j->rows + 2) * j->w;
-    segd_resize_bilinear_rows(rz, j->z, 9 * j->c->cout, j->sh, j->sw, j->h, j->w, z0, z1, tmp);
-    segd_tapsum3x3(j->out, j->out_cs, rz, j->c->cout, j->h, j->w, r0, r1, z0, z1 - z0, j->c->b,
-                   j->c->relu);
+    float *tmp = rz + (size_t)9 * (j->rows + 2) * j->w;
+    size_t zs = (size_t)9 * j->sh * j->sw; /* one output channel's tap maps */
+    for (int o = 0; o < j->c->cout; o++) {
+        segd_resize_bilinear_rows(rz, j->z + o * zs, 9, j->sh, j->sw, j->h, j->w, z0, z1, tmp);
+        segd_tapsum3x3(j->out + o * j->out_cs, j->out_cs, rz, 1, j->h, j->w, r0, r1, z0, z1 - z0,
+                       j->c->b + o, j->c->relu);
+    }
 }
 
 static void run_resampled(const segd_unet3p *net, const plan *p, float *arena, segd_team *team,

@@ -15,7 +15,8 @@
 #define MR SEGD_WINO_MR
 #define NR SEGD_WINO_NR
 
-#if SEGD_X86
+/* (Not under ThreadSanitizer: ifunc resolvers run before its runtime.) */
+#if SEGD_X86 && !defined(__SANITIZE_THREAD__)
 #define VEC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define VEC_CLONES
@@ -312,6 +313,7 @@ __attribute__((target("avx2,fma"))) static void wino_in_avx2(
     int ty1, int txp, float *buf)
 {
     const __m256 k2 = _mm256_set1_ps(2.0f), k4 = _mm256_set1_ps(4.0f), k5 = _mm256_set1_ps(5.0f);
+    const __m256i shift1 = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
     size_t lr = (size_t)4 * txp + 40; /* row buffer: x = -1 at index 0 */
     for (int ty = ty0; ty < ty1; ty++) {
         const float *rows[6];
@@ -364,10 +366,15 @@ __attribute__((target("avx2,fma"))) static void wino_in_avx2(
             size_t t = t0 + g;
             float *vt = V + ((t / NR) * cin + c) * NR + t % NR;
             for (int i = 0; i < 6; i++) {
-                __m256 p[4], q[4];
-                phases8(buf + i * lr + 4 * g, p);
-                phases8(buf + i * lr + 4 * g + 4, q);
-                __m256 a = p[0], b = p[1], cc = p[2], d = p[3], e = q[0], f = q[1];
+                __m256 p[4];
+                const float *bi = buf + i * lr + 4 * g;
+                phases8(bi, p);
+                /* phases 4 and 5 are phases 0 and 1 of the next tile */
+                __m256 e = _mm256_blend_ps(_mm256_permutevar8x32_ps(p[0], shift1),
+                                           _mm256_broadcast_ss(bi + 32), 0x80);
+                __m256 f = _mm256_blend_ps(_mm256_permutevar8x32_ps(p[1], shift1),
+                                           _mm256_broadcast_ss(bi + 33), 0x80);
+                __m256 a = p[0], b = p[1], cc = p[2], d = p[3];
                 __m256 o0 = _mm256_add_ps(_mm256_fmsub_ps(k4, a, _mm256_mul_ps(k5, cc)), e);
                 __m256 o1 = _mm256_fnmadd_ps(k4, _mm256_add_ps(b, cc), _mm256_add_ps(d, e));
                 __m256 o2 = _mm256_fmadd_ps(k4, _mm256_sub_ps(b, cc), _mm256_sub_ps(e, d));

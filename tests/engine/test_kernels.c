@@ -204,12 +204,16 @@ int main(void)
         }
         for (int k = 2; k <= 16; k *= 2)
             test_maxpool(3, h, w, k);
+        test_maxpool(2, h, w, 3);
         test_resize(2, h, w, 2 * h, 2 * w);
         test_resize(2, h, w, (h + 1) / 2, (w + 1) / 2);
         test_resize(2, h, w, 45, 39);
         test_resize(1, h, w, h, w);
     }
     test_resize(1, 266, 266, 256, 256);
+    test_maxpool(2, 5, 2100, 4);    /* several column chunks */
+    test_maxpool(2, 5, 2100, 3);
+    test_maxpool(1, 3, 2100, 1500); /* window wider than a chunk */
     for (int f = 2; f <= 16; f *= 2) /* power-of-two upsampling fast paths */
         for (int n = 2; n <= 9; n += 7)
             test_resize(3, n, n + 1, f * n, f * (n + 1));
