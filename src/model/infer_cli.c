@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "segd/cli.h"
 #include "segd/engine.h"
@@ -51,8 +52,10 @@ int segd_cli_default_weights(char *buf, unsigned long cap)
 
 static void usage(FILE *f)
 {
-    fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] SLICE.png...\n"
+    fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] [--threads N]\n"
+          "                  SLICE.png...\n"
           "Segments each slice and prints one JSON document per line.\n"
+          "--threads: threads sharing each forward pass (default: online CPUs, at most 8).\n"
           "Default weights: $SEGD_WEIGHTS, else the single weights/*.safetensors,\n"
           "else the single installed /usr/local/share/segd or /usr/share/segd file.\n",
           f);
@@ -107,6 +110,8 @@ int segd_cli_infer(int argc, char **argv)
     const char *weights = NULL;
     float threshold = -1.0f;
     size_t max_pixels = SEGD_DEFAULT_MAX_PIXELS;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = ncpu < 1 ? 1 : ncpu > 8 ? 8 : (int)ncpu;
     char wbuf[4096], err[512];
     int first = argc, status = 0;
     for (int i = 1; i < argc; i++) {
@@ -131,6 +136,14 @@ int segd_cli_infer(int argc, char **argv)
                 return 2;
             }
             max_pixels = (size_t)v;
+        } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 256) {
+                fprintf(stderr, "segd infer: --threads must be in [1, 256]\n");
+                return 2;
+            }
+            threads = (int)v;
         } else if (strcmp(a, "--") == 0) {
             first = i + 1;
             break;
@@ -161,7 +174,7 @@ int segd_cli_infer(int argc, char **argv)
         fprintf(stderr, "segd infer: %s\n", err);
         return 1;
     }
-    int rc = segd_worker_create(m, max_pixels, &w);
+    int rc = segd_worker_create_threads(m, max_pixels, threads, &w);
     if (rc) {
         fprintf(stderr, "segd infer: cannot create worker: %s\n", strerror(-rc));
         status = 1;
