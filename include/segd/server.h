@@ -2,6 +2,28 @@
  * threads only parse, validate and enqueue; the worker that finishes a job
  * resumes its suspended connection with the response.
  *
+ * API (all answers JSON unless noted, all carry X-Request-Id and, with
+ * --cors-origin, the CORS headers):
+ *   POST /v1/segment  body image/png (-> the segd_result_json document) or
+ *                     multipart/form-data with `file` parts (-> {"results":
+ *                     [...]} in part order, ids from the file names);
+ *                     ?id= ?threshold= (0 < t < 1); timing_ms gets queue and
+ *                     encode added to the engine's decode, infer, post.
+ *   GET  /v1/model    segd_model_info_json()
+ *   GET  /healthz     alive;  GET /readyz  200, or 503 while draining
+ *   GET  /metrics     Prometheus text 0.0.4
+ *   OPTIONS <route>   204 with Allow (and the CORS preflight headers)
+ * Errors: {"error":{"code","message"}} with 400 (bad PNG, multipart, query),
+ * 404, 405 (+Allow), 413 (--max-body, --max-pixels, --max-parts), 415, 422
+ * (zero-size image), 503 (+Retry-After: queue full, draining, OOM), 504
+ * (deadline passed while queued: the job never runs).
+ *
+ * Bodies: a Content-Length over --max-body is refused before the upload;
+ * a chunked body that grows over it is discarded and answered 413 at its
+ * end (libmicrohttpd cannot answer mid-upload), or the connection is
+ * closed once it passes twice the limit.  Memory: up to --max-connections
+ * x --max-body of bodies in the worst case.
+ *
  * Lifecycle: segd_server_create() (listening when it returns) ->
  * segd_server_drain() on SIGTERM -> poll segd_server_jobs_active() until 0
  * or the drain time is up (then segd_server_cancel_queued()) ->

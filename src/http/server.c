@@ -656,22 +656,23 @@ static enum MHD_Result end_segment(request *r)
         return send_error(r, 504, "request deadline passed while the body was uploaded");
     }
 
-    /* Suspend and submit under the lock: a worker that finishes at once
-     * must find the connection already suspended before it resumes it. */
+    /* Submit, then suspend, both under the lock: a worker that finishes
+     * (or the reaper that expires) the job at once resumes the connection
+     * only under the same lock, so it always finds it suspended; and a
+     * refused job needs no suspend/resume round trip. */
     int rc;
     pthread_mutex_lock(&s->lock);
     if (s->pool_closed || atomic_load(&s->draining)) {
         rc = -ESHUTDOWN;
     } else {
-        atomic_fetch_add(&r->refs, 1);
+        atomic_fetch_add(&r->refs, 1); /* the job's reference */
         r->state = ST_QUEUED;
-        MHD_suspend_connection(r->conn);
         rc = segd_pool_submit(s->pool, r, r->deadline);
         if (rc == 0) {
             r->job_accepted = true;
             atomic_fetch_add(&s->jobs_active, 1);
+            MHD_suspend_connection(r->conn);
         } else {
-            MHD_resume_connection(r->conn); /* handler still running: this undoes the suspend */
             r->state = ST_BODY;
             atomic_fetch_sub(&r->refs, 1);
         }
