@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "http/assets.h"
 #include "http/multipart.h"
 #include "segd/http.h"
 #include "segd/pool.h"
@@ -38,12 +39,15 @@
 
 #define RETRY_AFTER_S "1"
 #define CORS_MAX_AGE "600"
+#define FLUSH_GRACE_S 2.0 /* at shutdown, for answers resumed but not yet sent */
 
 /* ------------------------------------------------------------------ */
 /* Routes                                                              */
 /* ------------------------------------------------------------------ */
 
-typedef enum route_id { R_SEGMENT, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_NONE } route_id;
+/* R_STATIC: a file of the embedded web viewer (src/http/assets.h), looked
+ * up after the API routes. */
+typedef enum route_id { R_SEGMENT, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_STATIC, R_NONE } route_id;
 
 static const struct {
     const char *path;
@@ -55,14 +59,20 @@ static const struct {
     [R_HEALTHZ] = {"/healthz", false, "GET, HEAD, OPTIONS"},
     [R_READYZ] = {"/readyz", false, "GET, HEAD, OPTIONS"},
     [R_METRICS] = {"/metrics", false, "GET, HEAD, OPTIONS"},
+    [R_STATIC] = {"static", false, "GET, HEAD, OPTIONS"}, /* path is the metrics label */
 };
 #define ROUTE_UNMATCHED "unmatched" /* metrics label of 404s */
 
 static route_id route_lookup(const char *url)
 {
-    for (int i = 0; i < R_NONE; i++)
+    for (int i = 0; i < R_STATIC; i++)
         if (strcmp(url, ROUTES[i].path) == 0)
             return (route_id)i;
+    const unsigned char *data;
+    size_t len;
+    const char *ctype;
+    if (segd_assets_find(url, &data, &len, &ctype) == 0)
+        return R_STATIC;
     return R_NONE;
 }
 
@@ -159,19 +169,14 @@ static void new_request_id(segd_server *s, char *out, size_t cap)
 /* Responses                                                           */
 /* ------------------------------------------------------------------ */
 
-/* A response with the headers every answer carries.  body is malloc'ed and
- * taken over (freed on failure too); NULL/0 for an empty body.  NULL on OOM. */
-static struct MHD_Response *make_response(segd_server *s, const char *id, char *body,
-                                          size_t len, const char *ctype)
+/* Add the headers every answer carries.  Returns resp, or NULL (resp
+ * destroyed) on OOM. */
+static struct MHD_Response *add_common_headers(segd_server *s, struct MHD_Response *resp,
+                                               const char *id, const char *ctype)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body, body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!resp) {
-        free(body);
-        return NULL;
-    }
     bool ok = MHD_add_response_header(resp, "X-Request-Id", id) == MHD_YES &&
-              MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES;
+              MHD_add_response_header(resp, "Cache-Control", "no-store") == MHD_YES &&
+              MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES;
     if (ctype)
         ok = ok && MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_YES;
     if (s->cfg.cors_origin[0]) {
@@ -186,6 +191,30 @@ static struct MHD_Response *make_response(segd_server *s, const char *id, char *
         return NULL;
     }
     return resp;
+}
+
+/* A response over static bytes (not copied, not freed).  NULL on OOM. */
+static struct MHD_Response *make_static_response(segd_server *s, const char *id,
+                                                 const void *body, size_t len, const char *ctype)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    return resp ? add_common_headers(s, resp, id, ctype) : NULL;
+}
+
+/* A response over a malloc'ed body, taken over (freed on failure too);
+ * NULL/0 for an empty body.  NULL on OOM. */
+static struct MHD_Response *make_response(segd_server *s, const char *id, char *body,
+                                          size_t len, const char *ctype)
+{
+    if (!body)
+        return make_static_response(s, id, NULL, 0, ctype);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return NULL;
+    }
+    return add_common_headers(s, resp, id, ctype);
 }
 
 /* JSON error response; extra_name/extra_value an optional extra header
@@ -428,6 +457,14 @@ static enum MHD_Result answer_get(request *r)
             return send_error(r, 503, "out of memory");
         return send_response(r, 200, make_response(s, r->id, text, len, SEGD_METRICS_CONTENT_TYPE),
                              len);
+    }
+    case R_STATIC: {
+        const unsigned char *data;
+        size_t len;
+        const char *ctype;
+        if (segd_assets_find(r->path, &data, &len, &ctype))
+            return send_error(r, 404, "no such route");
+        return send_response(r, 200, make_static_response(s, r->id, data, len, ctype), len);
     }
     default:
         return send_error(r, 500, "unhandled route");
@@ -776,7 +813,8 @@ static void access_log(segd_server *s, const request *r, enum MHD_RequestTermina
                         ? r->method[i] : '?';
     method[i] = '\0';
     json_t *line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:f}", "time", when, "id", r->id,
-                             "method", method, "route", r->route == R_NONE ? path : ROUTES[r->route].path,
+                             "method", method, "route",
+                             r->route == R_NONE || r->route == R_STATIC ? path : ROUTES[r->route].path,
                              "status", (int)r->status, "bytes", (json_int_t)r->resp_bytes,
                              "ms", round(ms_since(r->t_start) * 1000.0) / 1000.0);
     if (line && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -956,6 +994,15 @@ void segd_server_free(segd_server *s)
     s->pool_closed = true;
     pthread_mutex_unlock(&s->lock);
     segd_pool_join(s->pool);
+    /* Every job has now resumed its connection; give libmicrohttpd a
+     * moment to send those answers (it does so on its own thread) before
+     * stopping it closes the connections.  Nothing to wait for after a
+     * complete drain. */
+    double t0 = segd_queue_now();
+    while (atomic_load(&s->jobs_active) > 0 && segd_queue_now() - t0 < FLUSH_GRACE_S) {
+        struct timespec ts = {0, 5000000L};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     free(s->model_info);
