@@ -63,11 +63,13 @@ static void set_shapes(segd_unet3p *net)
     net->cls = (segd_conv){.cin = chs[4], .cout = net->nclass, .k = 1};
 }
 
-/* 3x3 convs with more than one input channel run as Winograd F(4x4,3x3),
- * except the resampled decoder branches (see run_resampled). */
+/* 3x3 convs run as Winograd F(4x4,3x3), except the resampled decoder
+ * branches (see run_resampled) and unpooled single-channel inputs (the
+ * first conv, and enc.0.1 of a width-1 model), which run_conv sends to the
+ * direct kernel. */
 static int uses_wino(const segd_conv *c)
 {
-    return c->k == 3 && c->cin > 1 && !c->resampled;
+    return c->k == 3 && !c->resampled;
 }
 
 static size_t conv_floats(const segd_conv *c)
@@ -463,8 +465,8 @@ static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_t
                      const float *src, int src_level, int k)
 {
     int h = p->h[level], w = p->w[level];
-    if (!uses_wino(c)) { /* first conv: one input channel */
-        assert(kind == SRC_DIRECT && c->k == 3 && c->cin == 1);
+    if (kind == SRC_DIRECT && c->cin == 1) { /* one input channel, not pooled */
+        assert(c->k == 3);
         segd_conv3x3_c1(out, out_cs, src, c->w, c->b, c->cout, h, w, c->relu);
         return;
     }

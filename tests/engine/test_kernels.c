@@ -198,6 +198,7 @@ int main(void)
         test_conv3x3(20, 20, h, w, 1, segd_conv3x3_min_col(20, w) * 3);
         test_conv1x1(6, 3, h * w);
         for (int avx2 = 0; avx2 <= segd_cpu_has_avx2(); avx2++) {
+            test_wino(1, 3, h, w, 1, 1, avx2); /* pooled single-channel input */
             test_wino(2, 3, h, w, 1, 1, avx2);
             test_wino(5, 8, h, w, 0, 2, avx2);
             test_wino(17, 6, h, w, 1, 100, avx2);
