@@ -58,6 +58,10 @@ double segd_model_flops(const segd_model *m);
  * name, path; a new reference owned by the caller. */
 json_t *segd_model_info_json(const segd_model *m);
 
+/* CPUs this process may use: affinity mask capped by a cgroup v2 CPU quota.
+ * Always >= 1.  The default for worker and thread counts. */
+int segd_cpu_count(void);
+
 /* Create a worker able to segment images of up to max_pixels pixels (width
  * * height).  All memory is allocated and touched here.  The worker runs
  * the network on the calling thread only. */

@@ -66,8 +66,8 @@ void segd_config_defaults(segd_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     strcpy(cfg->bind, "0.0.0.0");
     cfg->port = SEGD_CONFIG_DEFAULT_PORT;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->workers = n >= 1 ? (n > 256 ? 256 : (int)n) : 1;
+    int n = segd_cpu_count();
+    cfg->workers = n > 256 ? 256 : n;
     cfg->worker_threads = 1;
     cfg->blas_threads = 1;
     cfg->queue_depth = 0; /* derived from workers after parsing */

@@ -110,8 +110,8 @@ int segd_cli_infer(int argc, char **argv)
     const char *weights = NULL;
     float threshold = -1.0f;
     size_t max_pixels = SEGD_DEFAULT_MAX_PIXELS;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = ncpu < 1 ? 1 : ncpu > 8 ? 8 : (int)ncpu;
+    int ncpu = segd_cpu_count();
+    int threads = ncpu > 8 ? 8 : ncpu;
     char wbuf[4096], err[512];
     int first = argc, status = 0;
     for (int i = 1; i < argc; i++) {
