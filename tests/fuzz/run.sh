@@ -28,8 +28,9 @@ if [ ${#targets[@]} = 0 ]; then
 fi
 
 echo "== building ${#targets[@]} harnesses"
-OUT=$OUT tests/fuzz/build.sh "${targets[@]}" >"$OUT.build.log" 2>&1 || {
-    mkdir -p "$OUT"; cat "$OUT.build.log"; echo "0 passed, ${#targets[@]} failed"; exit 1; }
+mkdir -p "$OUT"
+OUT=$OUT tests/fuzz/build.sh "${targets[@]}" >"$OUT/build.log" 2>&1 || {
+    cat "$OUT/build.log"; echo "0 passed, ${#targets[@]} failed"; exit 1; }
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
