@@ -290,6 +290,10 @@ def ihdr(w, h, bit_depth=8, color_type=0, interlace=0):
     return chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, interlace))
 
 
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+         (0, 1, 1, 2)]  # (x0, y0, dx, dy) of the seven passes
+
+
 def png(w, h, bit_depth=8, color_type=0, raw=None, interlace=0, extra=(), idat=None):
     """A PNG of the given layout.  raw: filtered scanlines (default: all
     zero); idat: the IDAT payload itself (overrides raw); extra: chunks
@@ -297,9 +301,16 @@ def png(w, h, bit_depth=8, color_type=0, raw=None, interlace=0, extra=(), idat=N
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
     if idat is None:
         if raw is None:
-            rowbytes = (w * channels * bit_depth + 7) // 8
-            raw = b"".join(b"\x00" + bytes((x * 7 + y * 13) & 0xff for x in range(rowbytes))
-                           for y in range(h))
+            raw = b""
+            passes = ADAM7 if interlace else [(0, 0, 1, 1)]
+            for x0, y0, dx, dy in passes:
+                pw = (w - x0 + dx - 1) // dx if w > x0 else 0
+                ph = (h - y0 + dy - 1) // dy if h > y0 else 0
+                if pw == 0 or ph == 0:
+                    continue
+                rowbytes = (pw * channels * bit_depth + 7) // 8
+                raw += b"".join(b"\x00" + bytes((x * 7 + y * 13) & 0xff for x in range(rowbytes))
+                                for y in range(ph))
         idat = zlib.compress(raw, 9)
     out = PNG_SIG + ihdr(w, h, bit_depth, color_type, interlace)
     for e in extra:
@@ -310,12 +321,16 @@ def png(w, h, bit_depth=8, color_type=0, raw=None, interlace=0, extra=(), idat=N
 
 
 def deflate_zeros(n, level=9):
-    """zlib stream of n zero bytes, built in 16 MiB steps."""
+    """zlib stream of n zero bytes (adler32 included), built fast: after a
+    Z_FULL_FLUSH the compressor state is reset, so every further 1 MiB
+    block of zeros compresses to the same bytes, which are repeated."""
+    blk = 1 << 20
     co = zlib.compressobj(level)
-    out = bytearray()
-    step = bytes(16 << 20)
-    while n > 0:
-        k = min(n, len(step))
-        out += co.compress(step[:k])
-        n -= k
-    return bytes(out + co.flush())
+    if n < 3 * blk:
+        return co.compress(bytes(n)) + co.flush()
+    first = co.compress(bytes(blk)) + co.flush(zlib.Z_FULL_FLUSH)
+    mid = co.compress(bytes(blk)) + co.flush(zlib.Z_FULL_FLUSH)
+    nblk, rest = divmod(n, blk)
+    tail = co.compress(bytes(rest)) + co.flush()
+    adler = ((n % 65521) << 16) | 1  # adler32 of n zero bytes
+    return first + mid * (nblk - 1) + tail[:-4] + struct.pack(">I", adler)
