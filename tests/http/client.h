@@ -261,6 +261,9 @@ static inline CURL *tc_easy(tc_req *r)
     curl_easy_setopt(c, CURLOPT_URL, r->url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    /* wait for the server's verdict (100 or an early 413) before sending a
+     * large body, however slow the build under test is */
+    curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 30000L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, r->timeout_ms ? r->timeout_ms : 30000L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tc_write_cb);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->resp);
