@@ -9,6 +9,8 @@ exits non-zero on a failure.  Environment:
   SEGD_BIN      the segd binary (default build/segd)
   SEGD_WEIGHTS  weights for the tests (default tests/data/golden-w4.safetensors)
 """
+import atexit
+import ctypes
 import http.client
 import json
 import os
@@ -66,6 +68,23 @@ def note(msg):
 
 # ---------------------------------------------------------------- daemon
 
+_children = []
+
+
+def _die_with_parent():
+    """In the child: SIGKILL when the test script dies (a timeout kill)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@atexit.register
+def _kill_children():
+    for d in _children:
+        d.kill()
+
+
 class Daemon:
     """`segd serve --bind 127.0.0.1 --port 0 ...` as a child; the port
     comes from the stderr line 'listening on http://127.0.0.1:PORT'.
@@ -81,7 +100,8 @@ class Daemon:
         self.port = None
         self._ready = threading.Event()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, cwd=ROOT)
+                                     stderr=subprocess.PIPE, cwd=ROOT, preexec_fn=_die_with_parent)
+        _children.append(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         t0 = time.monotonic()
