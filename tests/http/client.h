@@ -213,6 +213,7 @@ typedef struct tc_req {
     const void *body;
     size_t len;
     int chunked;             /* stream the body without Content-Length */
+    int expect_100;          /* send Expect: 100-continue like curl(1) does for big bodies */
     const char *headers[8];  /* extra "Name: value" */
     long timeout_ms;         /* 0 = 30 s */
     /* out */
@@ -270,7 +271,9 @@ static inline CURL *tc_easy(tc_req *r)
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, tc_write_cb);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r->hdrs);
     curl_easy_setopt(c, CURLOPT_PRIVATE, r);
-    r->hl = curl_slist_append(NULL, "Expect:"); /* no 100-continue round trip */
+    /* no 100-continue round trip unless asked for */
+    r->hl = r->expect_100 ? curl_slist_append(NULL, "Expect: 100-continue")
+                          : curl_slist_append(NULL, "Expect:");
     if (r->ctype) {
         char h[256];
         snprintf(h, sizeof h, "Content-Type: %s", r->ctype);
