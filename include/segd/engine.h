@@ -31,6 +31,8 @@
 
 #include <jansson.h>
 
+#include "segd/gemm.h"
+
 #define SEGD_MAX_CLASSES 8
 #define SEGD_DEFAULT_MAX_PIXELS (1024u * 1024u)
 
@@ -39,10 +41,24 @@ typedef struct segd_worker segd_worker;
 
 /* Load and validate a safetensors weights file (every tensor's name, dtype,
  * shape and offsets checked against the architecture in its metadata; BN
- * folded into the convolutions).  On error *out is NULL and err names the
- * offending tensor or field. */
+ * folded into the convolutions).  The GEMM backend is $SEGD_GEMM
+ * (native|openblas|auto; unset or empty: auto), as set by
+ * segd_model_set_gemm; an invalid value fails the load with -EINVAL.  On
+ * error *out is NULL and err names the offending tensor or field. */
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen);
 void segd_model_free(segd_model *m); /* NULL is fine */
+
+/* Choose the GEMM backend of m's forward passes by name (see segd/gemm.h):
+ * "native", "openblas" or "auto" (native where the CPU has AVX2+FMA and
+ * $SEGD_NO_AVX2 is unset, else openblas).  openblas builds row-major copies
+ * of the transformed weights here (shared read-only by all workers), and
+ * every worker created afterwards calls segd_gemm_blas_serial() (OpenBLAS
+ * at 1 thread, process-wide) so that each BLAS call runs on the team thread
+ * that makes it.  Call before creating workers of m; not thread-safe.
+ * 0, -EINVAL (unknown name) or -ENOMEM; the backend is unchanged on error. */
+int segd_model_set_gemm(segd_model *m, const char *name);
+/* The backend in use, resolved: "native" or "openblas". */
+const char *segd_model_gemm(const segd_model *m);
 
 const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
 const char *segd_model_sha256(const segd_model *m);  /* hex of the file */

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "segd/gemm.h"
+
 /* Floats of im2col scratch that segd_conv3x3 needs to process at least one
  * output row of a (cin, h, w) input. */
 size_t segd_conv3x3_min_col(int cin, int w);
@@ -69,6 +71,18 @@ void segd_gemm_pack_a(float *ap, const float *a, int m, int k);
 void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
                       size_t ldb, int n0, int n1, float *tmp, int avx2);
 
+/* The same products on OpenBLAS (the openblas GEMM backend): one
+ * cblas_sgemm call, single-threaded once segd_gemm_blas_serial() ran, so
+ * that team threads may call it at once on disjoint parts of c.
+ *   c: (m, n) row stride ldc   a: (m, k) row-major   b: (k, n) row stride ldb */
+void segd_gemm_blas(float *c, size_t ldc, const float *a, int m, int k, const float *b,
+                    size_t ldb, int n);
+
+/* segd_conv1x1 on segd_gemm_blas.
+ *   out: (cout, n)   inp: (cin, n)   wt: (cout, cin)   bias: (cout) */
+void segd_conv1x1_blas(float *out, const float *inp, const float *wt, const float *bias,
+                       int cin, int cout, int n);
+
 /* Direct 3x3 convolution of a single-channel input (no im2col), bias, ReLU.
  *   out: (cout, h, w), channel stride out_cs   inp: (1, h, w)
  *   wt: (cout, 9)   bias: (cout) */
@@ -94,6 +108,17 @@ size_t segd_wino_band_floats(int cin, int cout, int rows, int w);
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
                     const float *bias, int cin, int cout, int relu, float *scratch, int avx2);
+
+/* segd_wino_band with the 36 GEMMs on segd_gemm_blas:
+ *   [cout x cin] x [cin x tiles of the band] per Winograd point, weights
+ *   ur: (36, cout, cin) row-major, from segd_wino_weights_rows (same values
+ *   as segd_wino_weights).  avx2 picks the transforms only.  Same scratch
+ *   (segd_wino_band_floats) and results to rounding. */
+void segd_wino_weights_rows(float *ur, const float *wt, int cin, int cout);
+void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                         int in_r1, int h, int w, int ty0, int ty1, const float *ur,
+                         const float *bias, int cin, int cout, int relu, float *scratch,
+                         int avx2);
 
 /* In-place logistic sigmoid over n floats. */
 void segd_sigmoid(float *x, size_t n);

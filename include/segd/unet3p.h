@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "segd/gemm.h"
 #include "segd/weights.h"
 
 #define SEGD_UNET3P_LEVELS 5
@@ -19,6 +20,8 @@ typedef struct segd_conv {
     const float *u;     /* Winograd weights (segd_wino_weights), NULL if unused */
     const float *wz;    /* resampled branches: per-tap weights (cout*9, cin) packed
                            by segd_gemm_pack_a layout, NULL otherwise */
+    const float *ur;    /* OpenBLAS backend: Winograd weights (36, cout, cin) row-major */
+    const float *wzr;   /* OpenBLAS backend: per-tap weights (cout*9, cin) row-major */
 } segd_conv;
 
 typedef struct segd_team segd_team; /* fork-join threads of one worker */
@@ -32,16 +35,27 @@ typedef struct segd_unet3p {
     segd_conv cls;                        /* 16w -> nclass, 1x1 */
     float *block;                         /* all folded weights, one malloc */
     int avx2;                             /* use the AVX2+FMA micro-kernel */
+    segd_gemm gemm;                       /* resolved: NATIVE or OPENBLAS */
+    float *blas_block;                    /* ur/wzr of every conv (OPENBLAS), or NULL */
 } segd_unet3p;
 
 /* Check that wt holds exactly the tensors of UNet3Plus(width, in_ch, nclass)
  * (no more, no fewer, every shape right), fold BN (eps) and precompute the
  * Winograd weights into one malloc'd block.  The AVX2 kernels are used when
- * the CPU has them and $SEGD_NO_AVX2 is unset or empty.  On error net is
- * left empty and err names the tensor. */
+ * the CPU has them and $SEGD_NO_AVX2 is unset or empty.  The GEMM backend
+ * is SEGD_GEMM_AUTO (segd_unet3p_set_gemm).  On error net is left empty and
+ * err names the tensor. */
 int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
                      int nclass, float eps, char *err, size_t errlen);
 void segd_unet3p_finalize(segd_unet3p *net);
+
+/* Select the GEMM backend (AUTO resolved with net->avx2, so $SEGD_NO_AVX2
+ * stands for a CPU without AVX2) and build the weights it needs: OPENBLAS
+ * adds a second block of row-major weights (freed again by a switch back to
+ * NATIVE).  The arena size does not depend on the backend.  Not
+ * thread-safe: no forward pass may run meanwhile.  0 or -ENOMEM (backend
+ * unchanged). */
+int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g);
 
 /* Floats of activation arena one forward pass at h x w with nthreads
  * threads needs. */

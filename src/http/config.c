@@ -35,7 +35,10 @@ static const opt OPTS[] = {
     {"workers", "SEGD_WORKERS", OPT_INT, F(workers), 1, 256, "one per CPU", "inference threads"},
     {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",
      "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
-    {"blas-threads", "SEGD_BLAS_THREADS", OPT_INT, F(blas_threads), 1, 256, "1", "OpenBLAS threads per worker"},
+    {"blas-threads", "SEGD_BLAS_THREADS", OPT_INT, F(blas_threads), 1, 256, "1",
+     "OpenBLAS threads per call; the openblas GEMM backend forces 1"},
+    {"gemm", "SEGD_GEMM", OPT_STR, F(gemm), 0, 0, "auto",
+     "native (AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
     {"queue-depth", "SEGD_QUEUE_DEPTH", OPT_INT, F(queue_depth), 1, 1 << 20, "2 x workers",
      "jobs waiting for a worker; beyond it 503 + Retry-After"},
     {"http-threads", "SEGD_HTTP_THREADS", OPT_INT, F(http_threads), 1, 64, "1", "libmicrohttpd threads (I/O only)"},
@@ -70,6 +73,7 @@ void segd_config_defaults(segd_config *cfg)
     cfg->workers = n > 256 ? 256 : n;
     cfg->worker_threads = 1;
     cfg->blas_threads = 1;
+    strcpy(cfg->gemm, "auto");
     cfg->queue_depth = 0; /* derived from workers after parsing */
     cfg->http_threads = 1;
     cfg->request_timeout = SEGD_CONFIG_DEFAULT_REQUEST_TIMEOUT;
@@ -88,7 +92,10 @@ static int set_opt(segd_config *cfg, const opt *o, const char *value)
     char *field = (char *)cfg + o->offset;
     char *end;
     if (o->kind == OPT_STR) {
+        segd_gemm g;
         if (strlen(value) + 1 > o->cap)
+            return -EINVAL;
+        if (o->offset == offsetof(segd_config, gemm) && segd_gemm_parse(value, &g))
             return -EINVAL;
         memcpy(field, value, strlen(value) + 1);
         return 0;

@@ -87,6 +87,10 @@ int segd_cli_serve(int argc, char **argv)
         fprintf(stderr, "segd serve: cannot load weights '%s': %s\n", cfg.weights, err);
         goto out;
     }
+    if (segd_model_set_gemm(model, cfg.gemm)) { /* the name was validated by the config */
+        fprintf(stderr, "segd serve: out of memory for the '%s' GEMM backend\n", cfg.gemm);
+        goto out;
+    }
     if (segd_metrics_create(SEGD_VERSION, segd_model_name(model), segd_model_sha256(model),
                             segd_model_width(model), &metrics)) {
         fprintf(stderr, "segd serve: out of memory\n");
@@ -99,9 +103,10 @@ int segd_cli_serve(int argc, char **argv)
     int port = segd_server_port(server);
     const char *host = cfg.bind;
     int v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "segd: model %s (%s), %d workers x %d threads (BLAS %d), queue %d, "
-            "max body %zu, max pixels %zu\n", segd_model_name(model), cfg.weights, cfg.workers,
-            cfg.worker_threads, cfg.blas_threads, cfg.queue_depth, cfg.max_body, cfg.max_pixels);
+    fprintf(stderr, "segd: model %s (%s), %d workers x %d threads (GEMM %s, BLAS %d), "
+            "queue %d, max body %zu, max pixels %zu\n", segd_model_name(model), cfg.weights,
+            cfg.workers, cfg.worker_threads, segd_model_gemm(model), segd_gemm_blas_threads(),
+            cfg.queue_depth, cfg.max_body, cfg.max_pixels);
     fprintf(stderr, "segd: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
     if (cfg.port_file[0]) {
         int rc = write_port_file(cfg.port_file, port);

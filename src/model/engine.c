@@ -212,6 +212,15 @@ int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen
     if ((rc = segd_unet3p_load(&m->net, wt, (int)width, (int)in_ch, m->nclass, m->bn_eps, err,
                                errlen)))
         goto fail;
+    const char *gemm = getenv("SEGD_GEMM");
+    if (gemm && *gemm && (rc = segd_model_set_gemm(m, gemm))) {
+        if (rc == -EINVAL)
+            snprintf(err, errlen, "SEGD_GEMM '%s' invalid: expected native, openblas or auto",
+                     gemm);
+        else
+            snprintf(err, errlen, "out of memory for the OpenBLAS weights");
+        goto fail;
+    }
     const char *name = segd_weights_meta(wt, "name");
     if (name && *name && strlen(name) < sizeof m->name)
         strcpy(m->name, name);
@@ -244,6 +253,15 @@ void segd_model_free(segd_model *m)
     free(m);
 }
 
+int segd_model_set_gemm(segd_model *m, const char *name)
+{
+    segd_gemm g;
+    if (segd_gemm_parse(name, &g))
+        return -EINVAL;
+    return segd_unet3p_set_gemm(&m->net, g);
+}
+
+const char *segd_model_gemm(const segd_model *m) { return segd_gemm_name(m->net.gemm); }
 const char *segd_model_name(const segd_model *m) { return m->name; }
 const char *segd_model_sha256(const segd_model *m) { return m->sha256; }
 const char *segd_model_path(const segd_model *m) { return m->path; }
@@ -292,6 +310,10 @@ int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threa
         return -ENOMEM;
     w->m = m;
     w->threads = threads;
+    /* Each team thread makes its own BLAS calls on its bands: OpenBLAS must
+     * not fan them out again (process-wide in OpenBLAS 0.3.21). */
+    if (m->net.gemm == SEGD_GEMM_OPENBLAS)
+        segd_gemm_blas_serial();
     if (threads > 1) {
         int rc = segd_team_create(threads, &w->team);
         if (rc) {

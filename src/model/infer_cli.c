@@ -53,9 +53,11 @@ int segd_cli_default_weights(char *buf, unsigned long cap)
 static void usage(FILE *f)
 {
     fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] [--threads N]\n"
-          "                  SLICE.png...\n"
+          "                  [--gemm native|openblas|auto] SLICE.png...\n"
           "Segments each slice and prints one JSON document per line.\n"
           "--threads: threads sharing each forward pass (default: online CPUs, at most 8).\n"
+          "--gemm: GEMM backend (default: $SEGD_GEMM, else auto = native with AVX2+FMA,\n"
+          "        else openblas).\n"
           "Default weights: $SEGD_WEIGHTS, else the single weights/*.safetensors,\n"
           "else the single installed /usr/local/share/segd or /usr/share/segd file.\n",
           f);
@@ -107,7 +109,7 @@ static void file_stem(const char *path, char *out, size_t cap)
 
 int segd_cli_infer(int argc, char **argv)
 {
-    const char *weights = NULL;
+    const char *weights = NULL, *gemm = NULL;
     float threshold = -1.0f;
     size_t max_pixels = SEGD_DEFAULT_MAX_PIXELS;
     int ncpu = segd_cpu_count();
@@ -144,6 +146,13 @@ int segd_cli_infer(int argc, char **argv)
                 return 2;
             }
             threads = (int)v;
+        } else if (strcmp(a, "--gemm") == 0 && i + 1 < argc) {
+            segd_gemm g;
+            gemm = argv[++i];
+            if (segd_gemm_parse(gemm, &g)) {
+                fprintf(stderr, "segd infer: --gemm must be native, openblas or auto\n");
+                return 2;
+            }
         } else if (strcmp(a, "--") == 0) {
             first = i + 1;
             break;
@@ -174,7 +183,13 @@ int segd_cli_infer(int argc, char **argv)
         fprintf(stderr, "segd infer: %s\n", err);
         return 1;
     }
-    int rc = segd_worker_create_threads(m, max_pixels, threads, &w);
+    int rc = gemm ? segd_model_set_gemm(m, gemm) : 0;
+    if (rc) {
+        fprintf(stderr, "segd infer: --gemm %s: %s\n", gemm, strerror(-rc));
+        status = 1;
+        goto out;
+    }
+    rc = segd_worker_create_threads(m, max_pixels, threads, &w);
     if (rc) {
         fprintf(stderr, "segd infer: cannot create worker: %s\n", strerror(-rc));
         status = 1;

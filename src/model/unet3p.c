@@ -240,13 +240,98 @@ int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in
     assert((size_t)(lc.next - net->block) == total);
     const char *no = getenv("SEGD_NO_AVX2");
     net->avx2 = segd_cpu_has_avx2() && !(no && *no);
+    if ((rc = segd_unet3p_set_gemm(net, SEGD_GEMM_AUTO))) {
+        snprintf(err, errlen, "out of memory for the OpenBLAS weights");
+        segd_unet3p_finalize(net);
+        return rc;
+    }
     return 0;
 }
 
 void segd_unet3p_finalize(segd_unet3p *net)
 {
+    free(net->blas_block);
     free(net->block);
     memset(net, 0, sizeof *net);
+}
+
+/* ------------------------------------------------- OpenBLAS weight layout */
+
+/* Floats of a conv's row-major copies (+16 each: keep 64-byte alignment). */
+static size_t blas_floats(const segd_conv *c)
+{
+    size_t n = 0;
+    if (uses_wino(c))
+        n += (size_t)36 * c->cout * c->cin + 16;
+    if (c->resampled)
+        n += (size_t)9 * c->cout * c->cin + 16;
+    return n;
+}
+
+static int count_blas_floats(segd_conv *c, const char *prefix, void *ctx)
+{
+    (void)prefix;
+    *(size_t *)ctx += blas_floats(c);
+    return 0;
+}
+
+static float *align64(float *p)
+{
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* ctx: float ** to the next free float of blas_block. */
+static int build_blas_conv(segd_conv *c, const char *prefix, void *ctx)
+{
+    (void)prefix;
+    float **next = ctx;
+    if (uses_wino(c)) {
+        float *ur = align64(*next);
+        segd_wino_weights_rows(ur, c->w, c->cin, c->cout);
+        c->ur = ur;
+        *next += (size_t)36 * c->cout * c->cin + 16;
+    }
+    if (c->resampled) {
+        /* A (cout*9, cin): row o*9 + tap = w[o][:][tap] */
+        float *a = align64(*next);
+        int k = c->cin;
+        for (int r = 0; r < 9 * c->cout; r++)
+            for (int kk = 0; kk < k; kk++)
+                a[(size_t)r * k + kk] = c->w[((size_t)(r / 9) * k + kk) * 9 + r % 9];
+        c->wzr = a;
+        *next += (size_t)9 * c->cout * c->cin + 16;
+    }
+    return 0;
+}
+
+static int clear_blas_conv(segd_conv *c, const char *prefix, void *ctx)
+{
+    (void)prefix;
+    (void)ctx;
+    c->ur = c->wzr = NULL;
+    return 0;
+}
+
+int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g)
+{
+    g = segd_gemm_resolve(g, net->avx2);
+    if (g == SEGD_GEMM_OPENBLAS && !net->blas_block) {
+        size_t total = 0;
+        for_each_conv(net, count_blas_floats, &total);
+        float *block = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+        if (!block)
+            return -ENOMEM;
+        float *next = block;
+        for_each_conv(net, build_blas_conv, &next);
+        assert((size_t)(next - block) == total);
+        net->blas_block = block;
+    } else if (g == SEGD_GEMM_NATIVE && net->blas_block) {
+        for_each_conv(net, clear_blas_conv, NULL);
+        free(net->blas_block);
+        net->blas_block = NULL;
+    }
+    net->gemm = g;
+    return 0;
 }
 
 
@@ -434,7 +519,7 @@ typedef struct conv_job {
     int rows, nbands;        /* tile rows per band */
     float *scratch;
     size_t thr_floats;
-    int avx2;
+    int avx2, blas;
 } conv_job;
 
 static void conv_band(void *ctx, int band, int thread)
@@ -456,8 +541,12 @@ static void conv_band(void *ctx, int band, int thread)
         in = buf;
         in_cs = (size_t)(r1 - r0) * j->w;
     }
-    segd_wino_band(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->u, c->b, c->cin,
-                   c->cout, c->relu, scr, j->avx2);
+    if (j->blas)
+        segd_wino_band_blas(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->ur,
+                            c->b, c->cin, c->cout, c->relu, scr, j->avx2);
+    else
+        segd_wino_band(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->u, c->b,
+                       c->cin, c->cout, c->relu, scr, j->avx2);
 }
 
 static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_team *team,
@@ -474,7 +563,9 @@ static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_t
     conv_job j = {.c = c, .out = out, .out_cs = out_cs, .h = h, .w = w, .kind = kind, .k = k,
                   .src = src, .sh = p->h[src_level], .sw = p->w[src_level],
                   .rows = band_rows(c->cin, c->cout, h, w, nthreads),
-                  .scratch = arena + p->thr, .thr_floats = p->thr_floats, .avx2 = net->avx2};
+                  .scratch = arena + p->thr, .thr_floats = p->thr_floats, .avx2 = net->avx2,
+                  .blas = net->gemm == SEGD_GEMM_OPENBLAS};
+    assert(!j.blas || c->ur);
     j.nbands = ((h + 3) / 4 + j.rows - 1) / j.rows;
     assert(conv_scratch(c, h, w, kind, nthreads) <= p->thr_floats);
     segd_team_run(team, j.nbands, conv_band, &j);
@@ -490,13 +581,18 @@ typedef struct resampled_job {
     size_t out_cs, thr_floats;
     const float *src;
     int sh, sw, h, w;
-    int chunk, rows, avx2;
+    int chunk, rows, avx2, blas;
 } resampled_job;
 
 static void resampled_gemm(void *ctx, int task, int thread)
 {
     const resampled_job *j = ctx;
     int n = j->sh * j->sw, n0 = task * j->chunk, n1 = n0 + j->chunk < n ? n0 + j->chunk : n;
+    if (j->blas) { /* z columns [n0, n1) = A (cout*9, cin) x src columns [n0, n1) */
+        segd_gemm_blas(j->z + n0, (size_t)n, j->c->wzr, 9 * j->c->cout, j->c->cin, j->src + n0,
+                       (size_t)n, n1 - n0);
+        return;
+    }
     segd_gemm_packed(j->z, (size_t)n, j->c->wz, 9 * j->c->cout, j->c->cin, j->src, (size_t)n, n0,
                      n1, j->scratch + (size_t)thread * j->thr_floats, j->avx2);
 }
@@ -524,7 +620,9 @@ static void run_resampled(const segd_unet3p *net, const plan *p, float *arena, s
     resampled_job j = {.c = c, .out = out, .z = arena + p->z, .scratch = arena + p->thr,
                        .out_cs = out_cs, .thr_floats = p->thr_floats, .src = src,
                        .sh = p->h[src_level], .sw = p->w[src_level], .h = p->h[level],
-                       .w = p->w[level], .avx2 = net->avx2};
+                       .w = p->w[level], .avx2 = net->avx2,
+                       .blas = net->gemm == SEGD_GEMM_OPENBLAS};
+    assert(!j.blas || c->wzr);
     assert(resampled_scratch(c, j.h, j.w, nthreads) <= p->thr_floats);
     int n = j.sh * j.sw, nr = SEGD_WINO_NR;
     int chunk = (n + 4 * nthreads - 1) / (4 * nthreads);
@@ -559,7 +657,11 @@ void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
 
     /* Presence: cls 1x1 on the bottleneck, global max. */
     float *cl = arena + p.cls;
-    segd_conv1x1(cl, e[5], net->cls.w, net->cls.b, net->cls.cin, net->cls.cout, (int)p.n[5]);
+    if (net->gemm == SEGD_GEMM_OPENBLAS)
+        segd_conv1x1_blas(cl, e[5], net->cls.w, net->cls.b, net->cls.cin, net->cls.cout,
+                          (int)p.n[5]);
+    else
+        segd_conv1x1(cl, e[5], net->cls.w, net->cls.b, net->cls.cin, net->cls.cout, (int)p.n[5]);
     for (int c = 0; c < net->nclass; c++) {
         float m = cl[(size_t)c * p.n[5]];
         for (size_t i = 1; i < p.n[5]; i++)

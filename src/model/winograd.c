@@ -1,6 +1,8 @@
 /* Winograd F(4x4, 3x3) convolution over bands of tile rows: input transform
  * into packed panels, 36 small GEMMs with a register-blocked micro-kernel
- * (AVX2+FMA when the CPU has it), output transform fused with bias + ReLU.
+ * (AVX2+FMA when the CPU has it) or, for the openblas backend, into
+ * row-major matrices for 36 cblas_sgemm calls; output transform fused with
+ * bias + ReLU.
  * Transforms are written as loops over tiles so that they vectorise. */
 #include <assert.h>
 #include <string.h>
@@ -41,7 +43,8 @@ size_t segd_wino_weights_floats(int cin, int cout)
     return (size_t)36 * segd_wino_cout_pad(cout) * cin;
 }
 
-void segd_wino_weights(float *u, const float *wt, int cin, int cout)
+/* G g G^T of one 3x3 kernel g (9), in double: out (36) indexed i*6 + j. */
+static void wino_kernel(float out[36], const float *g)
 {
     static const double G[6][3] = {{1.0 / 4, 0, 0},
                                    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
@@ -49,22 +52,36 @@ void segd_wino_weights(float *u, const float *wt, int cin, int cout)
                                    {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                    {0, 0, 1}};
+    double t[6][3]; /* G g */
+    for (int i = 0; i < 6; i++)
+        for (int b = 0; b < 3; b++)
+            t[i][b] = G[i][0] * g[b] + G[i][1] * g[3 + b] + G[i][2] * g[6 + b];
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 6; j++)
+            out[i * 6 + j] = (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+}
+
+void segd_wino_weights(float *u, const float *wt, int cin, int cout)
+{
     int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
     memset(u, 0, segd_wino_weights_floats(cin, cout) * sizeof(float));
     for (int o = 0; o < cout; o++)
         for (int c = 0; c < cin; c++) {
-            const float *g = wt + ((size_t)o * cin + c) * 9;
-            double t[6][3]; /* G g */
-            for (int i = 0; i < 6; i++)
-                for (int b = 0; b < 3; b++)
-                    t[i][b] = G[i][0] * g[b] + G[i][1] * g[3 + b] + G[i][2] * g[6 + b];
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++) {
-                    double v = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
-                    /* u: (36, ncb, cin, MR) */
-                    size_t idx = (((size_t)(i * 6 + j) * ncb + o / MR) * cin + c) * MR + o % MR;
-                    u[idx] = (float)v;
-                }
+            float v[36];
+            wino_kernel(v, wt + ((size_t)o * cin + c) * 9);
+            for (int xi = 0; xi < 36; xi++) /* u: (36, ncb, cin, MR) */
+                u[(((size_t)xi * ncb + o / MR) * cin + c) * MR + o % MR] = v[xi];
+        }
+}
+
+void segd_wino_weights_rows(float *ur, const float *wt, int cin, int cout)
+{
+    for (int o = 0; o < cout; o++)
+        for (int c = 0; c < cin; c++) {
+            float v[36];
+            wino_kernel(v, wt + ((size_t)o * cin + c) * 9);
+            for (int xi = 0; xi < 36; xi++) /* ur: (36, cout, cin) */
+                ur[((size_t)xi * cout + o) * cin + c] = v[xi];
         }
 }
 
@@ -307,10 +324,12 @@ __attribute__((target("avx2,fma"))) static inline void phases8(const float *p, _
 
 /* Input transform of one channel, tile row by tile row, 8 tiles at a time:
  * BT over the 6 input rows on whole rows, then BT over columns on the 8
- * tiles' column phases; results stored straight into the V panels. */
+ * tiles' column phases; results stored straight into V, where tile t of
+ * channel c at Winograd point xi is V[xi * xs + c * cs + (t / NR) * bs + t % NR]
+ * (panels: cs = NR, bs = cin * NR; rows: cs = tp, bs = NR). */
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(
-    float *V, size_t ntb, int cin, int c, const float *plane, int in_r0, int h, int w, int ty0,
-    int ty1, int txp, float *buf)
+    float *V, size_t xs, size_t cs, size_t bs, int c, const float *plane, int in_r0, int h,
+    int w, int ty0, int ty1, int txp, float *buf)
 {
     const __m256 k2 = _mm256_set1_ps(2.0f), k4 = _mm256_set1_ps(4.0f), k5 = _mm256_set1_ps(5.0f);
     const __m256i shift1 = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
@@ -364,7 +383,7 @@ __attribute__((target("avx2,fma"))) static void wino_in_avx2(
         size_t t0 = (size_t)(ty - ty0) * txp;
         for (int g = 0; g < txp; g += 8) {
             size_t t = t0 + g;
-            float *vt = V + ((t / NR) * cin + c) * NR + t % NR;
+            float *vt = V + (size_t)c * cs + (t / NR) * bs + t % NR;
             for (int i = 0; i < 6; i++) {
                 __m256 p[4];
                 const float *bi = buf + i * lr + 4 * g;
@@ -381,7 +400,6 @@ __attribute__((target("avx2,fma"))) static void wino_in_avx2(
                 __m256 o3 = _mm256_fmadd_ps(k2, _mm256_sub_ps(d, b), _mm256_sub_ps(e, cc));
                 __m256 o4 = _mm256_fmadd_ps(k2, _mm256_sub_ps(b, d), _mm256_sub_ps(e, cc));
                 __m256 o5 = _mm256_add_ps(_mm256_fmsub_ps(k4, b, _mm256_mul_ps(k5, d)), f);
-                size_t xs = ntb * cin * NR; /* stride between xi */
                 float *v = vt + (size_t)(i * 6) * xs;
                 _mm256_store_ps(v, o0);
                 _mm256_store_ps(v + xs, o1);
@@ -473,9 +491,21 @@ __attribute__((target("avx2,fma"))) static void wino_out_avx2(
 
 /* ----------------------------------------------------------------- band */
 
-void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
-                    int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                    const float *bias, int cin, int cout, int relu, float *scratch, int avx2)
+/* V[xi] (cin, tp) row-major from D (36, tp): the layout cblas_sgemm reads. */
+static void pack_v_rows(float *restrict V, const float *restrict D, size_t tp, int cin, int c,
+                        int nt)
+{
+    for (int xi = 0; xi < 36; xi++)
+        memcpy(V + ((size_t)xi * cin + c) * tp, D + (size_t)xi * tp, sizeof(float) * nt);
+}
+
+/* segd_wino_band (blas = 0: u packed, micro-kernel) and segd_wino_band_blas
+ * (blas = 1: u row-major (36, cout, cin), V row-major, cblas_sgemm over the
+ * nt real tiles only; padding lanes are never written nor read). */
+static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                      int in_r1, int h, int w, int ty0, int ty1, const float *u,
+                      const float *bias, int cin, int cout, int relu, float *scratch, int avx2,
+                      int blas)
 {
     int tx_n = (w + 3) / 4, txp = tiles_x_pad(w);
     int nt = (ty1 - ty0) * txp;
@@ -495,13 +525,14 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
     /* Input transform, channel by channel. */
 #if SEGD_X86
     if (avx2) {
-        if (tp > (size_t)nt) /* lanes past the last tile (all in the last block): zero */
+        if (!blas && tp > (size_t)nt) /* lanes past the last tile (all in the last block): zero */
             for (int xi = 0; xi < 36; xi++)
                 for (int c = 0; c < cin; c++)
                     memset(V + (((size_t)xi * ntb + ntb - 1) * cin + c) * NR + nt % NR, 0,
                            sizeof(float) * (tp - nt));
         for (int c = 0; c < cin; c++)
-            wino_in_avx2(V, ntb, cin, c, inp + (size_t)c * in_cs, in_r0, h, w, ty0, ty1, txp, D);
+            wino_in_avx2(V, tp * cin, blas ? tp : NR, blas ? NR : (size_t)cin * NR, c,
+                         inp + (size_t)c * in_cs, in_r0, h, w, ty0, ty1, txp, D);
     }
 #endif
     if (tp > (size_t)nt)
@@ -522,11 +553,17 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
             bt_rows(E + s * tp, D + s * tp, 6 * tp, (int)tp);
         for (int i = 0; i < 6; i++)
             bt_rows(D + (size_t)i * 6 * tp, E + (size_t)i * 6 * tp, tp, (int)tp);
-        pack_v(V, D, tp, cin, c);
+        if (blas)
+            pack_v_rows(V, D, tp, cin, c, nt);
+        else
+            pack_v(V, D, tp, cin, c);
     }
 
     /* 36 GEMMs: M[xi] (cp, tp) = U[xi] (cp, cin) x V[xi] (cin, tp). */
-    for (int xi = 0; xi < 36; xi++) {
+    for (int xi = 0; xi < 36 && blas; xi++) /* rows cout.. of M, columns nt.. unused */
+        segd_gemm_blas(M + (size_t)xi * cp * tp, tp, u + (size_t)xi * cout * cin, cout, cin,
+                       V + (size_t)xi * cin * tp, tp, nt);
+    for (int xi = 0; xi < 36 && !blas; xi++) {
         const float *ux = u + (size_t)xi * ncb * cin * MR;
         const float *vx = V + (size_t)xi * ntb * cin * NR;
         float *mx = M + (size_t)xi * cp * tp;
@@ -575,4 +612,21 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
             }
         }
     }
+}
+
+void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                    int in_r1, int h, int w, int ty0, int ty1, const float *u,
+                    const float *bias, int cin, int cout, int relu, float *scratch, int avx2)
+{
+    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, u, bias, cin, cout, relu,
+              scratch, avx2, 0);
+}
+
+void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                         int in_r1, int h, int w, int ty0, int ty1, const float *ur,
+                         const float *bias, int cin, int cout, int relu, float *scratch,
+                         int avx2)
+{
+    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, ur, bias, cin, cout, relu,
+              scratch, avx2, 1);
 }

@@ -1,13 +1,13 @@
 /* segd-bench: time the engine on one PNG.
- *   segd-bench --weights FILE [--iters N] [--threads T] [--warmup N] SLICE.png
- * --threads T: the worker's team size (and OpenBLAS's thread count).
+ *   segd-bench --weights FILE [--iters N] [--threads T] [--warmup N]
+ *              [--gemm native|openblas|auto] SLICE.png
+ * --threads T: the worker's team size.  --gemm: the GEMM backend (default
+ * $SEGD_GEMM, else auto); with openblas each BLAS call runs on 1 thread.
  * Prints median/min total and forward ms, forward GFLOP/s (segd_model_flops),
  * arena bytes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cblas.h>
 
 #include "segd/engine.h"
 
@@ -19,7 +19,7 @@ static int cmp_d(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    const char *weights = NULL, *png_path = NULL;
+    const char *weights = NULL, *png_path = NULL, *gemm = NULL;
     int iters = 20, threads = 0, warmup = 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--weights") && i + 1 < argc)
@@ -30,11 +30,13 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
             warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm") && i + 1 < argc)
+            gemm = argv[++i];
         else if (argv[i][0] != '-')
             png_path = argv[i];
         else {
             fprintf(stderr, "usage: segd-bench --weights FILE [--iters N] [--threads T] "
-                            "[--warmup N] SLICE.png\n");
+                            "[--warmup N] [--gemm native|openblas|auto] SLICE.png\n");
             return 2;
         }
     }
@@ -42,8 +44,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "segd-bench: need --weights FILE and a PNG\n");
         return 2;
     }
-    if (threads > 0)
-        openblas_set_num_threads(threads);
     FILE *f = fopen(png_path, "rb");
     if (!f) {
         perror(png_path);
@@ -64,6 +64,10 @@ int main(int argc, char **argv)
     if (segd_model_load(weights, &m, err, sizeof err)) {
         fprintf(stderr, "segd-bench: %s\n", err);
         return 1;
+    }
+    if (gemm && segd_model_set_gemm(m, gemm)) {
+        fprintf(stderr, "segd-bench: --gemm must be native, openblas or auto\n");
+        return 2;
     }
     if (segd_worker_create_threads(m, SEGD_DEFAULT_MAX_PIXELS, threads > 0 ? threads : 1, &w)) {
         fprintf(stderr, "segd-bench: cannot create worker\n");
@@ -86,8 +90,9 @@ int main(int argc, char **argv)
     int gh, gw;
     segd_model_grid(m, &gh, &gw);
     double gflop = segd_model_flops(m) / 1e9;
-    printf("model %s grid %dx%d image %dx%d threads %d iters %d\n", segd_model_name(m), gh, gw,
-           r.width, r.height, segd_worker_threads(w), iters);
+    printf("model %s grid %dx%d image %dx%d threads %d gemm %s (BLAS threads %d) iters %d\n",
+           segd_model_name(m), gh, gw, r.width, r.height, segd_worker_threads(w),
+           segd_model_gemm(m), segd_gemm_blas_threads(), iters);
     printf("total median %.2f ms (min %.2f); forward median %.2f ms (min %.2f)\n",
            tot[iters / 2], tot[0], inf[iters / 2], inf[0]);
     printf("forward %.3f GFLOP -> %.1f GFLOP/s; arena %zu bytes\n", gflop,

@@ -4,7 +4,9 @@
  * thresholded, gated masks must be identical (pixels whose reference
  * probability lies within 1e-5 of the threshold are reported, not failed).
  * Each fixture runs on a single-threaded worker and on a 3-thread team;
- * with SEGD_NO_AVX2=1 in the environment the portable kernels are tested. */
+ * with SEGD_NO_AVX2=1 in the environment the portable kernels are tested,
+ * with SEGD_GEMM=native|openblas|auto the GEMM backend (checked to be the
+ * one asked for; OpenBLAS must then run each call on 1 thread). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 
 #include "../harness.h"
 #include "segd/engine.h"
+#include "segd/kernels.h"
 
 #define PROB_TOL 1e-4
 #define EDGE_TOL 1e-5
@@ -62,6 +65,16 @@ static void run_fixture(const char *prefix, int threads)
     TEST_REQUIRE(rc == 0);
     segd_worker *w = NULL;
     TEST_REQUIRE(segd_worker_create_threads(m, SEGD_DEFAULT_MAX_PIXELS, threads, &w) == 0);
+    const char *want = getenv("SEGD_GEMM");
+    if (want && *want && strcmp(want, "auto") != 0) {
+        TEST_CHECK(strcmp(segd_model_gemm(m), want) == 0);
+    } else { /* auto: native only with the AVX2 kernels */
+        const char *no = getenv("SEGD_NO_AVX2");
+        int avx2 = segd_cpu_has_avx2() && !(no && *no);
+        TEST_CHECK(strcmp(segd_model_gemm(m), avx2 ? "native" : "openblas") == 0);
+    }
+    if (strcmp(segd_model_gemm(m), "openblas") == 0)
+        TEST_EQ_INT(segd_gemm_blas_threads(), 1);
     float thr = (float)json_real_value(json_object_get(man, "threshold"));
     float pthr = (float)json_real_value(json_object_get(man, "presence_threshold"));
     TEST_CHECK(fabsf(thr - segd_model_threshold(m)) < 1e-7f);
@@ -116,9 +129,9 @@ static void run_fixture(const char *prefix, int threads)
             TEST_EQ_INT(r.pixels[k], cnt);
         }
         const char *name = json_string_value(json_object_get(c, "png"));
-        fprintf(stderr, "%s [%d thr] %s: max |prob diff| %.3g, max |presence diff| %.3g, "
+        fprintf(stderr, "%s [%d thr, %s] %s: max |prob diff| %.3g, max |presence diff| %.3g, "
                 "mask mismatches %zu (+%zu within %.0e of threshold), infer %.1f ms\n",
-                prefix, threads, name, maxd, maxp, mism, edge, EDGE_TOL, r.ms_infer);
+                prefix, threads, segd_model_gemm(m), name, maxd, maxp, mism, edge, EDGE_TOL, r.ms_infer);
         TEST_CHECK(maxd <= PROB_TOL);
         TEST_CHECK(maxp <= PROB_TOL);
         TEST_EQ_INT(mism, 0);

@@ -64,26 +64,33 @@ static void test_conv3x3(int cin, int cout, int h, int w, int relu, size_t col_f
 }
 
 /* Winograd band conv against the im2col conv, in bands of `rows` tile rows,
- * reading input through a row window as the graph code does. */
-static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int avx2)
+ * reading input through a row window as the graph code does; blas: the
+ * OpenBLAS GEMM backend (row-major weights). */
+static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int avx2, int blas)
 {
     size_t cs = (size_t)h * w + 5;
     float *inp = rand_buf((size_t)cin * h * w), *wt = rand_buf((size_t)cout * cin * 9),
           *b = rand_buf((size_t)cout), *out = rand_buf(cs * cout), *ref = rand_buf(cs * cout);
     float *u = aligned_alloc(64, (segd_wino_weights_floats(cin, cout) * 4 + 63) / 64 * 64);
+    float *ur = malloc((size_t)36 * cout * cin * 4);
     int ty = (h + 3) / 4;
     size_t sf = segd_wino_band_floats(cin, cout, rows, w);
     float *scr = aligned_alloc(64, (sf * 4 + 63) / 64 * 64);
     size_t colf = segd_conv3x3_min_col(cin, w);
     float *col = malloc(colf * 4);
-    TEST_REQUIRE(u && scr && col);
+    TEST_REQUIRE(u && ur && scr && col);
     segd_wino_weights(u, wt, cin, cout);
+    segd_wino_weights_rows(ur, wt, cin, cout);
     segd_conv3x3(ref, cs, inp, wt, b, cin, cout, h, w, relu, col, colf);
     for (int t0 = 0; t0 < ty; t0 += rows) {
         int t1 = t0 + rows < ty ? t0 + rows : ty;
         int r0 = 4 * t0 - 1 > 0 ? 4 * t0 - 1 : 0, r1 = 4 * t1 + 1 < h ? 4 * t1 + 1 : h;
-        segd_wino_band(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0, t1, u, b,
-                       cin, cout, relu, scr, avx2);
+        if (blas)
+            segd_wino_band_blas(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0,
+                                t1, ur, b, cin, cout, relu, scr, avx2);
+        else
+            segd_wino_band(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0, t1,
+                           u, b, cin, cout, relu, scr, avx2);
     }
     double maxd = 0;
     for (int o = 0; o < cout; o++)
@@ -92,17 +99,20 @@ static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int a
             maxd = d > maxd ? d : maxd;
         }
     if (maxd > 1e-4)
-        fprintf(stderr, "wino %dx%d c%d->%d rows %d avx2 %d: max diff %g\n", h, w, cin, cout,
-                rows, avx2, maxd);
+        fprintf(stderr, "wino %dx%d c%d->%d rows %d avx2 %d blas %d: max diff %g\n", h, w, cin,
+                cout, rows, avx2, blas, maxd);
     TEST_CHECK(maxd <= 1e-4);
-    free(inp), free(wt), free(b), free(out), free(ref), free(u), free(scr), free(col);
+    free(inp), free(wt), free(b), free(out), free(ref), free(u), free(ur), free(scr), free(col);
 }
 
-static void test_conv1x1(int cin, int cout, int n)
+static void test_conv1x1(int cin, int cout, int n, int blas)
 {
     float *inp = rand_buf((size_t)cin * n), *wt = rand_buf((size_t)cout * cin),
           *b = rand_buf(cout), *out = rand_buf((size_t)cout * n);
-    segd_conv1x1(out, inp, wt, b, cin, cout, n);
+    if (blas)
+        segd_conv1x1_blas(out, inp, wt, b, cin, cout, n);
+    else
+        segd_conv1x1(out, inp, wt, b, cin, cout, n);
     double maxd = 0;
     for (int o = 0; o < cout; o++)
         for (int i = 0; i < n; i++) {
@@ -196,13 +206,15 @@ int main(void)
         test_conv3x3(3, 5, h, w, 0, segd_conv3x3_min_col(3, w) * 2 + 1);
         test_conv3x3(8, 3, h, w, 1, (size_t)8 * 9 * h * w);             /* one tile */
         test_conv3x3(20, 20, h, w, 1, segd_conv3x3_min_col(20, w) * 3);
-        test_conv1x1(6, 3, h * w);
-        for (int avx2 = 0; avx2 <= segd_cpu_has_avx2(); avx2++) {
-            test_wino(1, 3, h, w, 1, 1, avx2); /* pooled single-channel input */
-            test_wino(2, 3, h, w, 1, 1, avx2);
-            test_wino(5, 8, h, w, 0, 2, avx2);
-            test_wino(17, 6, h, w, 1, 100, avx2);
-        }
+        test_conv1x1(6, 3, h * w, 0);
+        test_conv1x1(6, 3, h * w, 1);
+        for (int avx2 = 0; avx2 <= segd_cpu_has_avx2(); avx2++)
+            for (int blas = 0; blas <= 1; blas++) {
+                test_wino(1, 3, h, w, 1, 1, avx2, blas); /* pooled single-channel input */
+                test_wino(2, 3, h, w, 1, 1, avx2, blas);
+                test_wino(5, 8, h, w, 0, 2, avx2, blas);
+                test_wino(17, 6, h, w, 1, 100, avx2, blas);
+            }
         for (int k = 2; k <= 16; k *= 2)
             test_maxpool(3, h, w, k);
         test_maxpool(2, h, w, 3);

@@ -96,13 +96,17 @@ static void test_config(void)
     TEST_EQ_INT(c.max_body, 32u << 20);
     TEST_EQ_INT(c.max_parts, 16);
     TEST_EQ_STR(c.cors_origin, "");
+    TEST_EQ_STR(c.gemm, "auto");
 
     /* environment, then flags win */
     segd_config_defaults(&c);
     char *env[] = {"SEGD_PORT=9000", "SEGD_WORKERS=3", "SEGD_CORS_ORIGIN=*", "SEGD_MAX_BODY=2M",
-                   "PATH=/bin", "SEGD_UNKNOWN=1", "SEGD_REQUEST_TIMEOUT=0.5", NULL};
-    char *argv1[] = {"serve", "--port", "0", "--max-body=4k", "--queue-depth", "7", "--help", NULL};
-    TEST_EQ_INT(segd_config_parse(&c, 7, argv1, env, err, sizeof err), 0);
+                   "PATH=/bin", "SEGD_UNKNOWN=1", "SEGD_REQUEST_TIMEOUT=0.5", "SEGD_GEMM=native",
+                   NULL};
+    char *argv1[] = {"serve", "--port", "0", "--max-body=4k", "--queue-depth", "7", "--help",
+                     "--gemm", "openblas", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 9, argv1, env, err, sizeof err), 0);
+    TEST_EQ_STR(c.gemm, "openblas");
     TEST_EQ_INT(c.port, 0);
     TEST_EQ_INT(c.workers, 3);
     TEST_EQ_STR(c.cors_origin, "*");
@@ -119,7 +123,8 @@ static void test_config(void)
 
     const char *bad[][2] = {{"--port", "65536"}, {"--workers", "0"}, {"--workers", "2.5"},
                             {"--max-body", "12Q"}, {"--request-timeout", "0"}, {"--nope", "1"},
-                            {"--access-log", "maybe"}, {"--port", ""}};
+                            {"--access-log", "maybe"}, {"--port", ""}, {"--gemm", "mkl"},
+                            {"--gemm", ""}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         segd_config_defaults(&c);
         char *argv3[] = {"serve", (char *)bad[i][0], (char *)bad[i][1], NULL};
@@ -133,6 +138,9 @@ static void test_config(void)
     char *env2[] = {"SEGD_PORT=http", NULL};
     TEST_EQ_INT(segd_config_parse(&c, 1, argv0, env2, err, sizeof err), -EINVAL);
     TEST_CHECK(strstr(err, "SEGD_PORT") != NULL);
+    char *env3[] = {"SEGD_GEMM=blas", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, env3, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "SEGD_GEMM") != NULL);
 }
 
 static void test_queue(void)
