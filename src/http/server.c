@@ -40,6 +40,7 @@
 #define RETRY_AFTER_S "1"
 #define CORS_MAX_AGE "600"
 #define FLUSH_GRACE_S 2.0 /* at shutdown, for answers resumed but not yet sent */
+#define SWEEP_PERIOD_NS 200000000L /* slow-client sweeper tick (0.2 s) */
 
 /* ------------------------------------------------------------------ */
 /* Routes                                                              */
@@ -80,6 +81,28 @@ static route_id route_lookup(const char *url)
 /* State                                                               */
 /* ------------------------------------------------------------------ */
 
+/* Slow clients.  libmicrohttpd's connection timeout is an idle timeout,
+ * reset by every byte received, so a client that sends its headers (or its
+ * body) a byte at a time would hold a connection for ever (slowloris), and
+ * enough of them every connection slot.  Each connection is therefore
+ * tracked from its start (its socket_context); a sweeper thread shuts down
+ * the socket of one whose request headers are not complete within
+ * --connection-timeout of the connection's start or of its previous
+ * request's end, or whose body is not complete within --request-timeout of
+ * its headers.  shutdown() only: libmicrohttpd sees the end of the stream
+ * and closes the connection itself (the fd stays valid until the
+ * MHD_CONNECTION_NOTIFY_CLOSED callback, which unlinks the entry under
+ * conn_lock before libmicrohttpd closes it). */
+typedef enum conn_phase { CP_HEADERS, CP_BODY, CP_BUSY } conn_phase;
+
+typedef struct conn_track {
+    struct conn_track *prev, *next; /* segd_server.conns, under conn_lock */
+    int fd;
+    conn_phase phase;
+    double since;                   /* start of the phase */
+    bool cut;                       /* shut down already */
+} conn_track;
+
 struct segd_server {
     segd_config cfg;
     const segd_model *model;
@@ -94,6 +117,12 @@ struct segd_server {
     atomic_long jobs_active;
     atomic_uint_fast64_t next_id;
     uint64_t id_seed;
+    pthread_mutex_t conn_lock; /* conns, conn_track fields, sweep_stop */
+    pthread_cond_t sweep_cond;
+    conn_track *conns;
+    bool sweep_stop;
+    bool sweeper_started;
+    pthread_t sweeper;
 };
 
 typedef enum req_state {
@@ -432,6 +461,51 @@ oom:
 }
 
 /* ------------------------------------------------------------------ */
+/* Slow clients: phases of a connection, and the sweeper                */
+/* ------------------------------------------------------------------ */
+
+static void conn_phase_set(segd_server *s, struct MHD_Connection *c, conn_phase phase)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *t = ci ? ci->socket_context : NULL;
+    if (!t)
+        return; /* untracked (OOM at its start): only the idle timeout applies */
+    pthread_mutex_lock(&s->conn_lock);
+    t->phase = phase;
+    t->since = segd_queue_now();
+    pthread_mutex_unlock(&s->conn_lock);
+}
+
+static void *sweeper_main(void *arg)
+{
+    segd_server *s = arg;
+    pthread_mutex_lock(&s->conn_lock);
+    while (!s->sweep_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += SWEEP_PERIOD_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->sweep_cond, &s->conn_lock, &ts);
+        double now = segd_queue_now();
+        for (conn_track *t = s->conns; t; t = t->next) {
+            double limit = t->phase == CP_HEADERS ? (double)s->cfg.conn_timeout
+                           : t->phase == CP_BODY  ? s->cfg.request_timeout
+                                                  : 0.0;
+            if (limit > 0 && !t->cut && now - t->since > limit) {
+                shutdown(t->fd, SHUT_RDWR);
+                t->cut = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->conn_lock);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* Connection thread: routing and uploads                              */
 /* ------------------------------------------------------------------ */
 
@@ -550,6 +624,7 @@ static enum MHD_Result begin_segment(request *r)
         r->cap = content_length;
     }
     r->state = ST_BODY;
+    conn_phase_set(s, c, CP_BODY);
     return MHD_YES;
 }
 
@@ -751,6 +826,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         else
             new_request_id(s, r->id, sizeof r->id);
         *con_cls = r;
+        conn_phase_set(s, c, CP_BUSY); /* headers complete */
 
         if (r->route == R_NONE)
             return send_error(r, 404, "no such route");
@@ -773,6 +849,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             *upload_data_size = 0;
             return body_append(r, upload_data, n);
         }
+        conn_phase_set(s, c, CP_BUSY); /* body complete */
         return end_segment(r);
     case ST_DONE: {
         struct MHD_Response *resp = r->resp;
@@ -845,6 +922,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->job_accepted)
         atomic_fetch_sub(&s->jobs_active, 1);
     request_unref(r);
+    conn_phase_set(s, c, CP_HEADERS); /* keep-alive: the next request's headers */
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -853,6 +931,35 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     segd_server *s = cls;
     segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_CONNECTIONS,
                            toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_track *t = ci ? calloc(1, sizeof *t) : NULL;
+        if (!t)
+            return; /* untracked: only the idle timeout applies */
+        t->fd = ci->connect_fd;
+        t->phase = CP_HEADERS;
+        t->since = segd_queue_now();
+        pthread_mutex_lock(&s->conn_lock);
+        t->next = s->conns;
+        if (s->conns)
+            s->conns->prev = t;
+        s->conns = t;
+        pthread_mutex_unlock(&s->conn_lock);
+        *socket_context = t;
+    } else if (*socket_context) {
+        conn_track *t = *socket_context;
+        pthread_mutex_lock(&s->conn_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            s->conns = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&s->conn_lock);
+        free(t);
+        *socket_context = NULL;
+    }
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -893,6 +1000,17 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         snprintf(err, errlen, "cannot create a mutex");
         goto fail;
     }
+    if (pthread_mutex_init(&s->conn_lock, NULL)) {
+        pthread_mutex_destroy(&s->lock);
+        snprintf(err, errlen, "cannot create a mutex");
+        goto fail;
+    }
+    if (pthread_cond_init(&s->sweep_cond, NULL)) {
+        pthread_mutex_destroy(&s->conn_lock);
+        pthread_mutex_destroy(&s->lock);
+        snprintf(err, errlen, "cannot create a condition variable");
+        goto fail;
+    }
     lock_init = true;
 
     json_t *info = segd_model_info_json(model);
@@ -928,8 +1046,14 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         rc = -EINVAL;
         goto fail;
     }
-    if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
-        flags |= MHD_USE_EPOLL;
+    /* poll(), not epoll: with libmicrohttpd 0.9.75's edge-triggered epoll a
+     * client that closes during its upload is often not noticed, and its
+     * connection (with the body buffer) stays until --connection-timeout
+     * (tests/hardening/test_disconnect.py).  poll() re-checks every socket
+     * each round; at --max-connections in the hundreds that costs nothing
+     * next to an inference. */
+    if (MHD_is_feature_supported(MHD_FEATURE_POLL) == MHD_YES)
+        flags |= MHD_USE_POLL;
 
     /* The logger goes first (MHD reports option errors through it); the
      * thread pool option comes last and turns into MHD_OPTION_END when
@@ -954,14 +1078,25 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
+    if (pthread_create(&s->sweeper, NULL, sweeper_main, s)) {
+        snprintf(err, errlen, "cannot start the slow-client sweeper thread");
+        rc = -EAGAIN;
+        goto fail;
+    }
+    s->sweeper_started = true;
     *out = s;
     return 0;
 
 fail:
+    if (s->mhd)
+        MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     free(s->model_info);
-    if (lock_init)
+    if (lock_init) {
+        pthread_cond_destroy(&s->sweep_cond);
+        pthread_mutex_destroy(&s->conn_lock);
         pthread_mutex_destroy(&s->lock);
+    }
     free(s);
     return rc;
 }
@@ -986,6 +1121,13 @@ void segd_server_free(segd_server *s)
     if (!s)
         return;
     atomic_store(&s->draining, true);
+    if (s->sweeper_started) {
+        pthread_mutex_lock(&s->conn_lock);
+        s->sweep_stop = true;
+        pthread_cond_signal(&s->sweep_cond);
+        pthread_mutex_unlock(&s->conn_lock);
+        pthread_join(s->sweeper, NULL);
+    }
     /* No handler may submit from here on; the pool then answers every job
      * it holds (queued ones run or expire) and joins its threads, so that
      * no connection is left suspended when libmicrohttpd stops (it
@@ -1006,6 +1148,8 @@ void segd_server_free(segd_server *s)
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     free(s->model_info);
+    pthread_cond_destroy(&s->sweep_cond);
+    pthread_mutex_destroy(&s->conn_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <png.h>
+#include <zlib.h>
 
 #include "segd/png.h"
 
@@ -15,6 +16,76 @@
 size_t segd_png_scratch_bytes(size_t max_pixels)
 {
     return max_pixels * 8; /* 16-bit RGBA is the widest row libpng hands us */
+}
+
+/* ---- decompression bomb guard ----
+ * libpng inflates the whole IDAT stream, also what follows the last row
+ * (png_read_finish_IDAT() swallows the rest of the stream to find its end):
+ * 1 MB of deflated zeros after a 16x16 image costs 1 GB of inflating, 4 s
+ * of a worker, and a --max-body upload minutes.  So the IDAT stream is
+ * inflated once up front, into nothing, and refused when it produces more
+ * than the image needs plus a little slack (PIL ignores trailing image
+ * data, so a few stray bytes stay acceptable). */
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Bytes the IDAT stream of a w x h image inflates to (one filter byte per
+ * row), the seven Adam7 passes summed when interlaced. */
+static uint64_t idat_raw_bytes(uint64_t w, uint64_t h, unsigned bits_per_pixel, int interlaced)
+{
+    if (!interlaced)
+        return h * (1 + (w * bits_per_pixel + 7) / 8);
+    static const unsigned x0[7] = {0, 4, 0, 2, 0, 1, 0}, dx[7] = {8, 8, 4, 4, 2, 2, 1};
+    static const unsigned y0[7] = {0, 0, 4, 0, 2, 0, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    uint64_t n = 0;
+    for (int p = 0; p < 7; p++) {
+        uint64_t pw = w > x0[p] ? (w - x0[p] + dx[p] - 1) / dx[p] : 0;
+        uint64_t ph = h > y0[p] ? (h - y0[p] + dy[p] - 1) / dy[p] : 0;
+        if (pw && ph)
+            n += ph * (1 + (pw * bits_per_pixel + 7) / 8);
+    }
+    return n;
+}
+
+/* Inflate the IDAT chunks of data, discarding the output.  -EINVAL when
+ * they produce more than limit bytes, -ENOMEM when zlib cannot start, else
+ * 0 (a corrupt or truncated stream too: libpng reports those). */
+static int idat_within(const unsigned char *data, size_t len, uint64_t limit)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit(&z) != Z_OK)
+        return -ENOMEM;
+    unsigned char sink[16384];
+    uint64_t out = 0;
+    int rc = 0, done = 0;
+    for (size_t pos = 8; !done && len - pos >= 12;) {
+        uint32_t n = be32(data + pos);
+        if (n > len - pos - 12)
+            break;
+        if (memcmp(data + pos + 4, "IDAT", 4) == 0) {
+            z.next_in = (Bytef *)(data + pos + 8);
+            z.avail_in = n;
+            while (!done && z.avail_in > 0) {
+                z.next_out = sink;
+                z.avail_out = sizeof sink;
+                int zr = inflate(&z, Z_NO_FLUSH);
+                out += sizeof sink - z.avail_out;
+                if (out > limit)
+                    rc = -EINVAL;
+                if (out > limit || zr != Z_OK)
+                    done = 1; /* over, stream end, or corrupt */
+            }
+        } else if (memcmp(data + pos + 4, "IEND", 4) == 0) {
+            break;
+        }
+        pos += 12 + (size_t)n;
+    }
+    inflateEnd(&z);
+    return rc;
 }
 
 typedef struct png_src {
@@ -112,6 +183,18 @@ int segd_png_decode_gray(const void *data, size_t len, size_t max_pixels,
         snprintf(err, errlen, "image %ux%u larger than %zu pixels", (unsigned)w, (unsigned)h,
                  max_pixels);
         rc = -E2BIG;
+        goto done;
+    }
+    static const unsigned channels[7] = {1, 0, 3, 1, 2, 0, 4}; /* by colour type */
+    uint64_t need = idat_raw_bytes(w, h, channels[ct & 7] * (unsigned)bd,
+                                   png_get_interlace_type(png, info) != PNG_INTERLACE_NONE);
+    rc = idat_within(data, len, need + need / 8 + 4096);
+    if (rc) {
+        if (rc == -EINVAL)
+            snprintf(err, errlen, "PNG image data inflates beyond the %ux%u image (over %llu bytes)",
+                     (unsigned)w, (unsigned)h, (unsigned long long)need);
+        else
+            snprintf(err, errlen, "out of memory starting zlib");
         goto done;
     }
     if (ct == PNG_COLOR_TYPE_PALETTE)
