@@ -15,7 +15,7 @@ export SEGD_DATA="${SEGD_DATA:-$ROOT/../shared/data/uwmgi}"
 
 PKGS="gcc meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev
       libopenblas-dev libcurl4-openssl-dev curl python3 python3-torch python3-numpy
-      python3-pil python3-pytest python3-yaml clang haproxy prometheus valgrind"
+      python3-pil python3-pytest python3-yaml clang libclang-rt-14-dev haproxy prometheus valgrind"
 PKGS="$PKGS chromium"
 command -v node >/dev/null && command -v npm >/dev/null || PKGS="$PKGS nodejs npm"
 missing=""
