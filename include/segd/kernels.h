@@ -24,6 +24,9 @@ void segd_conv3x3(float *out, size_t out_cs, const float *inp, const float *wt,
                   const float *bias, int cin, int cout, int h, int w, int relu,
                   float *col, size_t col_floats);
 
+/* x[i] = relu ? max(x[i] + b, 0) : x[i] + b for i < n.  Cannot fail. */
+void segd_bias_act(float *x, int n, float b, int relu);
+
 /* 1x1 convolution plus bias (no activation; plain loops, no BLAS threads).
  *   out: (cout, n)   inp: (cin, n)   wt: (cout, cin)   bias: (cout) */
 void segd_conv1x1(float *out, const float *inp, const float *wt, const float *bias,

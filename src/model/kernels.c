@@ -10,15 +10,7 @@
 #endif
 
 #include "segd/kernels.h"
-
-/* Hot loops get an AVX2 clone (chosen at load time by the dynamic linker);
- * no FMA contraction, so both clones give identical results. */
-/* (Not under ThreadSanitizer: ifunc resolvers run before its runtime.) */
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
-#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VEC_CLONES
-#endif
+#include "model/vec.h"
 
 /* max as PyTorch's max_pool2d: a NaN anywhere wins. */
 #define MAXN(m, v) (((v) > (m) || (v) != (v)) ? (v) : (m))
@@ -75,18 +67,21 @@ void segd_conv3x3(float *out, size_t out_cs, const float *inp, const float *wt,
         float *o = out + (size_t)r0 * w;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, K, 1.0f, wt, K, col, n,
                     0.0f, o, (int)out_cs);
-        for (int co = 0; co < cout; co++) {
-            float *p = o + (size_t)co * out_cs, b = bias[co];
-            if (relu)
-                for (int i = 0; i < n; i++) {
-                    float v = p[i] + b;
-                    p[i] = v > 0.0f ? v : 0.0f;
-                }
-            else
-                for (int i = 0; i < n; i++)
-                    p[i] += b;
-        }
+        for (int co = 0; co < cout; co++)
+            segd_bias_act(o + (size_t)co * out_cs, n, bias[co], relu);
     }
+}
+
+VEC_CLONES void segd_bias_act(float *restrict x, int n, float b, int relu)
+{
+    if (relu)
+        for (int t = 0; t < n; t++) {
+            float v = x[t] + b;
+            x[t] = v > 0.0f ? v : 0.0f;
+        }
+    else
+        for (int t = 0; t < n; t++)
+            x[t] += b;
 }
 
 void segd_conv1x1(float *out, const float *inp, const float *wt, const float *bias,

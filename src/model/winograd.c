@@ -13,16 +13,10 @@
 #endif
 
 #include "segd/kernels.h"
+#include "model/vec.h"
 
 #define MR SEGD_WINO_MR
 #define NR SEGD_WINO_NR
-
-/* (Not under ThreadSanitizer: ifunc resolvers run before its runtime.) */
-#if SEGD_X86 && !defined(__SANITIZE_THREAD__)
-#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VEC_CLONES
-#endif
 
 int segd_cpu_has_avx2(void)
 {
@@ -292,18 +286,6 @@ VEC_CLONES static void at_rows(float *restrict out, size_t old, const float *res
         o2[t] = s1 + 4.0f * s2;
         o3[t] = d1 + 8.0f * d2 + f;
     }
-}
-
-VEC_CLONES static void bias_act(float *restrict x, int n, float b, int relu)
-{
-    if (relu)
-        for (int t = 0; t < n; t++) {
-            float v = x[t] + b;
-            x[t] = v > 0.0f ? v : 0.0f;
-        }
-    else
-        for (int t = 0; t < n; t++)
-            x[t] += b;
 }
 
 #if SEGD_X86
@@ -592,7 +574,7 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
         for (int p = 0; p < 4; p++)
             at_rows(D + (size_t)p * 4 * tp, tp, E + (size_t)p * 6 * tp, tp, nt);
         for (int k = 0; k < 16; k++)
-            bias_act(D + k * tp, nt, bias[o], relu);
+            segd_bias_act(D + k * tp, nt, bias[o], relu);
         float *op = out + (size_t)o * out_cs;
         for (int ty = ty0; ty < ty1; ty++) {
             int t0 = (ty - ty0) * txp;
