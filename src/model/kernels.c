@@ -72,7 +72,9 @@ void segd_conv3x3(float *out, size_t out_cs, const float *inp, const float *wt,
     }
 }
 
-VEC_CLONES void segd_bias_act(float *restrict x, int n, float b, int relu)
+/* static: clang only multiversions a function whose first declaration
+ * carries target_clones, which a public header cannot */
+VEC_CLONES static void bias_act(float *restrict x, int n, float b, int relu)
 {
     if (relu)
         for (int t = 0; t < n; t++) {
@@ -82,6 +84,11 @@ VEC_CLONES void segd_bias_act(float *restrict x, int n, float b, int relu)
     else
         for (int t = 0; t < n; t++)
             x[t] += b;
+}
+
+void segd_bias_act(float *x, int n, float b, int relu)
+{
+    bias_act(x, n, b, relu);
 }
 
 void segd_conv1x1(float *out, const float *inp, const float *wt, const float *bias,
