@@ -21,13 +21,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import load_png, postprocess, rle_decode, to_model_input  # noqa: E402
+from preprocess import DEFAULT_POLICY, load_png, postprocess, rle_decode, to_model_input  # noqa: E402
 
 
-def predict_record(model, rec, device="cpu", threshold=0.5, presence_threshold=0.5):
-    """Full pipeline for one slice: (native probs, masks (C,H,W), presence)."""
+def predict_record(model, rec, device="cpu", threshold=0.5, presence_threshold=0.5, policy=None):
+    """Full pipeline for one slice: (native probs, masks (C,H,W), presence).
+    policy: the weights' "preprocess" metadata (default: the current one)."""
     img = load_png(rec["path"])
-    x = to_model_input(img).to(device)
+    x = to_model_input(img, policy or DEFAULT_POLICY).to(device)
     with torch.no_grad():
         logits, plog = model(x)
     probs = torch.sigmoid(logits)[0].float().cpu()
@@ -188,8 +189,9 @@ def main():
         source = args.server
     else:
         from export import load_model
-        model, _ = load_model(args.weights)
-        predict = lambda r: predict_record(model, r)[1]  # noqa: E731
+        model, md = load_model(args.weights)
+        policy = json.loads(md["preprocess"])
+        predict = lambda r: predict_record(model, r, policy=policy)[1]  # noqa: E731
         source = args.weights
     res = evaluate(recs, predict)
     score, nvol = competition_score(res, complete_volumes(recs, args.data))

@@ -4,12 +4,23 @@ the policy is recorded in the weights' metadata under "preprocess".
 
   load:       PNG -> float32 grey (16-bit kept as is; RGB/palette via
               BT.601 luminance 0.299 R + 0.587 G + 0.114 B; alpha dropped)
-  normalise:  "minmax": (v - min) / (max - min), 0 where max == min
+  normalise:  "percentile" (default since the cross-validated weights):
+              lo, hi = the order statistics of rank floor((n-1) p_lo / 100)
+              and ceil((n-1) p_hi / 100) of the n pixels (no interpolation,
+              so C and numpy agree bit for bit); v -> clip((v - lo) / (hi - lo),
+              0, 1) in float32; where hi <= lo it falls back to minmax.
+              Invariant to the bit depth, to linear rescaling and to a window
+              clipped at or inside [p_lo, p_hi]; a few outlier pixels do not
+              move it.  (The percentile clipping nnU-Net uses for CT,
+              Isensee et al. 2021, here per image.)
+              "minmax": (v - min) / (max - min), 0 where max == min (older
+              weights)
   resize:     bilinear, align_corners=False, no antialias, to the model grid
   post:       sigmoid probabilities resized (same bilinear) back to the native
               height x width, mask = prob > threshold, and an organ whose
               presence probability is below presence_threshold gets no mask
 """
+import math
 import os
 import re
 
@@ -20,7 +31,8 @@ import torch.nn.functional as F
 FNAME_RE = re.compile(r"slice_(\d+)_(\d+)_(\d+)_([\d.]+)_([\d.]+)\.png$")
 
 DEFAULT_POLICY = {
-    "normalisation": "minmax",
+    "normalisation": "percentile",
+    "percentiles": [1, 99],
     "luminance": "bt601",
     "resize": "bilinear-align_corners-false",
     "input_size": [256, 256],
@@ -52,11 +64,39 @@ def load_png(path):
 
 
 def normalise(img):
+    """minmax: (H,W) -> float32 in [0,1]; zeros for a constant image."""
     img = img.astype(np.float32)
     mn, mx = float(img.min()), float(img.max())
     if mx <= mn:
         return np.zeros_like(img, dtype=np.float32)
     return ((img - np.float32(mn)) / np.float32(mx - mn)).astype(np.float32)
+
+
+def percentile_ranks(n, p_lo, p_hi):
+    """Ranks (0-based) of the low and high order statistics among n values;
+    the C engine computes the same doubles (src/model pipeline)."""
+    return math.floor((n - 1) * float(p_lo) / 100.0), math.ceil((n - 1) * float(p_hi) / 100.0)
+
+
+def normalise_percentile(img, p_lo=1, p_hi=99):
+    """(H,W) -> float32 in [0,1]: see the module docstring."""
+    img = np.asarray(img, dtype=np.float32)
+    flat = img.reshape(-1)
+    k_lo, k_hi = percentile_ranks(flat.size, p_lo, p_hi)
+    part = np.partition(flat, (k_lo, k_hi))
+    lo, hi = part[k_lo], part[k_hi]
+    if not hi > lo:
+        return normalise(img)
+    out = (img - lo) / np.float32(hi - lo)
+    return np.clip(out, np.float32(0), np.float32(1)).astype(np.float32)
+
+
+def normalise_policy(img, policy=DEFAULT_POLICY):
+    """The normalisation the policy (weights metadata "preprocess") names."""
+    if policy.get("normalisation", "minmax") == "percentile":
+        lo, hi = policy.get("percentiles", (1, 99))
+        return normalise_percentile(img, lo, hi)
+    return normalise(img)
 
 
 def resize(t, size):
@@ -68,7 +108,7 @@ def resize(t, size):
 
 def to_model_input(img, policy=DEFAULT_POLICY):
     """Raw grey (H,W) -> normalised (1,1,S,S) tensor at the model grid."""
-    x = torch.from_numpy(normalise(img))[None, None]
+    x = torch.from_numpy(normalise_policy(img, policy))[None, None]
     return resize(x, policy["input_size"])
 
 

@@ -2,6 +2,7 @@
  * with one pre-touched arena, the preprocess -> forward -> postprocess
  * pipeline of train/preprocess.py, and the response document. */
 #include <errno.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ struct segd_model {
     int nclass;
     char classes[SEGD_MAX_CLASSES][32];
     float threshold, presence_threshold, bn_eps;
+    int norm_percentile;         /* 0: minmax; 1: percentile clipping */
+    double pct_lo, pct_hi;       /* percentiles, 0 <= lo < hi <= 100 */
     json_t *info; /* metadata with nested JSON parsed, + sha256/name/path */
 };
 
@@ -74,6 +77,23 @@ static int parse_float(const char *s, double lo, double hi, float *out)
         return -EINVAL;
     *out = (float)v;
     return 0;
+}
+
+/* preprocess.percentiles: [lo, hi] numbers; absent means [1, 99]. */
+static int parse_percentiles(const json_t *pp, segd_model *m)
+{
+    const json_t *pc = json_object_get(pp, "percentiles");
+    m->norm_percentile = 1;
+    m->pct_lo = 1;
+    m->pct_hi = 99;
+    if (!pc)
+        return 0;
+    if (!json_is_array(pc) || json_array_size(pc) != 2 ||
+        !json_is_number(json_array_get(pc, 0)) || !json_is_number(json_array_get(pc, 1)))
+        return -EINVAL;
+    m->pct_lo = json_number_value(json_array_get(pc, 0));
+    m->pct_hi = json_number_value(json_array_get(pc, 1));
+    return m->pct_lo >= 0 && m->pct_lo < m->pct_hi && m->pct_hi <= 100 ? 0 : -EINVAL;
 }
 
 /* Read every metadata field the engine depends on into m. */
@@ -152,9 +172,14 @@ static int read_metadata(segd_model *m, const segd_weights *wt, long *width, lon
         !json_is_integer(json_array_get(sz, 0)) || !json_is_integer(json_array_get(sz, 1))) {
         snprintf(err, errlen, "metadata preprocess.input_size missing or invalid");
         rc = -EINVAL;
-    } else if ((norm && strcmp(norm, "minmax")) || (lum && strcmp(lum, "bt601")) ||
+    } else if ((norm && strcmp(norm, "minmax") && strcmp(norm, "percentile")) ||
+               (lum && strcmp(lum, "bt601")) ||
                (rsz && strcmp(rsz, "bilinear-align_corners-false"))) {
         snprintf(err, errlen, "metadata preprocess policy unsupported");
+        rc = -EINVAL;
+    } else if (norm && !strcmp(norm, "percentile") && parse_percentiles(pp, m)) {
+        snprintf(err, errlen, "metadata preprocess.percentiles must be [lo, hi] with "
+                              "0 <= lo < hi <= 100");
         rc = -EINVAL;
     } else {
         json_int_t gh = json_integer_value(json_array_get(sz, 0));
@@ -391,12 +416,68 @@ static void normalise(float *img, size_t n)
         img[i] = (img[i] - mn) / range;
 }
 
+/* k-th smallest of a[0..n-1] (0-based), reordering a: Wirth's version of
+ * Hoare's FIND (Wirth, "Algorithms + Data Structures = Programs", 1976,
+ * 2.3.4).  The order statistic is unique, so the value equals what
+ * numpy.partition returns; equal keys (the black background) stop both
+ * scans, which keeps the partition balanced. */
+static float select_kth(float *a, size_t n, size_t k)
+{
+    ptrdiff_t l = 0, r = (ptrdiff_t)n - 1, kk = (ptrdiff_t)k;
+    while (l < r) {
+        float x = a[kk];
+        ptrdiff_t i = l, j = r;
+        do {
+            while (a[i] < x)
+                i++;
+            while (x < a[j])
+                j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        } while (i <= j);
+        if (j < kk)
+            l = i;
+        if (kk < i)
+            r = j;
+    }
+    return a[kk];
+}
+
+/* Percentile clipping in place, exactly as preprocess.normalise_percentile:
+ * lo/hi are the order statistics of rank floor((n-1) p_lo / 100) and
+ * ceil((n-1) p_hi / 100); scratch holds n floats (a copy is reordered). */
+static void normalise_percentile(float *img, size_t n, double p_lo, double p_hi, float *scratch)
+{
+    size_t k_lo = (size_t)floor((double)(n - 1) * p_lo / 100.0);
+    size_t k_hi = (size_t)ceil((double)(n - 1) * p_hi / 100.0);
+    memcpy(scratch, img, n * sizeof(float));
+    float hi = select_kth(scratch, n, k_hi);
+    float lo = select_kth(scratch, n, k_lo);
+    if (!(hi > lo)) {
+        normalise(img, n);
+        return;
+    }
+    float range = hi - lo;
+    for (size_t i = 0; i < n; i++) {
+        float v = (img[i] - lo) / range;
+        img[i] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    }
+}
+
 /* Pipeline from the raw grey image in w->img (h x w) onwards. */
 static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res, double t0)
 {
     const segd_model *m = wk->m;
     size_t n = (size_t)h * w, grid = (size_t)m->grid_h * m->grid_w;
-    normalise(wk->img, n);
+    if (m->norm_percentile)
+        normalise_percentile(wk->img, n, m->pct_lo, m->pct_hi, wk->prob);
+    else
+        normalise(wk->img, n);
     segd_resize_bilinear(wk->grid, wk->img, 1, h, w, m->grid_h, m->grid_w, NULL);
     double t1 = now_ms();
     float pres[SEGD_MAX_CLASSES];

@@ -1,0 +1,212 @@
+"""Cross-validation by patient: the project's quality figure.
+
+  /usr/bin/python3 train/cv.py --data ../shared/data/uwmgi          # all folds
+  /usr/bin/python3 train/cv.py --folds 0,1                          # some folds
+  /usr/bin/python3 train/cv.py --table-only                         # just the table
+
+Patients with trustworthy images (every group but derived8-gif) are dealt
+into K folds (default 4) by a fixed rule: sorted by slice count, largest
+first, dealt in snake order (0..K-1, K-1..0, ...).
+For fold k the network is trained with the fixed recipe (fit.RECIPE) on
+every other patient, the GIF-derived volumes included (they are never
+tested), and judged on fold k's patients.  Nothing is chosen per fold: the
+recipe (step count, last step kept, mask and presence thresholds 0.5) was
+fixed before any fold ran, so there is no inner validation to hold out.
+
+Per fold, OUT/foldK.json keeps every test slice's figures; the table
+(OUT/cv.md and OUT/cv.json) gives, per organ and per image group:
+  * Dice over the slices where the organ or the prediction is present;
+  * the share of slices where both are empty (a correct "no organ");
+  * HD95 in mm over the slices where both are present (one empty is a
+    detection error and is counted in the Dice, not here);
+as the mean over slices of all folds pooled, and mean +- sd over folds.
+Training checkpoints go to RUNS/foldK (resumable; not committed).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset  # noqa: E402
+import fit  # noqa: E402
+from evaluate import hd95, predict_record  # noqa: E402
+from model import CLASSES  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make_folds(recs, k):
+    """[[case, ...] per fold]: deterministic, balanced by patients and
+    slices: patients sorted by trustworthy slice count (largest first, then
+    name) are dealt in a snake order (0..k-1, k-1..0, ...)."""
+    count = {}
+    for r in recs:
+        if r["group"] not in dataset.UNTRUSTED_FOR_EVAL:
+            count[r["case"]] = count.get(r["case"], 0) + 1
+    folds = [[] for _ in range(k)]
+    for i, case in enumerate(sorted(count, key=lambda c: (-count[c], c))):
+        rnd, pos = divmod(i, k)
+        folds[pos if rnd % 2 == 0 else k - 1 - pos].append(case)
+    return [sorted(f) for f in folds]
+
+
+def slice_figures(rec, masks, gt):
+    """Per organ: dice (None when both empty), both_empty, hd95 (both present)."""
+    out = {}
+    for c, name in enumerate(CLASSES):
+        p, g = masks[c].astype(bool), gt[c].astype(bool)
+        ps, gs = int(p.sum()), int(g.sum())
+        fig = {"pred_px": ps, "true_px": gs}
+        if ps == 0 and gs == 0:
+            fig.update(dice=None, both_empty=True, hd95=None)
+        else:
+            fig.update(dice=2.0 * float(np.logical_and(p, g).sum()) / (ps + gs), both_empty=False,
+                       hd95=hd95(p, g, rec["spacing"]) if ps and gs else None)
+        out[name] = fig
+    return out
+
+
+def run_fold(k, folds, recs, args, recipe):
+    test_cases = set(folds[k])
+    train_recs = [r for r in recs if r["case"] not in test_cases]
+    test_recs = [r for r in recs if r["case"] in test_cases and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    out = os.path.join(args.runs, f"fold{k}")
+    log = lambda m: print(f"[fold {k}] {m}", flush=True)  # noqa: E731
+    log(f"test cases {sorted(test_cases)} ({len(test_recs)} slices); train {len(train_recs)} slices")
+    model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
+    t = time.time()
+    slices = []
+    with torch.no_grad():
+        for r in test_recs:
+            _, masks, pres = predict_record(model, r)
+            slices.append({"id": r["id"], "case": r["case"], "group": r["group"],
+                           "presence": [round(float(v), 4) for v in pres],
+                           "organs": slice_figures(r, masks, dataset.load_masks(r))})
+    res = {"fold": k, "test_cases": sorted(test_cases), "train_cases": sorted({r["case"] for r in train_recs}),
+           "recipe": recipe, "seed": args.seed, "training": summary, "slices": slices,
+           "eval_seconds": round(time.time() - t, 1)}
+    if not args.max_steps:
+        with open(os.path.join(args.out, f"fold{k}.json"), "w") as f:
+            json.dump(res, f, indent=1)
+    log(f"done: {len(slices)} test slices")
+    return res
+
+
+def summarise(results):
+    """Table dict: rows keyed by group ('all' first) then organ."""
+    def figs(slices):
+        row = {}
+        for name in CLASSES:
+            d = [s["organs"][name]["dice"] for s in slices if s["organs"][name]["dice"] is not None]
+            h = [s["organs"][name]["hd95"] for s in slices if s["organs"][name]["hd95"] is not None]
+            e = [s["organs"][name]["both_empty"] for s in slices]
+            row[name] = {"dice": float(np.mean(d)) if d else None, "n_dice": len(d),
+                         "both_empty": float(np.mean(e)) if e else None,
+                         "hd95_mm": float(np.mean(h)) if h else None, "n_hd95": len(h)}
+        ds = [row[n]["dice"] for n in CLASSES if row[n]["dice"] is not None]
+        row["mean_dice"] = float(np.mean(ds)) if ds else None
+        row["slices"] = len(slices)
+        return row
+
+    groups = sorted({s["group"] for r in results for s in r["slices"]})
+    table = {}
+    for g in ["all"] + groups:
+        pooled = [s for r in results for s in r["slices"] if g == "all" or s["group"] == g]
+        per_fold = [figs([s for s in r["slices"] if g == "all" or s["group"] == g]) for r in results]
+        entry = {"pooled": figs(pooled), "folds": {}}
+        for key in list(CLASSES) + ["mean_dice"]:
+            vals = [pf["mean_dice"] if key == "mean_dice" else pf[key]["dice"] for pf in per_fold]
+            vals = [v for v in vals if v is not None]
+            entry["folds"][key] = {"mean": float(np.mean(vals)) if vals else None,
+                                   "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                                   "n_folds": len(vals)}
+        table[g] = entry
+    return table
+
+
+def markdown(table, results, k):
+    f = lambda v, p=3: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
+    done = sorted(r["fold"] for r in results)
+    lines = [f"Cross-validation by patient: folds {done} of {k} done; "
+             f"{sum(len(r['slices']) for r in results)} test slices, "
+             f"{len({c for r in results for c in r['test_cases']})} patients.", "",
+             "Dice: over slices where the organ or the prediction is present (pooled over folds; "
+             "mean +- sd over folds in brackets). Empty: share of slices where both are empty. "
+             "HD95: mm, slices where both are present.", "",
+             "| group | slices | organ | Dice | Dice by fold | empty | HD95 mm |",
+             "|---|---|---|---|---|---|---|"]
+    for g, e in table.items():
+        p = e["pooled"]
+        for name in CLASSES:
+            fd = e["folds"][name]
+            lines.append(f"| {g} | {p['slices']} | {name} | {f(p[name]['dice'])} (n={p[name]['n_dice']}) | "
+                         f"{f(fd['mean'])} +- {f(fd['sd'])} | {f(p[name]['both_empty'], 2)} | "
+                         f"{f(p[name]['hd95_mm'], 1)} |")
+        fd = e["folds"]["mean_dice"]
+        lines.append(f"| {g} | {p['slices']} | **mean** | **{f(p['mean_dice'])}** | "
+                     f"{f(fd['mean'])} +- {f(fd['sd'])} | | |")
+    lines += ["", "| fold | test patients | test slices | training s |", "|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: r["fold"]):
+        lines.append(f"| {r['fold']} | {', '.join(r['test_cases'])} | {len(r['slices'])} | "
+                     f"{r['training']['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "uwmgi"))
+    ap.add_argument("-k", type=int, default=4)
+    ap.add_argument("--folds", help="comma-separated fold numbers to run (default: all)")
+    ap.add_argument("--out", default=os.path.join(HERE, "cv"), help="fold results and table (committed)")
+    ap.add_argument("--runs", default=os.path.join(HERE, "runs", "cv"), help="checkpoints (not committed)")
+    ap.add_argument("--steps", type=int, help="override the recipe's step count (smoke runs)")
+    ap.add_argument("--max-steps", type=int, default=0, help="smoke: stop each fold early, write nothing")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    recipe = dict(fit.RECIPE)
+    if args.steps:
+        recipe["steps"] = args.steps
+    recs = dataset.discover(args.data)
+    if not recs:
+        sys.exit(f"no labelled images under {args.data}")
+    folds = make_folds(recs, args.k)
+    with open(os.path.join(args.out, "folds.json"), "w") as f:
+        json.dump({"k": args.k, "folds": folds, "rule": "patients by slice count, dealt in snake order"}, f,
+                  indent=1)
+        f.write("\n")
+    todo = range(args.k) if not args.folds else [int(v) for v in args.folds.split(",")]
+    if not args.table_only:
+        for k in todo:
+            if os.path.exists(os.path.join(args.out, f"fold{k}.json")) and not args.max_steps:
+                print(f"[fold {k}] already done", flush=True)
+                continue
+            run_fold(k, folds, recs, args, recipe)
+    results = []
+    for k in range(args.k):
+        p = os.path.join(args.out, f"fold{k}.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                results.append(json.load(f))
+    if not results:
+        print("no fold finished yet")
+        return
+    table = summarise(results)
+    with open(os.path.join(args.out, "cv.json"), "w") as f:
+        json.dump({"folds_done": [r["fold"] for r in results], "k": args.k, "table": table}, f, indent=1)
+    md = markdown(table, results, args.k)
+    with open(os.path.join(args.out, "cv.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

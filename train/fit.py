@@ -1,0 +1,205 @@
+"""One training run of UNet3+ on a list of slice records: data loading,
+export-robust augmentation, the hybrid loss and a resumable loop.  Used by
+train.py (one run) and cv.py (cross-validation by patient).
+
+The recipe is fixed before training (a number of optimiser steps, last step
+kept, thresholds 0.5): nothing is chosen on the data it is judged on.
+"""
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import dataset
+from model import UNet3Plus
+from preprocess import DEFAULT_POLICY, load_png, normalise, percentile_ranks, resize
+
+RECIPE = {
+    "width": 8, "size": 192, "batch": 8, "steps": 1000, "lr": 2e-3, "weight_decay": 1e-4,
+    "ds_weight": 0.25, "presence_weight": 1.0, "p_coarsen": 0.5, "bf16": True,
+}
+
+
+def preload(recs, size):
+    """Images min-max scaled (all information kept; the policy's percentile
+    normalisation is applied after augmentation) and resized to the grid;
+    masks resized (soft).  Returns X (N,1,S,S), Y (N,C,S,S), G (N,) bool."""
+    xs, ys = [], []
+    for r in recs:
+        img = torch.from_numpy(normalise(load_png(r["path"])))[None, None]
+        m = torch.from_numpy(dataset.load_masks(r).astype(np.float32))[None]
+        xs.append(resize(img, size)[0])
+        ys.append(resize(m, size)[0])
+    gif = torch.tensor([r["group"] in dataset.UNTRUSTED_FOR_EVAL for r in recs])
+    return torch.stack(xs), torch.stack(ys), gif
+
+
+def percentile_normalise_batch(x, p_lo, p_hi):
+    """x (N,1,H,W) -> per-image percentile clipping to [0,1], the same
+    order statistics as preprocess.normalise_percentile."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    k_lo, k_hi = percentile_ranks(flat.shape[1], p_lo, p_hi)
+    lo = flat.kthvalue(k_lo + 1, dim=1).values.view(n, 1, 1, 1)
+    hi = flat.kthvalue(k_hi + 1, dim=1).values.view(n, 1, 1, 1)
+    mn = flat.amin(1).view(n, 1, 1, 1)
+    mx = flat.amax(1).view(n, 1, 1, 1)
+    degenerate = hi <= lo
+    lo = torch.where(degenerate, mn, lo)
+    hi = torch.where(degenerate, mx, hi)
+    return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+
+
+def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
+    """x (N,1,S,S) min-max scaled grey, y (N,C,S,S) soft masks.
+
+    Covers what real exports do to a slice (issue: robust to the export):
+    geometry (rotation +-12 deg, scale 0.85-1.2, shift, shear, elastic), blur
+    from down/up-scaling, a smooth multiplicative bias field, gamma
+    0.6-1.6, a window clipped at random low/high percentiles, Gaussian noise,
+    and quantisation: always for the GIF-derived group (its organ interiors
+    are posterised, so texture must say nothing) and with p_coarsen for the
+    rest, to 16-64 levels of the image maximum (what `raw >> 8` stretched
+    leaves) or to 256 levels (8-bit).  Finally the policy's normalisation.
+    No flips: the abdomen is not left/right or up/down symmetric.
+    """
+    n, _, s, _ = x.shape
+    rnd = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    # geometry
+    ang = (rnd(n) - 0.5) * 2 * math.radians(12)
+    sc = 0.85 + 0.35 * rnd(n)
+    sh = (rnd(n) - 0.5) * 0.1
+    tx, ty = (rnd(n) - 0.5) * 0.16, (rnd(n) - 0.5) * 0.16
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin + sh, tx], 1),
+                         torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
+    coarse = (rnd(n, 2, 6, 6) - 0.5) * 0.06
+    grid = grid + F.interpolate(coarse, size=(s, s), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # blur from a resolution change (a third of the images, factor 0.5-0.9)
+    for i in torch.nonzero(rnd(n) < 0.33).flatten().tolist():
+        f = 0.5 + 0.4 * float(rnd(1))
+        small = F.interpolate(x[i:i + 1], scale_factor=f, mode="bilinear", align_corners=False,
+                              antialias=True)
+        x[i:i + 1] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+    # bias field: exp of a smooth field, +-30 %
+    field = F.interpolate((rnd(n, 1, 4, 4) - 0.5) * 0.6, size=(s, s), mode="bicubic", align_corners=False)
+    x = x.clamp_min(0) * torch.exp(field)
+    # gamma on the image scaled to its maximum
+    mx = x.amax((1, 2, 3), keepdim=True).clamp_min(1e-6)
+    gamma = torch.exp((rnd(n) - 0.5) * 2 * math.log(1.6)).view(n, 1, 1, 1)
+    x = (x / mx) ** gamma
+    # window: clip at random percentiles (0-3 % low, 97-100 % high) for half
+    flat = x.reshape(n, -1)
+    qlo = torch.quantile(flat, (rnd(n) * 0.03), dim=1).diagonal().view(n, 1, 1, 1)
+    qhi = torch.quantile(flat, 1 - rnd(n) * 0.03, dim=1).diagonal().view(n, 1, 1, 1)
+    win = (rnd(n) < 0.5).view(n, 1, 1, 1)
+    x = torch.where(win, torch.minimum(torch.maximum(x, qlo), qhi), x)
+    # noise (0-3 % of the maximum)
+    x = x + torch.randn(x.shape, generator=gen) * (0.03 * rnd(n)).view(n, 1, 1, 1)
+    x = x.clamp_min(0)
+    # quantisation relative to the maximum: coarse (16-64 levels) or 8-bit
+    mx = x.amax((1, 2, 3), keepdim=True).clamp_min(1e-6)
+    u = rnd(n)
+    levels = torch.where(u < p_coarsen, 16 + 48 * rnd(n), torch.full((n,), 255.0)).floor().view(n, 1, 1, 1)
+    levels = torch.where(gif.view(n, 1, 1, 1), (20 + 20 * rnd(n)).floor().view(n, 1, 1, 1), levels)
+    quant = (gif | (u < p_coarsen + 0.25)).view(n, 1, 1, 1)
+    x = torch.where(quant, torch.floor(x / mx * levels) / levels, x)
+    if policy.get("normalisation") == "percentile":
+        lo, hi = policy.get("percentiles", (1, 99))
+        x = percentile_normalise_batch(x, lo, hi)
+    else:
+        x = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True)
+                                                     - x.amin((1, 2, 3), keepdim=True)).clamp_min(1e-6)
+    pres = (y.flatten(2).amax(2) > 0.5).float()
+    return x, y, pres
+
+
+def hybrid_loss(logits, y, gamma=2.0, eps=1.0):
+    """Focal (Lin et al. 2017, gamma 2) x 10 + soft IoU: the UNet3+ paper's
+    hybrid loss (Huang et al. 2020) without the MS-SSIM term."""
+    logits = logits.float()
+    p = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    pt = p * y + (1 - p) * (1 - y)
+    focal = ((1 - pt) ** gamma * bce).mean()
+    inter = (p * y).sum((2, 3))
+    union = (p + y - p * y).sum((2, 3))
+    iou = 1 - (inter + eps) / (union + eps)
+    return focal * 10 + iou.mean()
+
+
+def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0, log=print,
+        checkpoint_every=50):
+    """Train on train_recs with the recipe; checkpoints OUT/last.pt every
+    checkpoint_every steps and resumes from it.  Returns the eval-mode model
+    after the recipe's last step (the kept one) and the run summary."""
+    os.makedirs(out, exist_ok=True)
+    dev = torch.device(device)
+    size = (recipe["size"], recipe["size"])
+    torch.manual_seed(seed)
+    t0 = time.time()
+    X, Y, G = preload(train_recs, size)
+    log(f"data: {len(train_recs)} slices of {len({r['case'] for r in train_recs})} cases "
+        f"loaded in {time.time() - t0:.1f}s")
+    model = UNet3Plus(width=recipe["width"]).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    total = recipe["steps"]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=total, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed + 1)
+    step, losses, seconds = 0, [], 0.0
+    last = os.path.join(out, "last.pt")
+    if resume and os.path.exists(last):
+        ck = torch.load(last, map_location=dev, weights_only=False)
+        if ck["recipe"] != recipe:
+            raise SystemExit(f"{last} was trained with another recipe; remove it or change --out")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"])
+        step, losses, seconds = ck["step"], ck["losses"], ck["seconds"]
+        log(f"resumed at step {step}")
+    model.train()
+    perm, pos = None, 0
+    tick = time.time()
+    while step < total:
+        if perm is None or pos + recipe["batch"] > len(perm):
+            perm, pos = torch.randperm(len(X), generator=gen), 0
+        idx = perm[pos:pos + recipe["batch"]]
+        pos += recipe["batch"]
+        x, y, pres = augment(X[idx].clone(), Y[idx], G[idx], gen, recipe["p_coarsen"])
+        x, y, pres = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev), pres.to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe["bf16"]):
+            logits, plog, aux = model(x, deep_supervision=True)
+        loss = hybrid_loss(logits, y)
+        for a in aux:
+            loss = loss + recipe["ds_weight"] * hybrid_loss(a, y)
+        loss = loss + recipe["presence_weight"] * F.binary_cross_entropy_with_logits(plog.float(), pres)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.item()))
+        step += 1
+        if step % checkpoint_every == 0 or step == total or (max_steps and step >= max_steps):
+            seconds += time.time() - tick
+            tick = time.time()
+            ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                  "gen": gen.get_state(), "step": step, "losses": losses, "seconds": seconds,
+                  "recipe": recipe, "width": recipe["width"]}
+            torch.save(ck, last + ".tmp")
+            os.replace(last + ".tmp", last)
+            recent = float(np.mean(losses[-checkpoint_every:]))
+            log(f"step {step}/{total} loss {recent:.4f} lr {sched.get_last_lr()[0]:.2e} ({seconds:.0f}s)")
+            with open(os.path.join(out, "log.jsonl"), "a") as f:
+                f.write(json.dumps({"step": step, "loss": recent, "seconds": round(seconds, 1)}) + "\n")
+        if max_steps and step >= max_steps:
+            break
+    model.eval()
+    return model, {"steps": step, "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-50:])) if losses else None}
