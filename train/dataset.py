@@ -70,6 +70,29 @@ def discover(root):
     return recs
 
 
+def discover_folder(folder):
+    """Slice records for the Kaggle-named PNGs in one flat folder
+    (caseC_dayD_slice_SSSS_W_H_sx_sy.png) labelled by its labels.csv
+    (train.csv schema); the group is "folder"."""
+    labels = {}
+    with open(os.path.join(folder, "labels.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            labels.setdefault(row["id"], {})[row["class"]] = row["segmentation"] or ""
+    recs = []
+    for path in sorted(glob.glob(os.path.join(folder, "case*_day*_slice_*.png"))):
+        info = parse_slice_name(path)
+        base = os.path.basename(path)
+        caseday = base.split("_slice_")[0]
+        if info is None or f"{caseday}_slice_{info[0]:04d}" not in labels:
+            continue
+        sl, w, h, sx, sy = info
+        sid = f"{caseday}_slice_{sl:04d}"
+        recs.append({"id": sid, "path": path, "case": caseday.split("_")[0], "caseday": caseday,
+                     "slice": sl, "width": w, "height": h, "spacing": (sx, sy), "group": "folder",
+                     "rle": [labels[sid].get(c, "") for c in CLASSES]})
+    return recs
+
+
 def make_split(recs, seed=42, val_fraction=0.25):
     """Split by case: every slice of a case lands on one side."""
     eligible = sorted({r["case"] for r in recs if r["group"] not in UNTRUSTED_FOR_EVAL})

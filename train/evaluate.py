@@ -176,14 +176,19 @@ def main():
     ap.add_argument("--server", help="segd base URL (daemon path)")
     ap.add_argument("--split", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "split.json"))
     ap.add_argument("--all", action="store_true", help="evaluate every trusted slice, not only held-out cases")
+    ap.add_argument("--folder", help="evaluate the Kaggle-named PNGs of this folder against its "
+                    "labels.csv instead (e.g. tests/data/heldout)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    recs = dataset.discover(args.data)
-    with open(args.split) as f:
-        split = json.load(f)
-    recs = [r for r in recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL
-            and (args.all or r["case"] in set(split["val_cases"]))]
+    if args.folder:
+        recs = dataset.discover_folder(args.folder)
+    else:
+        recs = dataset.discover(args.data)
+        with open(args.split) as f:
+            split = json.load(f)
+        recs = [r for r in recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL
+                and (args.all or r["case"] in set(split["val_cases"]))]
     if args.server:
         predict = lambda r: predict_server(args.server, r)  # noqa: E731
         source = args.server
@@ -200,6 +205,10 @@ def main():
     res["complete_volumes"] = nvol
     res["cases"] = sorted({r["case"] for r in recs})
     res["source"] = source
+    if args.weights:
+        import hashlib
+        with open(args.weights, "rb") as f:
+            res["weights_sha256"] = hashlib.sha256(f.read()).hexdigest()
     print(f"held-out slices: {res['slices']} from cases {', '.join(res['cases'])} ({source})")
     print(f"{'organ':<12} {'dice':>6} {'dice(gt>0)':>10} {'n(gt>0)':>7} {'hd95 mm':>8} {'empty/empty':>11} {'FP on empty':>11}")
     for name, o in res["organs"].items():
