@@ -18,7 +18,8 @@ import dataset
 import evaluate
 from export import export_model, load_model, read_safetensors
 from model import CLASSES, UNet3Plus
-from preprocess import load_png, normalise, rle_decode, rle_encode, to_model_input
+from preprocess import (load_png, normalise, normalise_percentile, rle_decode, rle_encode,
+                        to_model_input)
 
 PY = sys.executable
 
@@ -111,19 +112,66 @@ def test_preprocess_minmax():
     assert to_model_input(np.random.rand(31, 45).astype(np.float32)).shape == (1, 1, 256, 256)
 
 
+def test_preprocess_percentile():
+    """Order statistics of rank floor/ceil((n-1) p / 100), clipped to [0,1];
+    invariant to bit depth (linear rescaling) and to a window clipped at the
+    normalisation's own percentiles; minmax where they coincide."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4000, (53, 37)).astype(np.float32)
+    img[0, 0] = 60000  # one outlier does not move the scale
+    n = img.size
+    s = np.sort(img.reshape(-1))
+    lo, hi = s[(n - 1) // 100], s[-(-(n - 1) * 99 // 100)]
+    got = normalise_percentile(img)
+    assert np.array_equal(got, np.clip((img - lo) / np.float32(hi - lo), 0, 1).astype(np.float32))
+    assert np.allclose(normalise_percentile(img * 16.0), got, atol=1e-6)
+    assert np.allclose(normalise_percentile(np.clip(img, lo, hi)), got, atol=1e-6)
+    sparse = np.zeros((10, 10), np.float32)
+    sparse[5, 5] = 9.0
+    assert np.array_equal(normalise_percentile(sparse), sparse / 9.0)
+    assert (normalise_percentile(np.full((4, 4), 3.0)) == 0).all()
+
+
+def test_fit_augment_ranges():
+    """Augmentation keeps images in [0,1], masks in [0,1], presence binary."""
+    import fit
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 32, 32)
+    y = (torch.rand(4, 3, 32, 32) > 0.7).float()
+    xa, ya, pres = fit.augment(x, y, torch.tensor([True, False, False, False]), gen)
+    assert xa.shape == x.shape and ya.shape == y.shape and pres.shape == (4, 3)
+    assert xa.min() >= 0 and xa.max() <= 1 and ya.min() >= 0 and ya.max() <= 1
+    assert set(pres.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_cv_folds_by_patient(data_root):
+    """Folds partition the trustworthy patients; GIF patients never tested."""
+    import cv
+    recs = dataset.discover(data_root)
+    folds = cv.make_folds(recs, 4)
+    flat = [c for f in folds for c in f]
+    trusted = {r["case"] for r in recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL}
+    assert sorted(flat) == sorted(trusted) and len(flat) == len(set(flat))
+    assert all(folds)
+    gif = {r["case"] for r in recs if r["group"] in dataset.UNTRUSTED_FOR_EVAL} - trusted
+    assert not gif & set(flat)
+
+
 def test_two_step_training_smoke(data_root, tmp_path):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
     out = tmp_path / "run"
     cmd = [PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--width", "4", "--size", "64",
-           "--batch", "2", "--epochs", "3", "--max-slices", "8", "--max-steps", "2",
+           "--batch", "2", "--steps", "3", "--max-slices", "8", "--max-steps", "2",
            "--out", str(out), "--device", "cpu"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "epoch 1/3" in r.stdout
+    assert "step 2/3" in r.stdout
     assert (out / "last.pt").exists() and (out / "unet3p-4.safetensors").exists()
-    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    resume = [a for i, a in enumerate(cmd) if a != "--max-steps" and cmd[i - 1] != "--max-steps"]
+    r = subprocess.run(resume + ["--resume"], env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "resumed at epoch 1" in r.stdout
+    assert "resumed at step 2" in r.stdout and "step 3/3" in r.stdout
 
 
 def _start_daemon(binary, weights):
