@@ -1,6 +1,7 @@
 /* Safetensors header parsing and validation over a read-only file mapping. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,17 @@ static int parse(segd_weights *w, char *err, size_t errlen)
             return -EINVAL;
         }
         ts->data = w->data + bv;
+        /* A NaN or inf weight loads silently otherwise and turns every
+         * answer into garbage or an error at run time; name it here. */
+        for (size_t i = 0; i < nelem; i++) {
+            float v;
+            memcpy(&v, ts->data + 4 * i, sizeof v); /* data may be unaligned */
+            if (!isfinite(v)) {
+                snprintf(err, errlen, "tensor '%s': non-finite value (%g) at element %zu", name,
+                         (double)v, i);
+                return -EINVAL;
+            }
+        }
     }
     /* No two tensors may share bytes: sort by offset, compare neighbours. */
     segd_tensor *sorted = malloc((w->ntensors ? w->ntensors : 1) * sizeof *sorted);
@@ -202,7 +214,9 @@ int segd_weights_open(const char *path, segd_weights **out, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer for ever; anything but a regular file is refused below. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         rc = -errno;
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -214,7 +228,14 @@ int segd_weights_open(const char *path, segd_weights **out, char *err, size_t er
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
-    if (!S_ISREG(st.st_mode) || st.st_size < 8) {
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "%s: not a regular file (%s)", path,
+                 S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or other");
+        goto fail;
+    }
+    if (st.st_size < 8) {
         rc = -EINVAL;
         snprintf(err, errlen, "%s: not a safetensors file (%lld bytes)", path,
                  (long long)st.st_size);

@@ -215,7 +215,10 @@ static json_t *build_info(const segd_model *m, const segd_weights *wt)
     }
     json_object_set_new(info, "sha256", json_string(m->sha256));
     json_object_set_new(info, "name", json_string(m->name));
-    json_object_set_new(info, "path", json_string(m->path));
+    /* the file name only: the absolute path tells a client about the
+     * server's file system and nothing about the model */
+    const char *slash = strrchr(m->path, '/');
+    json_object_set_new(info, "path", json_string(slash ? slash + 1 : m->path));
     return info;
 }
 
@@ -469,8 +472,21 @@ static void normalise_percentile(float *img, size_t n, double p_lo, double p_hi,
     }
 }
 
-/* Pipeline from the raw grey image in w->img (h x w) onwards. */
-static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res, double t0)
+/* Index of the first non-finite value of x[0..n), or n. */
+static size_t first_nonfinite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return n;
+}
+
+/* Pipeline from the raw grey image in w->img (h x w) onwards.  0, or
+ * -ERANGE when the network's output is not finite (weights that overflow
+ * in float: finite at load, inf or NaN after a few layers); err names the
+ * output. */
+static int run(segd_worker *wk, int h, int w, float threshold, segd_result *res, double t0,
+               char *err, size_t errlen)
 {
     const segd_model *m = wk->m;
     size_t n = (size_t)h * w, grid = (size_t)m->grid_h * m->grid_w;
@@ -484,6 +500,17 @@ static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res
     segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, m->grid_h, m->grid_w,
                         wk->net_arena, wk->team);
     double t2 = now_ms();
+    /* A NaN would otherwise turn into an empty or full mask (comparisons
+     * with NaN are false) and an unencodable presence value. */
+    for (int c = 0; c < m->nclass; c++) {
+        size_t at = first_nonfinite(wk->logits + (size_t)c * grid, grid);
+        if (!isfinite(pres[c]) || at < grid) {
+            snprintf(err, errlen, "the network produced a non-finite %s for class '%s' (%s): "
+                     "the weights overflow in float", at < grid ? "segmentation logit" : "presence logit",
+                     m->classes[c], at < grid ? "segmentation head" : "presence head");
+            return -ERANGE;
+        }
+    }
     segd_sigmoid(wk->logits, (size_t)m->nclass * grid);
     segd_sigmoid(pres, (size_t)m->nclass);
     segd_resize_bilinear(wk->prob, wk->logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
@@ -514,6 +541,7 @@ static void run(segd_worker *wk, int h, int w, float threshold, segd_result *res
     res->ms_decode = t1 - t0;
     res->ms_infer = t2 - t1;
     res->ms_post = t3 - t2;
+    return 0;
 }
 
 int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
@@ -525,8 +553,7 @@ int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float 
                                   &h, &w, err, errlen);
     if (rc)
         return rc;
-    run(wk, h, w, threshold, res, t0);
-    return 0;
+    return run(wk, h, w, threshold, res, t0, err, errlen);
 }
 
 int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int width,
@@ -549,8 +576,7 @@ int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int 
             return -EDOM;
         }
     memcpy(wk->img, img, n * sizeof(float));
-    run(wk, height, width, threshold, res, t0);
-    return 0;
+    return run(wk, height, width, threshold, res, t0, err, errlen);
 }
 
 /* ------------------------------------------------------------- response */
