@@ -832,14 +832,23 @@
   /* CSV (submission style: id,class,predicted)                        */
   /* ---------------------------------------------------------------- */
 
+  /* One CSV field: RFC 4180 quoting (a file named "a,b,c.png" must not
+   * shift the columns), and a leading = + - @ prefixed with ' so that a
+   * spreadsheet shows the id as text instead of running it as a formula. */
+  function csvField(v) {
+    let s = String(v);
+    if (/^[=+\-@]/.test(s)) s = `'${s}`;
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  }
+
   function downloadCsv() {
     const lines = ['id,class,predicted'];
     for (const s of state.slices) {
       if (s.status !== 'done') continue;
       for (const organ of state.classes)
-        lines.push(`${s.id},${organ},${(s.result.masks[organ] || '')}`);
+        lines.push([csvField(s.id), csvField(organ), csvField(s.result.masks[organ] || '')].join(','));
     }
-    const blob = new Blob([lines.join('\n') + '\n'], { type: 'text/csv' });
+    const blob = new Blob([lines.join('\r\n') + '\r\n'], { type: 'text/csv' });
     const a = document.createElement('a');
     a.href = URL.createObjectURL(blob);
     a.download = 'segd-masks.csv';
