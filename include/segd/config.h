@@ -19,6 +19,10 @@
  * client beyond that learns at once (503 + Retry-After) instead of timing
  * out. */
 #define SEGD_CONFIG_QUEUE_PER_WORKER 2
+/* --max-body-total when not given: this share of the memory the process
+ * is given (cgroup limit, else RAM), so that buffered uploads cannot push
+ * a container past its limit; never under one --max-body. */
+#define SEGD_CONFIG_BODY_MEMORY_SHARE 4
 
 typedef struct segd_config {
     char bind[64];          /* --bind: IPv4 or IPv6 literal */
@@ -36,6 +40,9 @@ typedef struct segd_config {
     unsigned conn_timeout;  /* --connection-timeout: idle seconds */
     unsigned max_connections; /* --max-connections */
     size_t max_body;        /* --max-body: bytes */
+    size_t max_body_total;  /* --max-body-total: bytes of all buffered bodies */
+    size_t memory_bytes;    /* memory this process is given (cgroup or RAM), for defaults */
+    int probe_port;         /* --probe-port: -1 = off, 0 = ephemeral */
     size_t max_pixels;      /* --max-pixels: width * height */
     int max_parts;          /* --max-parts: multipart parts per request */
     char cors_origin[512];  /* --cors-origin: "" = CORS off */

@@ -78,6 +78,11 @@ json_t *segd_model_info_json(const segd_model *m);
  * Always >= 1.  The default for worker and thread counts. */
 int segd_cpu_count(void);
 
+/* Bytes of memory this process may use: the cgroup v2 (or v1) memory
+ * limit when one is set, else physical RAM.  Cannot fail (falls back to
+ * 1 GiB when nothing can be read). */
+size_t segd_memory_bytes(void);
+
 /* Create a worker able to segment images of up to max_pixels pixels (width
  * * height).  All memory is allocated and touched here.  The worker runs
  * the network on the calling thread only. */

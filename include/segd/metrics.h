@@ -21,6 +21,9 @@ typedef enum segd_metrics_counter {
     SEGD_COUNTER_JOBS_ACCEPTED,  /* segd_jobs_accepted_total */
     SEGD_COUNTER_JOBS_REJECTED,  /* segd_jobs_rejected_total (queue full) */
     SEGD_COUNTER_JOBS_TIMED_OUT, /* segd_jobs_timed_out_total */
+    SEGD_COUNTER_UNDELIVERED,    /* segd_http_responses_undelivered_total */
+    SEGD_COUNTER_LOG_DROPPED,    /* segd_log_lines_dropped_total */
+    SEGD_COUNTER_UPLOADS_REFUSED, /* segd_uploads_refused_total (body budget) */
     SEGD_COUNTER_COUNT
 } segd_metrics_counter;
 
@@ -29,6 +32,7 @@ typedef enum segd_metrics_gauge {
     SEGD_GAUGE_WORKERS_BUSY,   /* segd_workers_busy */
     SEGD_GAUGE_WORKERS,        /* segd_workers */
     SEGD_GAUGE_CONNECTIONS,    /* segd_connections_in_flight */
+    SEGD_GAUGE_BODY_BYTES,     /* segd_upload_bytes_reserved */
     SEGD_GAUGE_COUNT
 } segd_metrics_gauge;
 
@@ -41,6 +45,9 @@ void segd_metrics_free(segd_metrics *m); /* NULL is fine */
 /* Add one observation (seconds) to a histogram. */
 void segd_metrics_observe(segd_metrics *m, segd_metrics_hist h, double seconds);
 void segd_metrics_inc(segd_metrics *m, segd_metrics_counter c);
+/* Set a counter kept elsewhere (e.g. the log's drop count); value must
+ * never decrease. */
+void segd_metrics_counter_set(segd_metrics *m, segd_metrics_counter c, unsigned long long value);
 void segd_metrics_gauge_add(segd_metrics *m, segd_metrics_gauge g, long delta);
 void segd_metrics_gauge_set(segd_metrics *m, segd_metrics_gauge g, long value);
 

@@ -21,8 +21,10 @@
  * Bodies: a Content-Length over --max-body is refused before the upload;
  * a chunked body that grows over it is discarded and answered 413 at its
  * end (libmicrohttpd cannot answer mid-upload), or the connection is
- * closed once it passes twice the limit.  Memory: up to --max-connections
- * x --max-body of bodies in the worst case.
+ * closed once it passes twice the limit.  Memory: bodies held at once
+ * never exceed --max-body-total (a Content-Length that does not fit is
+ * answered 503 + Retry-After before the upload, a chunked body that stops
+ * fitting at its end); buffers grow as bytes arrive.
  *
  * Lifecycle: segd_server_create() (listening when it returns) ->
  * segd_server_drain() on SIGTERM -> poll segd_server_jobs_active() until 0
@@ -35,19 +37,26 @@
 
 #include "segd/config.h"
 #include "segd/engine.h"
+#include "segd/log.h"
 #include "segd/metrics.h"
 
 typedef struct segd_server segd_server;
 
-/* Start the pool and the HTTP daemon.  model and metrics are borrowed and
+/* Start the pool and the HTTP daemon (and the probe listener when
+ * cfg->probe_port >= 0).  model, metrics and log (the access log and
+ * libmicrohttpd's messages; NULL: straight to stderr) are borrowed and
  * must outlive the server; cfg is copied.  0 or a negative errno with the
- * reason in err; nothing is left running on error. */
+ * reason in err (-EADDRINUSE: "address in use"); nothing is left running
+ * on error. */
 int segd_server_create(const segd_config *cfg, const segd_model *model,
-                       segd_metrics *metrics, segd_server **out,
+                       segd_metrics *metrics, segd_log *log, segd_server **out,
                        char *err, size_t errlen);
 
 /* The bound TCP port (the ephemeral one when cfg->port was 0). */
 int segd_server_port(const segd_server *s);
+
+/* The bound probe port, or -1 when there is no probe listener. */
+int segd_server_probe_port(const segd_server *s);
 
 /* Start draining: /readyz answers 503 and new segment requests get 503
  * at once; accepted jobs still run and are answered.  Idempotent. */
@@ -58,7 +67,8 @@ void segd_server_drain(segd_server *s);
 long segd_server_jobs_active(segd_server *s);
 
 /* When the drain time is up: answer every job still queued with 503
- * instead of running it.  Returns how many. */
+ * instead of running it, and make running jobs answer 503 at their next
+ * slice boundary.  Returns how many queued jobs were answered. */
 size_t segd_server_cancel_queued(segd_server *s);
 
 /* Stop the HTTP daemon (open connections are closed), then the pool.

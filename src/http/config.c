@@ -52,6 +52,11 @@ static const opt OPTS[] = {
      "concurrent connections"},
     {"max-body", "SEGD_MAX_BODY", OPT_SIZE, F(max_body), 1, (double)SIZE_MAX / 2, "32M",
      "request body limit in bytes (K/M/G suffixes), 413 beyond"},
+    {"max-body-total", "SEGD_MAX_BODY_TOTAL", OPT_SIZE, F(max_body_total), 1, (double)SIZE_MAX / 2,
+     "memory/4",
+     "bytes of request bodies buffered at once, all connections (K/M/G); 503 + Retry-After beyond"},
+    {"probe-port", "SEGD_PROBE_PORT", OPT_INT, F(probe_port), -1, 65535, "-1 (off)",
+     "second listener serving only /healthz, /readyz, /metrics (0 = ephemeral)"},
     {"max-pixels", "SEGD_MAX_PIXELS", OPT_SIZE, F(max_pixels), 1, (double)(1u << 30), "1048576",
      "image limit (width x height), 413 beyond; sizes each worker's arena"},
     {"max-parts", "SEGD_MAX_PARTS", OPT_INT, F(max_parts), 1, 1024, "16", "multipart parts per request, 413 beyond"},
@@ -81,6 +86,9 @@ void segd_config_defaults(segd_config *cfg)
     cfg->conn_timeout = SEGD_CONFIG_DEFAULT_CONN_TIMEOUT;
     cfg->max_connections = SEGD_CONFIG_DEFAULT_MAX_CONNECTIONS;
     cfg->max_body = SEGD_CONFIG_DEFAULT_MAX_BODY;
+    cfg->max_body_total = 0; /* derived from memory_bytes after parsing */
+    cfg->memory_bytes = segd_memory_bytes();
+    cfg->probe_port = -1;
     cfg->max_pixels = SEGD_DEFAULT_MAX_PIXELS;
     cfg->max_parts = SEGD_CONFIG_DEFAULT_MAX_PARTS;
     cfg->access_log = 1;
@@ -177,6 +185,7 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
                       char *err, size_t errlen)
 {
     int queue_given = cfg->queue_depth > 0;
+    int budget_given = cfg->max_body_total > 0;
     for (char **e = envp; e && *e; e++) {
         if (strncmp(*e, "SEGD_", 5) != 0)
             continue;
@@ -193,6 +202,8 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
             }
             if (o->offset == offsetof(segd_config, queue_depth))
                 queue_given = 1;
+            if (o->offset == offsetof(segd_config, max_body_total))
+                budget_given = 1;
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -228,9 +239,15 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
         }
         if (o->offset == offsetof(segd_config, queue_depth))
             queue_given = 1;
+        if (o->offset == offsetof(segd_config, max_body_total))
+            budget_given = 1;
     }
     if (!queue_given)
         cfg->queue_depth = SEGD_CONFIG_QUEUE_PER_WORKER * cfg->workers;
+    if (!budget_given) {
+        size_t b = cfg->memory_bytes / SEGD_CONFIG_BODY_MEMORY_SHARE;
+        cfg->max_body_total = b > cfg->max_body ? b : cfg->max_body;
+    }
     return 0;
 }
 
@@ -254,6 +271,7 @@ void segd_config_usage(FILE *f)
           "\n"
           "endpoints: POST /v1/segment (image/png or multipart/form-data 'file' parts,\n"
           "  ?id= ?threshold=), GET /v1/model, /healthz, /readyz, /metrics\n"
-          "signals: SIGTERM/SIGINT drain (readyz 503, accepted jobs answered) then exit\n",
+          "signals: SIGTERM/SIGINT/SIGQUIT drain (readyz 503, accepted jobs answered) then\n"
+          "  exit 0, or 1 when --drain-timeout ends first; SIGUSR1/SIGUSR2 are ignored\n",
           f);
 }

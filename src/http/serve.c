@@ -1,7 +1,14 @@
 /* `segd serve`: parse the configuration, load the weights (fail fast),
- * start the server, then wait for SIGTERM/SIGINT with sigtimedwait() on the
- * main thread (the signals are blocked in every thread, so no handler runs
- * async-signal-unsafe code) and drain. */
+ * start the server, then wait for signals with sigtimedwait() on the main
+ * thread (they are blocked in every thread, so no handler runs
+ * async-signal-unsafe code) and drain.
+ *
+ * Signals: SIGTERM, SIGINT and SIGQUIT drain (a second one stops the
+ * drain: queued jobs 503, running ones 503 at their next slice);
+ * SIGUSR1 and SIGUSR2 are ignored (reserved); SIGPIPE is ignored; SIGHUP
+ * keeps its default for now (reload work).  Exit status: 0 after a
+ * complete drain, 1 when jobs were still unanswered at --drain-timeout (or
+ * on a second signal) and on start-up errors, 2 on a usage error. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +20,7 @@
 #include "segd/cli.h"
 #include "segd/config.h"
 #include "segd/engine.h"
+#include "segd/log.h"
 #include "segd/metrics.h"
 #include "segd/queue.h"
 #include "segd/server.h"
@@ -20,6 +28,8 @@
 #ifndef SEGD_VERSION
 #define SEGD_VERSION "unknown"
 #endif
+
+#define LOG_FLUSH_S 2.0 /* at exit, for a slow log reader; the rest is dropped */
 
 extern char **environ;
 
@@ -75,13 +85,19 @@ int segd_cli_serve(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGQUIT); /* a drain like SIGTERM, not a core dump dropping accepted jobs */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGUSR1/2 would kill the process (and every accepted job) by
+     * default; they have no meaning yet, so they are ignored. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
 
     int status = 1;
     segd_model *model = NULL;
     segd_metrics *metrics = NULL;
     segd_server *server = NULL;
+    segd_log *log = NULL;
 
     if (segd_model_load(cfg.weights, &model, err, sizeof err)) {
         fprintf(stderr, "segd serve: cannot load weights '%s': %s\n", cfg.weights, err);
@@ -96,23 +112,34 @@ int segd_cli_serve(int argc, char **argv)
         fprintf(stderr, "segd serve: out of memory\n");
         goto out;
     }
-    if (segd_server_create(&cfg, model, metrics, &server, err, sizeof err)) {
+    /* From here on every line goes through the log's own thread, so a
+     * stalled reader of stderr cannot stall the daemon (segd/log.h). */
+    if (segd_log_create(STDERR_FILENO, SEGD_LOG_DEFAULT_CAP, &log)) {
+        fprintf(stderr, "segd serve: cannot start the log thread\n");
+        goto out;
+    }
+    if (segd_server_create(&cfg, model, metrics, log, &server, err, sizeof err)) {
         fprintf(stderr, "segd serve: %s\n", err);
         goto out;
     }
     int port = segd_server_port(server);
     const char *host = cfg.bind;
     int v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "segd: model %s (%s), %d workers x %d threads (GEMM %s, BLAS %d), "
-            "queue %d, max body %zu, max pixels %zu\n", segd_model_name(model), cfg.weights,
-            cfg.workers, cfg.worker_threads, segd_model_gemm(model), segd_gemm_blas_threads(),
-            cfg.queue_depth, cfg.max_body, cfg.max_pixels);
-    fprintf(stderr, "segd: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s, BLAS %d), "
+                    "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
+                    segd_model_name(model), cfg.weights, cfg.workers, cfg.worker_threads,
+                    segd_model_gemm(model), segd_gemm_blas_threads(), cfg.queue_depth,
+                    cfg.max_body, cfg.max_body_total, cfg.max_pixels);
+    if (segd_server_probe_port(server) >= 0)
+        segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+                        segd_server_probe_port(server));
+    segd_log_printf(log, "segd: listening on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+                    port);
     if (cfg.port_file[0]) {
         int rc = write_port_file(cfg.port_file, port);
         if (rc) {
-            fprintf(stderr, "segd serve: cannot write --port-file '%s': %s\n", cfg.port_file,
-                    strerror(-rc));
+            segd_log_printf(log, "segd serve: cannot write --port-file '%s': %s", cfg.port_file,
+                            strerror(-rc));
             goto out;
         }
     }
@@ -121,8 +148,8 @@ int segd_cli_serve(int argc, char **argv)
         ;
     double t0 = segd_queue_now();
     segd_server_drain(server);
-    fprintf(stderr, "segd: draining (%ld accepted jobs unanswered, up to %g s)\n",
-            segd_server_jobs_active(server), cfg.drain_timeout);
+    segd_log_printf(log, "segd: draining (%ld accepted jobs unanswered, up to %g s)",
+                    segd_server_jobs_active(server), cfg.drain_timeout);
     status = 0;
     for (;;) {
         long left = segd_server_jobs_active(server);
@@ -131,19 +158,21 @@ int segd_cli_serve(int argc, char **argv)
         double remain = cfg.drain_timeout - (segd_queue_now() - t0);
         if (remain <= 0 || wait_signal(&sigs, remain < 0.02 ? remain : 0.02)) {
             if (remain > 0)
-                fprintf(stderr, "segd: second signal, stopping now\n");
+                segd_log_printf(log, "segd: second signal, stopping now");
             size_t n = segd_server_cancel_queued(server);
-            fprintf(stderr, "segd: drain incomplete: %ld jobs unanswered, %zu queued ones answered 503\n",
-                    left, n);
+            segd_log_printf(log, "segd: drain incomplete: %ld jobs unanswered, %zu queued ones "
+                            "answered 503, running ones stop at their next slice (503); exit 1",
+                            left, n);
             status = 1;
             break;
         }
     }
     if (status == 0)
-        fprintf(stderr, "segd: drained in %.3f s\n", segd_queue_now() - t0);
+        segd_log_printf(log, "segd: drained in %.3f s", segd_queue_now() - t0);
 
 out:
     segd_server_free(server);
+    segd_log_free(log, LOG_FLUSH_S);
     segd_metrics_free(metrics);
     segd_model_free(model);
     return status;

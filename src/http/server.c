@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -34,6 +35,7 @@
 #include "http/assets.h"
 #include "http/multipart.h"
 #include "segd/http.h"
+#include "segd/log.h"
 #include "segd/pool.h"
 #include "segd/queue.h"
 
@@ -41,6 +43,15 @@
 #define CORS_MAX_AGE "600"
 #define FLUSH_GRACE_S 2.0 /* at shutdown, for answers resumed but not yet sent */
 #define SWEEP_PERIOD_NS 200000000L /* slow-client sweeper tick (0.2 s) */
+#define SHORT_HEADER_S 2.0 /* header deadline once 3/4 of the slots are taken */
+#define PROBE_MAX_CONNECTIONS 32 /* --probe-port listener */
+#define PROBE_CONN_TIMEOUT_S 5
+/* The viewer loads nothing from elsewhere and has no inline script or
+ * style, so the policy allows only its own files (blob:/data: for the
+ * canvases and the CSV download). */
+#define VIEWER_CSP                                                                       \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; " \
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 /* ------------------------------------------------------------------ */
 /* Routes                                                              */
@@ -109,7 +120,11 @@ struct segd_server {
     segd_metrics *metrics;
     segd_pool *pool;
     struct MHD_Daemon *mhd;
-    int port;
+    struct MHD_Daemon *probe_mhd; /* --probe-port listener, or NULL */
+    int port, probe_port;
+    segd_log *log;             /* borrowed; access log and libmicrohttpd messages */
+    atomic_size_t body_reserved; /* bytes reserved by bodies, <= cfg.max_body_total */
+    atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
     char *model_info;          /* GET /v1/model body, built once */
     pthread_mutex_t lock;      /* request->cancelled, resume, pool_closed */
     bool pool_closed;          /* under lock: no more submits */
@@ -157,6 +172,10 @@ typedef struct request {
     char doc_id[SEGD_HTTP_REQUEST_ID_MAX + 1]; /* ?id=, "" if none */
     uint8_t *body;
     size_t len, cap;
+    size_t expected;            /* Content-Length, 0 when chunked */
+    size_t reserved;            /* bytes taken from srv->body_reserved */
+    bool over_budget;           /* --max-body-total reached: body dropped, 503 at its end */
+    size_t budget_dropped;      /* bytes dropped since */
     size_t discarded;           /* bytes dropped after the body went over max_body */
     slice *slices;
     size_t nslices;
@@ -167,10 +186,33 @@ typedef struct request {
     size_t resp_bytes;
 } request;
 
+/* Upload memory budget (--max-body-total): reservations are taken before
+ * a buffer grows and given back when it is freed, so the bodies held at
+ * any moment never exceed the budget. */
+static bool budget_take(segd_server *s, size_t n)
+{
+    size_t cur = atomic_load(&s->body_reserved);
+    do {
+        if (cur > s->cfg.max_body_total || n > s->cfg.max_body_total - cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_reserved, &cur, cur + n));
+    segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, (long)n);
+    return true;
+}
+
+static void budget_give(segd_server *s, size_t n)
+{
+    if (!n)
+        return;
+    atomic_fetch_sub(&s->body_reserved, n);
+    segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, -(long)n);
+}
+
 static void request_unref(request *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
+    budget_give(r->srv, r->reserved);
     if (r->resp)
         MHD_destroy_response(r->resp);
     free(r->slices);
@@ -284,7 +326,6 @@ static enum MHD_Result send_response(request *r, unsigned status, struct MHD_Res
     r->state = ST_ANSWERED;
     r->status = status;
     r->resp_bytes = bytes;
-    segd_metrics_count_request(s->metrics, route_label(r), (int)status);
     if (r->route == R_SEGMENT)
         segd_metrics_observe(s->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
     return MHD_YES;
@@ -371,11 +412,11 @@ static void run_job(void *job, segd_worker *w, void *arg)
 {
     request *r = job;
     segd_server *s = arg;
-    if (s->cfg.debug_job_delay_ms > 0) {
-        struct timespec ts = {s->cfg.debug_job_delay_ms / 1000,
-                              (long)(s->cfg.debug_job_delay_ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) && errno == EINTR)
-            ;
+    /* testing aid: a long job, in steps so that the end of the drain time
+     * stops it like a real multi-slice job */
+    for (int ms = 0; ms < s->cfg.debug_job_delay_ms && !atomic_load(&s->aborting); ms += 10) {
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
     }
     double t_run = segd_queue_now();
     double queue_ms = (t_run - r->t_enqueue) * 1e3;
@@ -396,6 +437,11 @@ static void run_job(void *job, segd_worker *w, void *arg)
     for (size_t i = 0; i < r->nslices; i++) {
         segd_result res;
         char err[256] = "";
+        if (atomic_load(&s->aborting)) { /* drain time up: answer now, not after every slice */
+            json_decref(results);
+            finish_job_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
+            return;
+        }
         double t0 = segd_queue_now();
         int rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
                                          &res, err, sizeof err);
@@ -491,14 +537,38 @@ static void *sweeper_main(void *arg)
         }
         pthread_cond_timedwait(&s->sweep_cond, &s->conn_lock, &ts);
         double now = segd_queue_now();
+        size_t live = 0, maxc = s->cfg.max_connections;
+        for (conn_track *t = s->conns; t; t = t->next)
+            live += !t->cut;
+        /* Slots running low: a connection that has sent nothing or only
+         * part of its headers gets a short deadline instead of the idle
+         * timeout, so idle sockets cannot hold every slot for 30 s. */
+        bool low = live * 4 >= maxc * 3;
         for (conn_track *t = s->conns; t; t = t->next) {
             double limit = t->phase == CP_HEADERS ? (double)s->cfg.conn_timeout
                            : t->phase == CP_BODY  ? s->cfg.request_timeout
                                                   : 0.0;
+            if (low && t->phase == CP_HEADERS && limit > SHORT_HEADER_S)
+                limit = SHORT_HEADER_S;
             if (limit > 0 && !t->cut && now - t->since > limit) {
                 shutdown(t->fd, SHUT_RDWR);
                 t->cut = true;
+                live--;
             }
+        }
+        /* At the limit: evict the oldest connections waiting for headers
+         * so that a slot stays free for a new client (a probe). */
+        size_t headroom = maxc / 16 ? maxc / 16 : 1;
+        while (live + headroom > maxc) {
+            conn_track *oldest = NULL;
+            for (conn_track *t = s->conns; t; t = t->next)
+                if (!t->cut && t->phase == CP_HEADERS && (!oldest || t->since < oldest->since))
+                    oldest = t;
+            if (!oldest)
+                break; /* every connection is busy with a real request */
+            shutdown(oldest->fd, SHUT_RDWR);
+            oldest->cut = true;
+            live--;
         }
     }
     pthread_mutex_unlock(&s->conn_lock);
@@ -525,6 +595,7 @@ static enum MHD_Result answer_get(request *r)
         segd_metrics_gauge_set(s->metrics, SEGD_GAUGE_QUEUE_DEPTH,
                                (long)segd_pool_queue_length(s->pool));
         segd_metrics_gauge_set(s->metrics, SEGD_GAUGE_WORKERS_BUSY, segd_pool_busy(s->pool));
+        segd_metrics_counter_set(s->metrics, SEGD_COUNTER_LOG_DROPPED, segd_log_dropped(s->log));
         char *text;
         size_t len;
         if (segd_metrics_render(s->metrics, &text, &len))
@@ -538,7 +609,14 @@ static enum MHD_Result answer_get(request *r)
         const char *ctype;
         if (segd_assets_find(r->path, &data, &len, &ctype))
             return send_error(r, 404, "no such route");
-        return send_response(r, 200, make_static_response(s, r->id, data, len, ctype), len);
+        struct MHD_Response *resp = make_static_response(s, r->id, data, len, ctype);
+        if (resp && (MHD_add_response_header(resp, "Content-Security-Policy", VIEWER_CSP) != MHD_YES ||
+                     MHD_add_response_header(resp, "X-Frame-Options", "DENY") != MHD_YES ||
+                     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer") != MHD_YES)) {
+            MHD_destroy_response(resp);
+            resp = NULL;
+        }
+        return send_response(r, 200, resp, len);
     }
     default:
         return send_error(r, 500, "unhandled route");
@@ -617,11 +695,16 @@ static enum MHD_Result begin_segment(request *r)
         strcpy(r->doc_id, id);
     }
 
+    /* Reserve the announced size against --max-body-total now (answered
+     * before the upload when it does not fit); the buffer itself grows as
+     * bytes arrive, so an announced but unsent body costs nothing. */
     if (content_length > 0) {
-        r->body = malloc(content_length);
-        if (!r->body)
-            return send_error(r, 503, "out of memory for the request body");
-        r->cap = content_length;
+        if (!budget_take(s, (size_t)content_length)) {
+            segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
+            return send_error(r, 503, "upload memory in use (--max-body-total), retry later");
+        }
+        r->reserved = (size_t)content_length;
+        r->expected = (size_t)content_length;
     }
     r->state = ST_BODY;
     conn_phase_set(s, c, CP_BODY);
@@ -634,12 +717,18 @@ static enum MHD_Result begin_segment(request *r)
 static enum MHD_Result body_append(request *r, const char *data, size_t n)
 {
     segd_server *s = r->srv;
+    if (r->over_budget) {
+        r->budget_dropped += n;
+        return r->budget_dropped > 2 * s->cfg.max_body ? MHD_NO : MHD_YES;
+    }
     if (r->discarded || r->len + n > s->cfg.max_body) {
         free(r->body);
         r->body = NULL;
         r->cap = 0;
         r->discarded += n + r->len;
         r->len = 0;
+        budget_give(s, r->reserved);
+        r->reserved = 0;
         return r->discarded > 2 * s->cfg.max_body ? MHD_NO : MHD_YES;
     }
     if (r->len + n > r->cap) {
@@ -648,6 +737,21 @@ static enum MHD_Result body_append(request *r, const char *data, size_t n)
             cap *= 2;
         if (cap > s->cfg.max_body)
             cap = s->cfg.max_body;
+        if (r->expected && cap > r->expected && r->expected >= r->len + n)
+            cap = r->expected;
+        /* a chunked body reserves as it grows */
+        if (cap > r->reserved && !budget_take(s, cap - r->reserved)) {
+            free(r->body);
+            r->body = NULL;
+            r->cap = r->len = 0;
+            budget_give(s, r->reserved);
+            r->reserved = 0;
+            r->over_budget = true;
+            r->budget_dropped = n;
+            return MHD_YES; /* answered 503 at the end of the upload */
+        }
+        if (cap > r->reserved)
+            r->reserved = cap;
         uint8_t *b = realloc(r->body, cap);
         if (!b)
             return MHD_NO; /* answered below as 503 is not possible mid-upload */
@@ -726,6 +830,10 @@ out:
 static enum MHD_Result end_segment(request *r)
 {
     segd_server *s = r->srv;
+    if (r->over_budget) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
+        return send_error(r, 503, "upload memory in use (--max-body-total), retry later");
+    }
     if (r->discarded) {
         char msg[128];
         snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
@@ -828,6 +936,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = r;
         conn_phase_set(s, c, CP_BUSY); /* headers complete */
 
+        /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request
+         * without Host */
+        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+            !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+            return send_error(r, 400, "HTTP/1.1 request without a Host header");
+        if (s->probe_mhd && r->route != R_HEALTHZ && r->route != R_READYZ &&
+            r->route != R_METRICS) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
+            if (ci && ci->daemon == s->probe_mhd) {
+                r->route = R_NONE;
+                return send_error(r, 404, "the probe port serves /healthz, /readyz and /metrics only");
+            }
+        }
         if (r->route == R_NONE)
             return send_error(r, 404, "no such route");
         if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
@@ -900,8 +1022,7 @@ static void access_log(segd_server *s, const request *r, enum MHD_RequestTermina
     json_decref(line);
     if (text) {
         size_t n = strlen(text);
-        text[n] = '\n'; /* one write, one line */
-        fwrite(text, 1, n + 1, stderr);
+        segd_log_line(s->log, text, n); /* never blocks: see segd/log.h */
         free(text);
     }
 }
@@ -917,6 +1038,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     pthread_mutex_lock(&s->lock);
     r->cancelled = true;
     pthread_mutex_unlock(&s->lock);
+    /* Count what was delivered: a response queued but cut off (client
+     * gone, daemon stopping) is counted apart, as the access log marks
+     * it aborted. */
+    if (r->status && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        segd_metrics_count_request(s->metrics, route_label(r), (int)r->status);
+    else if (r->status)
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_UNDELIVERED);
     if (s->cfg.access_log)
         access_log(s, r, toe);
     if (r->job_accepted)
@@ -964,12 +1092,15 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    segd_server *s = cls;
+    int saved = errno; /* segd_server_create reads errno after a failed start */
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n > 0 && line[n - 1] == '\n')
         line[--n] = '\0';
-    fprintf(stderr, "segd: libmicrohttpd: %s\n", line);
+    segd_log_printf(s->log, "segd: libmicrohttpd: %s", line);
+    errno = saved;
 }
 
 /* ------------------------------------------------------------------ */
@@ -977,7 +1108,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 /* ------------------------------------------------------------------ */
 
 int segd_server_create(const segd_config *cfg, const segd_model *model,
-                       segd_metrics *metrics, segd_server **out,
+                       segd_metrics *metrics, segd_log *log, segd_server **out,
                        char *err, size_t errlen)
 {
     *out = NULL;
@@ -991,6 +1122,10 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     s->cfg = *cfg;
     s->model = model;
     s->metrics = metrics;
+    s->log = log;
+    s->probe_port = -1;
+    atomic_init(&s->body_reserved, 0);
+    atomic_init(&s->aborting, false);
     atomic_init(&s->draining, false);
     atomic_init(&s->jobs_active, 0);
     atomic_init(&s->next_id, 0);
@@ -1031,7 +1166,9 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     /* listening address */
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* MHD_USE_ITC: needed by MHD_quiesce_daemon() at exit */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_ITC;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, cfg->bind, &v4->sin_addr) == 1) {
@@ -1058,6 +1195,12 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     /* The logger goes first (MHD reports option errors through it); the
      * thread pool option comes last and turns into MHD_OPTION_END when
      * not wanted, since MHD warns about a pool of one. */
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a
+     * second daemon on the same port would then start and take half the
+     * connections (with other weights, perhaps).  Without it the second
+     * bind fails with EADDRINUSE; SO_REUSEADDR (MHD's default) still
+     * allows a restart while old connections are in TIME_WAIT. */
+    errno = 0;
     s->mhd = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
@@ -1066,18 +1209,47 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
         cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
         (unsigned)cfg->http_threads,
         MHD_OPTION_END);
     if (!s->mhd) {
-        snprintf(err, errlen, "cannot listen on %s port %d (in use, or not permitted)", cfg->bind,
-                 cfg->port);
-        rc = -EADDRINUSE;
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s port %d: %s", cfg->bind, cfg->port,
+                 e == EADDRINUSE ? "address in use" : e ? strerror(e) : "not permitted");
+        rc = e == EADDRINUSE ? -EADDRINUSE : -EACCES;
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
+    if (cfg->probe_port >= 0) {
+        /* Probes get a listener of their own, with its own slots, so that
+         * clients holding every slot of the main port cannot make the
+         * liveness probe fail and restart a healthy pod.  Its requests are
+         * answered on the same thread, never queued. */
+        if (v4->sin_family == AF_INET)
+            v4->sin_port = htons((uint16_t)cfg->probe_port);
+        else
+            v6->sin6_port = htons((uint16_t)cfg->probe_port);
+        errno = 0;
+        s->probe_mhd = MHD_start_daemon(
+            flags, (uint16_t)cfg->probe_port, NULL, NULL, on_request, s,
+            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)PROBE_MAX_CONNECTIONS,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)PROBE_CONN_TIMEOUT_S,
+            MHD_OPTION_END);
+        if (!s->probe_mhd) {
+            int e = errno;
+            snprintf(err, errlen, "cannot listen on %s probe port %d: %s", cfg->bind,
+                     cfg->probe_port,
+                     e == EADDRINUSE ? "address in use" : e ? strerror(e) : "not permitted");
+            rc = e == EADDRINUSE ? -EADDRINUSE : -EACCES;
+            goto fail;
+        }
+        di = MHD_get_daemon_info(s->probe_mhd, MHD_DAEMON_INFO_BIND_PORT);
+        s->probe_port = di ? di->port : cfg->probe_port;
+    }
     if (pthread_create(&s->sweeper, NULL, sweeper_main, s)) {
         snprintf(err, errlen, "cannot start the slow-client sweeper thread");
         rc = -EAGAIN;
@@ -1088,6 +1260,8 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     return 0;
 
 fail:
+    if (s->probe_mhd)
+        MHD_stop_daemon(s->probe_mhd);
     if (s->mhd)
         MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
@@ -1103,6 +1277,8 @@ fail:
 
 int segd_server_port(const segd_server *s) { return s->port; }
 
+int segd_server_probe_port(const segd_server *s) { return s->probe_port; }
+
 void segd_server_drain(segd_server *s) { atomic_store(&s->draining, true); }
 
 long segd_server_jobs_active(segd_server *s) { return atomic_load(&s->jobs_active); }
@@ -1112,8 +1288,52 @@ size_t segd_server_cancel_queued(segd_server *s)
     pthread_mutex_lock(&s->lock);
     s->pool_closed = true;
     pthread_mutex_unlock(&s->lock);
+    atomic_store(&s->aborting, true);
     segd_pool_close(s->pool);
     return segd_pool_cancel_queued(s->pool);
+}
+
+/* At exit, after libmicrohttpd stopped accepting: answer the connections
+ * still in the listen backlog 503 (draining) and close them cleanly, for
+ * up to EXIT_BACKLOG_S, instead of letting close() reset them.  Whoever
+ * connects after that finds the port closed (connection refused). */
+#define EXIT_BACKLOG_S 0.25
+static void answer_backlog(segd_server *s, int lfd)
+{
+    static const char BODY[] =
+        "{\"error\":{\"code\":\"unavailable\",\"message\":\"daemon stopping\"}}";
+    char head[256];
+    int hn = snprintf(head, sizeof head,
+                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                      "Retry-After: " RETRY_AFTER_S "\r\nX-Content-Type-Options: nosniff\r\n"
+                      "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                      sizeof BODY - 1, BODY);
+    double t0 = segd_queue_now();
+    while (segd_queue_now() - t0 < EXIT_BACKLOG_S) {
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0) {
+            /* nothing waiting: wait a little for libmicrohttpd's own
+             * connections to finish, then stop */
+            if (segd_metrics_gauge_value(s->metrics, SEGD_GAUGE_CONNECTIONS) <= 0)
+                break;
+            struct timespec ts = {0, 5000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        /* read the request first: closing with unread bytes sends a reset */
+        char buf[4096];
+        struct pollfd pfd = {c, POLLIN, 0};
+        if (poll(&pfd, 1, 50) > 0)
+            while (recv(c, buf, sizeof buf, 0) > 0)
+                ;
+        if (send(c, head, (size_t)hn, MSG_NOSIGNAL) < 0)
+            segd_metrics_inc(s->metrics, SEGD_COUNTER_UNDELIVERED);
+        else
+            segd_metrics_count_request(s->metrics, "draining", 503);
+        shutdown(c, SHUT_WR);
+        close(c);
+    }
+    close(lfd);
 }
 
 void segd_server_free(segd_server *s)
@@ -1145,6 +1365,14 @@ void segd_server_free(segd_server *s)
         struct timespec ts = {0, 5000000L};
         nanosleep(&ts, NULL);
     }
+    if (s->probe_mhd)
+        MHD_stop_daemon(s->probe_mhd);
+    /* Stop accepting, answer what already waits in the backlog, then stop
+     * (MHD_stop_daemon would close the listener with those connections
+     * queued, and the kernel resets them). */
+    MHD_socket lfd = MHD_quiesce_daemon(s->mhd);
+    if (lfd != MHD_INVALID_SOCKET)
+        answer_backlog(s, lfd);
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     free(s->model_info);

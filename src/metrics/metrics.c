@@ -45,6 +45,11 @@ static const struct {
     {"segd_jobs_accepted_total", "Segmentation jobs accepted into the queue."},
     {"segd_jobs_rejected_total", "Segmentation requests rejected because the queue was full."},
     {"segd_jobs_timed_out_total", "Jobs that reached their deadline before a worker took them."},
+    {"segd_http_responses_undelivered_total",
+     "Responses queued but not delivered (the client went away or the daemon stopped); "
+     "not counted in segd_http_requests_total."},
+    {"segd_log_lines_dropped_total", "Log lines dropped because the log reader was too slow."},
+    {"segd_uploads_refused_total", "Uploads answered 503 because --max-body-total was reached."},
 };
 
 static const struct {
@@ -54,6 +59,7 @@ static const struct {
     {"segd_workers_busy", "Workers running a job."},
     {"segd_workers", "Worker threads."},
     {"segd_connections_in_flight", "Open HTTP connections."},
+    {"segd_upload_bytes_reserved", "Bytes of request bodies reserved against --max-body-total."},
 };
 
 struct segd_metrics {
@@ -123,6 +129,11 @@ void segd_metrics_observe(segd_metrics *m, segd_metrics_hist h, double seconds)
 void segd_metrics_inc(segd_metrics *m, segd_metrics_counter c)
 {
     atomic_fetch_add(&m->counters[c], 1);
+}
+
+void segd_metrics_counter_set(segd_metrics *m, segd_metrics_counter c, unsigned long long value)
+{
+    atomic_store(&m->counters[c], value);
 }
 
 void segd_metrics_gauge_add(segd_metrics *m, segd_metrics_gauge g, long delta)
@@ -220,7 +231,7 @@ int segd_metrics_render(segd_metrics *m, char **text, size_t *len)
     put_label(f, m->model_sha256);
     fprintf(f, "\",width=\"%d\"} 1\n", m->model_width);
 
-    put_header(f, "segd_http_requests_total", "HTTP requests answered, by route and status code.",
+    put_header(f, "segd_http_requests_total", "HTTP responses delivered completely, by route and status code.",
                "counter");
     for (size_t i = 0; i < nser; i++) {
         fputs("segd_http_requests_total{route=\"", f);

@@ -1,7 +1,9 @@
-/* How many CPUs this process may really use: the affinity mask, further
- * capped by a cgroup v2 CPU quota (containers, systemd CPUQuota=), so that
- * default worker counts follow the container's limit and not the host's. */
+/* How many CPUs and how much memory this process may really use: the
+ * affinity mask and RAM, further capped by cgroup limits (containers,
+ * systemd CPUQuota=/MemoryMax=), so that defaults follow the container's
+ * limits and not the host's. */
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -31,4 +33,31 @@ int segd_cpu_count(void)
         fclose(f);
     }
     return n;
+}
+
+/* A cgroup limit file holding a byte count ("max" or unreadable: 0). */
+static unsigned long long read_limit(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long long v = 0;
+    if (fscanf(f, "%llu", &v) != 1)
+        v = 0;
+    fclose(f);
+    return v;
+}
+
+size_t segd_memory_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    unsigned long long mem = pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page
+                                                   : 1ull << 30;
+    unsigned long long v2 = read_limit("/sys/fs/cgroup/memory.max");
+    unsigned long long v1 = read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    if (v2 > 0 && v2 < mem)
+        mem = v2;
+    if (v1 > 0 && v1 < mem)
+        mem = v1;
+    return mem > (unsigned long long)SIZE_MAX ? SIZE_MAX : (size_t)mem;
 }

@@ -940,7 +940,7 @@ static void test_drain(const ctx *c)
     unlink(d.log);
 }
 
-/* Drain time up: the running job is answered, queued ones get 503, exit 1. */
+/* Drain time up: queued jobs and the running one get 503, exit 1. */
 static void test_drain_timeout(const ctx *c)
 {
     tc_daemon d;
@@ -975,10 +975,11 @@ static void test_drain_timeout(const ctx *c)
         refused += reqs[i].status == 503;
         tc_req_free(&reqs[i]);
     }
-    /* every accepted job got an answer: the running one its result, the
-     * queued ones 503 */
-    TEST_EQ_INT(ok, 1);
-    TEST_EQ_INT(refused, N - 1);
+    /* every accepted job got an answer: the queued ones 503, and the
+     * running one too, since the drain time bounds it (it stops at its
+     * next slice boundary; the debug delay is interrupted like one) */
+    TEST_EQ_INT(ok, 0);
+    TEST_EQ_INT(refused, N);
     int st = tc_daemon_wait(&d, 20.0);
     TEST_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
     unlink(d.log);
