@@ -201,12 +201,18 @@ def kubernetes():
     port = int(env.get("SEGD_PORT", 8080))
     check(port in ports.values(), f"k8s Deployment: containerPort {port} = SEGD_PORT")
     pname = next((n for n, v in ports.items() if v == port), None)
+    # probes on the --probe-port listener, which idle clients of the main
+    # port cannot starve (issue 15)
+    pport = int(env.get("SEGD_PROBE_PORT", -1))
+    check(pport > 0 and pport != port and pport in ports.values(),
+          f"k8s Deployment: SEGD_PROBE_PORT {pport} set, a containerPort, not SEGD_PORT")
+    ppname = next((n for n, v in ports.items() if v == pport), None)
 
     def probe(kind, path):
         pr = c.get(kind) or {}
         g = pr.get("httpGet") or {}
-        check(g.get("path") == path and g.get("port") in (port, pname),
-              f"k8s Deployment: {kind} GET {path} on the daemon's port")
+        check(g.get("path") == path and g.get("port") in (pport, ppname),
+              f"k8s Deployment: {kind} GET {path} on the probe port")
         return pr
 
     probe("readinessProbe", "/readyz")
@@ -227,6 +233,9 @@ def kubernetes():
     check(all(k in req for k in ("cpu", "memory")) and "memory" in lim, "k8s Deployment: cpu/memory requests and memory limit set")
     check(mib(req["memory"]) >= RSS_MIB, f"k8s Deployment: memory request {req['memory']} >= measured RSS {RSS_MIB:g} MiB")
     check(mib(lim["memory"]) >= mib(req["memory"]), "k8s Deployment: memory limit >= request")
+    body_total = env.get("SEGD_MAX_BODY_TOTAL")
+    check(body_total is not None and mib(lim["memory"]) >= RSS_MIB + mib(body_total),
+          f"k8s Deployment: memory limit {lim['memory']} >= RSS {RSS_MIB:g} MiB + SEGD_MAX_BODY_TOTAL {body_total}")
     workers = int(env.get("SEGD_WORKERS", 0))
     check(workers >= 1, "k8s Deployment: SEGD_WORKERS pinned (the default counts the node's CPUs)")
     check(workers <= cpu(req["cpu"]) + 1e-9, f"k8s Deployment: SEGD_WORKERS {workers} <= cpu request {req['cpu']}")
@@ -236,8 +245,9 @@ def kubernetes():
     has_sm = "ServiceMonitor" in kinds
     check(has_sm or ann.get("prometheus.io/scrape") == "true", "k8s: Prometheus scrape annotations or a ServiceMonitor")
     if ann:
-        check(str(ann.get("prometheus.io/port")) == str(port) and ann.get("prometheus.io/path", "/metrics") == "/metrics",
-              "k8s Deployment: prometheus.io annotations name the daemon's port and /metrics")
+        check(str(ann.get("prometheus.io/port")) in (str(port), str(pport)) and
+              ann.get("prometheus.io/path", "/metrics") == "/metrics",
+              "k8s Deployment: prometheus.io annotations name the daemon's (or probe) port and /metrics")
 
     svc = kinds["Service"][0]
     check(subset(svc["spec"]["selector"], labels), "k8s Service: selector matches the pod labels")
