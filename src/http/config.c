@@ -54,7 +54,7 @@ static const opt OPTS[] = {
      "request body limit in bytes (K/M/G suffixes), 413 beyond"},
     {"max-body-total", "SEGD_MAX_BODY_TOTAL", OPT_SIZE, F(max_body_total), 1, (double)SIZE_MAX / 2,
      "memory/4",
-     "bytes of request bodies buffered at once, all connections (K/M/G); 503 + Retry-After beyond"},
+     "request bodies buffered at once, all connections (K/M/G); 503 beyond"},
     {"probe-port", "SEGD_PROBE_PORT", OPT_INT, F(probe_port), -1, 65535, "-1 (off)",
      "second listener serving only /healthz, /readyz, /metrics (0 = ephemeral)"},
     {"max-pixels", "SEGD_MAX_PIXELS", OPT_SIZE, F(max_pixels), 1, (double)(1u << 30), "1048576",

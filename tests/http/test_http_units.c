@@ -121,10 +121,28 @@ static void test_config(void)
     TEST_EQ_INT(segd_config_parse(&c, 3, argv2, NULL, err, sizeof err), 0);
     TEST_EQ_INT(c.queue_depth, 10);
 
+    /* upload budget: a quarter of the memory given unless set, never
+     * under one --max-body; probe listener off unless set */
+    segd_config_defaults(&c);
+    TEST_CHECK(c.memory_bytes > 0);
+    c.memory_bytes = 512u << 20; /* as in a 512Mi container */
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(c.max_body_total, 128u << 20);
+    TEST_EQ_INT(c.probe_port, -1);
+    segd_config_defaults(&c);
+    c.memory_bytes = 64u << 20;
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(c.max_body_total, c.max_body);
+    segd_config_defaults(&c);
+    char *env4[] = {"SEGD_MAX_BODY_TOTAL=128Mi", "SEGD_PROBE_PORT=8081", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, env4, err, sizeof err), 0);
+    TEST_EQ_INT(c.max_body_total, 128u << 20);
+    TEST_EQ_INT(c.probe_port, 8081);
+
     const char *bad[][2] = {{"--port", "65536"}, {"--workers", "0"}, {"--workers", "2.5"},
                             {"--max-body", "12Q"}, {"--request-timeout", "0"}, {"--nope", "1"},
                             {"--access-log", "maybe"}, {"--port", ""}, {"--gemm", "mkl"},
-                            {"--gemm", ""}};
+                            {"--gemm", ""}, {"--probe-port", "-2"}, {"--max-body-total", "0"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         segd_config_defaults(&c);
         char *argv3[] = {"serve", (char *)bad[i][0], (char *)bad[i][1], NULL};
