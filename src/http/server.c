@@ -12,6 +12,7 @@
 #include "segd/server.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -909,12 +910,12 @@ static enum MHD_Result end_segment(request *r)
     return send_error(r, 503, "draining: not accepting new jobs");
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+/* A request on either listener; probe: it came to --probe-port. */
+static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Connection *c,
+                                      const char *url, const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
 {
-    segd_server *s = cls;
     request *r = *con_cls;
     if (!r) {
         r = calloc(1, sizeof *r);
@@ -941,14 +942,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
             !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
             return send_error(r, 400, "HTTP/1.1 request without a Host header");
-        if (s->probe_mhd && r->route != R_HEALTHZ && r->route != R_READYZ &&
-            r->route != R_METRICS) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
-            if (ci && ci->daemon == s->probe_mhd) {
-                r->route = R_NONE;
-                return send_error(r, 404, "the probe port serves /healthz, /readyz and /metrics only");
-            }
+        if (probe && r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
+            r->route = R_NONE;
+            return send_error(r, 404, "the probe port serves /healthz, /readyz and /metrics only");
         }
         if (r->route == R_NONE)
             return send_error(r, 404, "no such route");
@@ -985,6 +981,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0; /* a body after an early answer is ignored */
         return MHD_YES;
     }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    return handle_request(cls, false, c, url, method, version, upload_data, upload_data_size,
+                          con_cls);
+}
+
+static enum MHD_Result on_probe_request(void *cls, struct MHD_Connection *c, const char *url,
+                                        const char *method, const char *version,
+                                        const char *upload_data, size_t *upload_data_size,
+                                        void **con_cls)
+{
+    return handle_request(cls, true, c, url, method, version, upload_data, upload_data_size,
+                          con_cls);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1232,7 +1246,7 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
             v6->sin6_port = htons((uint16_t)cfg->probe_port);
         errno = 0;
         s->probe_mhd = MHD_start_daemon(
-            flags, (uint16_t)cfg->probe_port, NULL, NULL, on_request, s,
+            flags, (uint16_t)cfg->probe_port, NULL, NULL, on_probe_request, s,
             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -1295,8 +1309,10 @@ size_t segd_server_cancel_queued(segd_server *s)
 
 /* At exit, after libmicrohttpd stopped accepting: answer the connections
  * still in the listen backlog 503 (draining) and close them cleanly, for
- * up to EXIT_BACKLOG_S, instead of letting close() reset them.  Whoever
- * connects after that finds the port closed (connection refused). */
+ * up to EXIT_BACKLOG_S, instead of letting close() reset them.  A socket
+ * filter that drops every packet is attached first, so no handshake
+ * completes in the meantime: a client connecting now retransmits its SYN
+ * and then finds the port closed (connection refused). */
 #define EXIT_BACKLOG_S 0.25
 static void answer_backlog(segd_server *s, int lfd)
 {
@@ -1308,6 +1324,9 @@ static void answer_backlog(segd_server *s, int lfd)
                       "Retry-After: " RETRY_AFTER_S "\r\nX-Content-Type-Options: nosniff\r\n"
                       "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
                       sizeof BODY - 1, BODY);
+    struct sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {1, &drop_all};
+    (void)setsockopt(lfd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog); /* best effort */
     double t0 = segd_queue_now();
     while (segd_queue_now() - t0 < EXIT_BACKLOG_S) {
         int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);

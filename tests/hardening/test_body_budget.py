@@ -2,16 +2,17 @@
 """Upload memory budget (issue 15, fault 1): bodies are buffered whole, so
 many connections each sending all but the last byte of a large body
 could take the daemon past its memory limit.  With --max-body 1M and
---max-body-total 4M, 24 such connections must leave at most 4 bodies
+--max-body-total 4M, 40 such connections must leave at most 4 bodies
 buffered: the others are answered 503 + Retry-After before their upload,
-RSS grows by about the budget (not 24 MiB), and once the connections go
+RSS grows by about the budget (not 40 MiB; the bound is loose enough for
+the sanitizer builds' shadow memory), and once the connections go
 the budget is free again."""
 import socket
 import time
 
 import segdtest as T
 
-N, BODY = 24, 1 << 20
+N, BODY = 40, 1 << 20
 d = T.Daemon("--workers", 1, "--max-body", "1M", "--max-body-total", "4M", "--max-connections", 64)
 p = d.port
 png = T.read(T.SLICES[0])
@@ -55,7 +56,7 @@ T.check(len(with_retry) == len(refused), "each refusal is a 503 with Retry-After
 T.check(m.get("segd_upload_bytes_reserved", -1) <= 4 * BODY, "reserved bytes within the budget",
         m.get("segd_upload_bytes_reserved"))
 grow = (rss1 - rss0) / 1024
-T.check(grow < 4 + 10, f"RSS grew {grow:.1f} MiB (budget 4 MiB; unbounded would be {N} MiB)")
+T.check(grow < 20, f"RSS grew {grow:.1f} MiB (budget 4 MiB; unbounded would be {N} MiB)")
 for s in socks:
     s.close()
 ok = T.wait_for(lambda: T.metric(p, "segd_upload_bytes_reserved", -1) == 0, 10)
