@@ -15,8 +15,10 @@
  *   OPTIONS <route>   204 with Allow (and the CORS preflight headers)
  * Errors: {"error":{"code","message"}} with 400 (bad PNG, multipart, query),
  * 404, 405 (+Allow), 413 (--max-body, --max-pixels, --max-parts), 415, 422
- * (zero-size image), 503 (+Retry-After: queue full, draining, OOM), 504
- * (deadline passed while queued: the job never runs).
+ * (zero-size image), 500 (non-finite network output), 503 (+Retry-After:
+ * queue full, --max-body-total in use, draining, OOM), 504 (deadline
+ * passed while queued: the job never runs).  With cfg->probe_port >= 0 a
+ * second listener serves /healthz, /readyz and /metrics only.
  *
  * Bodies: a Content-Length over --max-body is refused before the upload;
  * a chunked body that grows over it is discarded and answered 413 at its

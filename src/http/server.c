@@ -1314,6 +1314,7 @@ size_t segd_server_cancel_queued(segd_server *s)
  * completes in the meantime: a client connecting now retransmits its SYN
  * and then finds the port closed (connection refused). */
 #define EXIT_BACKLOG_S 0.25
+#define EXIT_LINGER_MS 200 /* per connection, for its request and then its close */
 static void answer_backlog(segd_server *s, int lfd)
 {
     static const char BODY[] =
@@ -1339,10 +1340,12 @@ static void answer_backlog(segd_server *s, int lfd)
             nanosleep(&ts, NULL);
             continue;
         }
-        /* read the request first: closing with unread bytes sends a reset */
+        /* Read the request first, answer, then linger until the client
+         * closes: closing with unread bytes (or bytes still arriving) would
+         * send a reset that can discard the answer at the client. */
         char buf[4096];
         struct pollfd pfd = {c, POLLIN, 0};
-        if (poll(&pfd, 1, 50) > 0)
+        if (poll(&pfd, 1, EXIT_LINGER_MS) > 0)
             while (recv(c, buf, sizeof buf, 0) > 0)
                 ;
         if (send(c, head, (size_t)hn, MSG_NOSIGNAL) < 0)
@@ -1350,6 +1353,13 @@ static void answer_backlog(segd_server *s, int lfd)
         else
             segd_metrics_count_request(s->metrics, "draining", 503);
         shutdown(c, SHUT_WR);
+        double t_linger = segd_queue_now(); /* bounded: a trickler cannot hold the exit */
+        while (segd_queue_now() - t_linger < EXIT_LINGER_MS / 1e3 &&
+               poll(&pfd, 1, EXIT_LINGER_MS) > 0) {
+            ssize_t n = recv(c, buf, sizeof buf, 0);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                break; /* the client closed (or reset): done */
+        }
         close(c);
     }
     close(lfd);

@@ -77,6 +77,7 @@ T.check(d.stop() == 0, "clean exit")
 
 # --- connections arriving up to the exit
 resets = answered = refused = 0
+kinds = set()
 for attempt in range(3):
     d = T.Daemon("--workers", 1, "--debug-job-delay", 300, "--http-threads", 1)
     p = d.port
@@ -110,7 +111,8 @@ for attempt in range(3):
     answered += sum(1 for x in seen if isinstance(x, int))
     refused += seen.count("refused")
     resets += sum(1 for x in seen if not isinstance(x, int) and x != "refused")
+    kinds.update(x for x in seen if not isinstance(x, int) and x != "refused")
 T.check(resets == 0, f"connections during the exit: {answered} answered, {refused} refused, {resets} reset or "
-        "empty (must be 0)")
+        "empty (must be 0)", kinds)
 T.note(f"exit under probe load (3 runs, 4 clients): {answered} answered, {refused} refused, {resets} reset")
 T.finish()
