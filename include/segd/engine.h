@@ -78,8 +78,9 @@ json_t *segd_model_info_json(const segd_model *m);
  * Always >= 1.  The default for worker and thread counts. */
 int segd_cpu_count(void);
 
-/* Bytes of memory this process may use: the cgroup v2 (or v1) memory
- * limit when one is set, else physical RAM.  Cannot fail (falls back to
+/* Bytes of memory this process may use: the smallest cgroup v2 (or v1)
+ * memory limit found (its own cgroup's, e.g. systemd MemoryMax=, or the
+ * container's), else physical RAM.  Cannot fail (falls back to
  * 1 GiB when nothing can be read). */
 size_t segd_memory_bytes(void);
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "segd/engine.h"
@@ -48,11 +49,44 @@ static unsigned long long read_limit(const char *path)
     return v;
 }
 
+/* The memory limit of this process' own cgroup, from /proc/self/cgroup:
+ * v2 "0::/path" -> /sys/fs/cgroup/path/memory.max (a systemd unit's
+ * MemoryMax= lives there), v1 "N:memory:/path" ->
+ * /sys/fs/cgroup/memory/path/memory.limit_in_bytes; the smallest found,
+ * or 0. */
+static unsigned long long own_cgroup_limit(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f)
+        return 0;
+    char line[512], path[700];
+    unsigned long long best = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        const char *v1 = strstr(line, ":memory:");
+        unsigned long long v = 0;
+        if (strncmp(line, "0::", 3) == 0) {
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+            v = read_limit(path);
+        } else if (v1) {
+            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", v1 + 8);
+            v = read_limit(path);
+        }
+        if (v > 0 && (best == 0 || v < best))
+            best = v;
+    }
+    fclose(f);
+    return best;
+}
+
 size_t segd_memory_bytes(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     unsigned long long mem = pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page
                                                    : 1ull << 30;
+    unsigned long long own = own_cgroup_limit();
+    if (own > 0 && own < mem)
+        mem = own;
     unsigned long long v2 = read_limit("/sys/fs/cgroup/memory.max");
     unsigned long long v1 = read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");
     if (v2 > 0 && v2 < mem)
