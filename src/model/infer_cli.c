@@ -268,7 +268,7 @@ int segd_cli_infer(int argc, char **argv)
          * so that the id is always valid JSON text */
         segd_http_id_from_filename(argv[i], strlen(argv[i]), id, sizeof id);
         json_t *doc = segd_result_json(m, &res, id);
-        char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        char *s = doc ? segd_json_text(doc, JSON_COMPACT) : NULL;
         json_decref(doc);
         if (!s) {
             fprintf(stderr, "segd infer: %s: out of memory\n", argv[i]);
