@@ -3,7 +3,8 @@ predictor.  The C engine implements the same steps (src/model/pipeline.c);
 the policy is recorded in the weights' metadata under "preprocess".
 
   load:       PNG -> float32 grey (16-bit kept as is; RGB/palette via
-              BT.601 luminance 0.299 R + 0.587 G + 0.114 B; alpha dropped)
+              BT.601 luminance 0.299 R + 0.587 G + 0.114 B; alpha dropped),
+              every PNG kind the engine reads (see load_png)
   normalise:  "percentile" (default since the cross-validated weights):
               lo, hi = the order statistics of rank floor((n-1) p_lo / 100)
               and ceil((n-1) p_hi / 100) of the n pixels (no interpolation,
@@ -49,18 +50,155 @@ def parse_slice_name(path):
 
 
 def load_png(path):
-    """Grey float32 array (H, W) with raw intensities."""
+    """Grey float32 array (H, W) with raw intensities, decoded as the C
+    engine does (src/io/png.c) for every PNG kind it accepts:
+      grey 1/2/4-bit -> expanded to 0..255 (v * 255 / (2^bits - 1)),
+      grey 8/16-bit and grey+alpha 8/16-bit -> the grey sample as is,
+      RGB(A) 8-bit and palette -> BT.601 luminance of the 8-bit channels,
+      RGB(A) 16-bit -> the same on the high bytes; alpha and tRNS ignored.
+    PIL decodes the common kinds (fast); the others, where PIL's own
+    conversions differ (grey+alpha: 16-bit read as RGBA of the low bytes,
+    8-bit as two channels; 1-bit as booleans; 16-bit colour), go through
+    decode_png, a small reference decoder."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise ValueError(f"{path}: not a PNG file")
+    bits, ctype = data[24], data[25]
+    if (ctype, bits) not in _PIL_EXACT:
+        return decode_png(data)
+    import io
     from PIL import Image
 
-    im = Image.open(path)
+    im = Image.open(io.BytesIO(data))
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     a = np.array(im)
     if a.ndim == 3:
-        a = a[..., :3].astype(np.float32)
-        r, g, b = a[..., 0], a[..., 1], a[..., 2]
-        return (np.float32(0.299) * r + np.float32(0.587) * g) + np.float32(0.114) * b
+        return _luminance(a[..., 0], a[..., 1], a[..., 2])
     return a.astype(np.float32)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# (colour type, bit depth) that PIL decodes to exactly the engine's samples
+_PIL_EXACT = {(0, 8), (0, 16), (2, 8), (6, 8), (3, 1), (3, 2), (3, 4), (3, 8)}
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # (x0, y0, dx, dy) of the seven passes
+
+
+def _luminance(r, g, b):
+    """BT.601 in float32, in the engine's order of operations."""
+    r, g, b = (np.asarray(c, dtype=np.float32) for c in (r, g, b))
+    return (np.float32(0.299) * r + np.float32(0.587) * g) + np.float32(0.114) * b
+
+
+def _unfilter(raw, pos, rows, rowbytes, bpp):
+    """Undo the PNG row filters of one (sub)image: (rows, rowbytes) uint8
+    and the position after it in raw."""
+    out = np.zeros((rows, rowbytes), dtype=np.uint8)
+    prev = np.zeros(rowbytes, dtype=np.int64)
+    for y in range(rows):
+        ft = raw[pos]
+        line = np.frombuffer(raw, dtype=np.uint8, count=rowbytes, offset=pos + 1).astype(np.int64)
+        pos += 1 + rowbytes
+        if ft == 0:
+            cur = line
+        elif ft == 1:  # Sub: running sums over each byte lane of the pixel
+            cur = line.copy()
+            for k in range(min(bpp, rowbytes)):
+                cur[k::bpp] = np.cumsum(line[k::bpp])
+            cur &= 255
+        elif ft == 2:  # Up
+            cur = (line + prev) & 255
+        elif ft in (3, 4):  # Average, Paeth: each byte depends on its left one
+            c = line.tolist()
+            up = prev.tolist()
+            for i in range(rowbytes):
+                left = c[i - bpp] if i >= bpp else 0
+                if ft == 3:
+                    c[i] = (c[i] + ((left + up[i]) >> 1)) & 255
+                else:
+                    ul = up[i - bpp] if i >= bpp else 0
+                    pa, pb, pc = abs(up[i] - ul), abs(left - ul), abs(left + up[i] - 2 * ul)
+                    pred = left if pa <= pb and pa <= pc else up[i] if pb <= pc else ul
+                    c[i] = (c[i] + pred) & 255
+            cur = np.array(c, dtype=np.int64)
+        else:
+            raise ValueError(f"bad PNG filter type {ft}")
+        out[y] = cur
+        prev = cur
+    return out, pos
+
+
+def _samples(rows, width, channels, bits):
+    """Unfiltered rows -> (H, width, channels) integer samples."""
+    h = rows.shape[0]
+    if bits == 16:
+        v = rows.reshape(h, -1)[:, : width * channels * 2].reshape(h, -1, 2).astype(np.int64)
+        v = v[..., 0] << 8 | v[..., 1]
+    elif bits == 8:
+        v = rows[:, : width * channels].astype(np.int64)
+    else:
+        per = 8 // bits
+        shifts = np.arange(8 - bits, -1, -bits)
+        v = (rows[:, :, None].astype(np.int64) >> shifts) & ((1 << bits) - 1)
+        v = v.reshape(h, -1)[:, : width * channels]
+        assert per * rows.shape[1] >= width * channels
+    return v.reshape(h, width, channels)
+
+
+def decode_png(data):
+    """Reference decoder: PNG bytes -> grey float32 (H, W) as load_png
+    describes; every colour type, bit depth, filter and Adam7 interlacing.
+    Ancillary chunks are ignored; a malformed file raises ValueError."""
+    import struct
+    import zlib
+
+    if data[:8] != PNG_SIGNATURE:
+        raise ValueError("not a PNG file")
+    pos, idat, palette, ihdr = 8, [], None, None
+    while pos + 12 <= len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"PLTE":
+            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if ihdr is None or not idat:
+        raise ValueError("PNG without IHDR or IDAT")
+    w, h, bits, ctype, _, _, interlace = ihdr
+    if ctype not in _CHANNELS or (ctype == 3 and palette is None):
+        raise ValueError(f"unsupported PNG colour type {ctype}")
+    ch = _CHANNELS[ctype]
+    bpp = max(1, ch * bits // 8)
+    raw = zlib.decompress(b"".join(idat))
+    s = np.zeros((h, w, ch), dtype=np.int64)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    pos = 0
+    for x0, y0, dx, dy in passes:
+        pw, ph = (w - x0 + dx - 1) // dx if w > x0 else 0, (h - y0 + dy - 1) // dy if h > y0 else 0
+        if pw == 0 or ph == 0:
+            continue
+        rows, pos = _unfilter(raw, pos, ph, (pw * ch * bits + 7) // 8, bpp)
+        s[y0::dy, x0::dx] = _samples(rows, pw, ch, bits)
+    if ctype == 3:
+        pal = np.zeros((256, 3), dtype=np.int64)  # indices past PLTE: black, as libpng
+        pal[: len(palette)] = palette
+        rgb = pal[s[..., 0]]
+        return _luminance(rgb[..., 0], rgb[..., 1], rgb[..., 2])
+    if ctype in (2, 6):
+        c = s[..., :3] >> 8 if bits == 16 else s[..., :3]  # 16-bit colour: the high byte
+        return _luminance(c[..., 0], c[..., 1], c[..., 2])
+    g = s[..., 0]
+    if bits < 8:
+        g = g * (255 // ((1 << bits) - 1))
+    return g.astype(np.float32)
 
 
 def normalise(img):

@@ -8,8 +8,19 @@
 int segd_cli_infer(int argc, char **argv);
 /* segd serve [options]  (src/http/serve.c) */
 int segd_cli_serve(int argc, char **argv);
-/* Default weights file: $SEGD_WEIGHTS, else weights/ of the working
- * directory, else the installed data dir.  Writes into buf; 0 or -ENOENT. */
+/* Default weights file: $SEGD_WEIGHTS, else (segd_cli_weights_in) weights/
+ * of the working directory, else weights/ beside the executable's build
+ * directory (<checkout>/build/segd -> <checkout>/weights), else the data
+ * directory of meson's prefix (segd_cli_datadir()).  Writes into buf; 0 or
+ * -ENOENT (none, or several candidates in the first directory that has any). */
 int segd_cli_default_weights(char *buf, unsigned long cap);
+/* The weights file of one directory: dir/name when name is non-empty and
+ * that file exists, else the single dir/\*.safetensors.  Writes the path
+ * into buf; 0, -ENOENT (none, or it does not fit cap) or -EEXIST (several:
+ * ambiguous). */
+int segd_cli_weights_in(const char *dir, const char *name, char *buf, unsigned long cap);
+/* Installed data directory compiled in from meson's prefix and datadir
+ * (e.g. /usr/local/share/segd).  Static string; cannot fail. */
+const char *segd_cli_datadir(void);
 
 #endif

@@ -6,11 +6,17 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #define SEGD_HTTP_REQUEST_ID_MAX 128
 
 /* 1 when id is acceptable as X-Request-Id: 1..128 printable ASCII
  * characters (0x21..0x7e, no spaces or controls), else 0. */
 int segd_http_request_id_valid(const char *id);
+
+/* 1 when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
+ * code points past U+10FFFF), else 0.  Allocates nothing. */
+int segd_http_utf8_valid(const char *s, size_t n);
 
 /* Parse a ?threshold= value: a finite decimal number with 0 < t < 1 and
  * nothing after it.  0 or -EINVAL. */
@@ -43,5 +49,10 @@ const char *segd_http_error_code(int status);
 /* The error document {"error":{"code":code,"message":message}} as a
  * malloc'ed NUL-terminated JSON text, or NULL on OOM. */
 char *segd_http_error_body(const char *code, const char *message);
+
+/* doc as a malloc'ed NUL-terminated JSON text (json_dumpb flags), or NULL
+ * on OOM: never a document with a part missing, which json_dumps() can
+ * return when an allocation fails. */
+char *segd_json_text(const json_t *doc, size_t flags);
 
 #endif

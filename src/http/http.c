@@ -50,6 +50,37 @@ int segd_http_media_type_is(const char *content_type, const char *type)
     return n == strlen(type) && strncasecmp(content_type, type, n) == 0;
 }
 
+int segd_http_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p++;
+        if (c < 0x80)
+            continue;
+        int more;
+        unsigned cp, min;
+        if ((c & 0xe0) == 0xc0) {
+            more = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            more = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (end - p < more)
+            return 0;
+        for (int i = 0; i < more; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (*p & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+    }
+    return 1;
+}
+
 void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap)
 {
     const char *start = filename;
@@ -129,7 +160,27 @@ char *segd_http_error_body(const char *code, const char *message)
     json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", clean);
     if (!doc)
         return NULL;
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = segd_json_text(doc, JSON_COMPACT);
     json_decref(doc);
+    return text;
+}
+
+char *segd_json_text(const json_t *doc, size_t flags)
+{
+    /* Not json_dumps(): jansson (2.14) ignores a failed append of an
+     * object key to its growing buffer, so under memory pressure it can
+     * return a document with a key missing, i.e. a wrong answer.  Sizing
+     * first and dumping into a buffer of that size allocates only once. */
+    size_t n = json_dumpb(doc, NULL, 0, flags);
+    if (n == 0)
+        return NULL;
+    char *text = malloc(n + 1);
+    if (!text)
+        return NULL;
+    if (json_dumpb(doc, text, n, flags) != n) {
+        free(text);
+        return NULL;
+    }
+    text[n] = '\0';
     return text;
 }

@@ -41,6 +41,8 @@
 #include "segd/queue.h"
 
 #define RETRY_AFTER_S "1"
+/* The answer when no other can be built (out of memory): made at start-up. */
+#define OOM_BODY "{\"error\":{\"code\":\"unavailable\",\"message\":\"out of memory\"}}"
 #define CORS_MAX_AGE "600"
 #define FLUSH_GRACE_S 2.0 /* at shutdown, for answers resumed but not yet sent */
 #define SWEEP_PERIOD_NS 200000000L /* slow-client sweeper tick (0.2 s) */
@@ -127,6 +129,7 @@ struct segd_server {
     atomic_size_t body_reserved; /* bytes reserved by bodies, <= cfg.max_body_total */
     atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
     char *model_info;          /* GET /v1/model body, built once */
+    struct MHD_Response *oom_resp; /* 503 built at start-up: the answer when no other can be built */
     pthread_mutex_t lock;      /* request->cancelled, resume, pool_closed */
     bool pool_closed;          /* under lock: no more submits */
     atomic_bool draining;
@@ -178,6 +181,7 @@ typedef struct request {
     bool over_budget;           /* --max-body-total reached: body dropped, 503 at its end */
     size_t budget_dropped;      /* bytes dropped since */
     size_t discarded;           /* bytes dropped after the body went over max_body */
+    bool body_oom;              /* discarded because the body buffer could not grow */
     slice *slices;
     size_t nslices;
     double t_enqueue, deadline;
@@ -318,10 +322,15 @@ static enum MHD_Result send_response(request *r, unsigned status, struct MHD_Res
                                      size_t bytes)
 {
     segd_server *s = r->srv;
-    if (!resp)
-        return MHD_NO; /* OOM: drop the connection rather than lie */
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
-    MHD_destroy_response(resp);
+    enum MHD_Result rc;
+    if (!resp) { /* out of memory building it: the 503 made at start-up */
+        status = 503;
+        bytes = sizeof OOM_BODY - 1;
+        rc = MHD_queue_response(r->conn, status, s->oom_resp); /* shared: not destroyed here */
+    } else {
+        rc = MHD_queue_response(r->conn, status, resp);
+        MHD_destroy_response(resp);
+    }
     if (rc != MHD_YES)
         return MHD_NO;
     r->state = ST_ANSWERED;
@@ -349,8 +358,8 @@ static enum MHD_Result send_error(request *r, unsigned status, const char *messa
 
 static enum MHD_Result send_text(request *r, unsigned status, char *body, const char *ctype)
 {
-    if (!body)
-        return MHD_NO;
+    if (!body) /* out of memory: the start-up 503 */
+        return send_response(r, 503, NULL, 0);
     size_t len = strlen(body);
     return send_response(r, status, make_response(r->srv, r->id, body, len, ctype), len);
 }
@@ -372,8 +381,11 @@ static void finish_job(request *r, unsigned status, struct MHD_Response *resp, s
         resp = NULL;
         MHD_resume_connection(r->conn);
     } else if (!r->cancelled) {
-        /* OOM building any response: resume anyway so that the connection
-         * is closed (ST_QUEUED + resumed = MHD_NO) instead of hanging */
+        /* OOM building any response: the connection thread answers the
+         * 503 built at start-up (send_response with no response) */
+        r->resp = NULL;
+        r->status = 503;
+        r->state = ST_DONE;
         MHD_resume_connection(r->conn);
     }
     pthread_mutex_unlock(&s->lock);
@@ -489,7 +501,7 @@ static void run_job(void *job, segd_worker *w, void *arg)
         if (!top)
             goto oom;
     }
-    char *text = json_dumps(top, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *text = segd_json_text(top, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(top);
     single = NULL;
     if (!text)
@@ -629,7 +641,7 @@ static enum MHD_Result answer_options(request *r)
     segd_server *s = r->srv;
     struct MHD_Response *resp = make_response(s, r->id, NULL, 0, NULL);
     if (!resp)
-        return MHD_NO;
+        return send_response(r, 503, NULL, 0);
     const char *allow = ROUTES[r->route].allow;
     bool ok = MHD_add_response_header(resp, "Allow", allow) == MHD_YES;
     if (s->cfg.cors_origin[0])
@@ -639,7 +651,7 @@ static enum MHD_Result answer_options(request *r)
              MHD_add_response_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE) == MHD_YES;
     if (!ok) {
         MHD_destroy_response(resp);
-        return MHD_NO;
+        return send_response(r, 503, NULL, 0);
     }
     return send_response(r, 204, resp, 0);
 }
@@ -689,10 +701,9 @@ static enum MHD_Result begin_segment(request *r)
         bool ok = *id && strlen(id) <= SEGD_HTTP_REQUEST_ID_MAX;
         for (const unsigned char *p = (const unsigned char *)id; ok && *p; p++)
             ok = *p >= 0x20 && *p != 0x7f;
-        json_t *probe = ok ? json_string(id) : NULL; /* NULL: not UTF-8 */
-        if (!probe)
+        /* checked without allocating: an out-of-memory probe is not a bad id */
+        if (!ok || !segd_http_utf8_valid(id, strlen(id)))
             return send_error(r, 400, "id must be 1..128 bytes of UTF-8 text");
-        json_decref(probe);
         strcpy(r->doc_id, id);
     }
 
@@ -754,8 +765,15 @@ static enum MHD_Result body_append(request *r, const char *data, size_t n)
         if (cap > r->reserved)
             r->reserved = cap;
         uint8_t *b = realloc(r->body, cap);
-        if (!b)
-            return MHD_NO; /* answered below as 503 is not possible mid-upload */
+        if (!b) { /* read and drop the rest; end_segment answers 503 */
+            free(r->body);
+            r->body = NULL;
+            r->cap = 0;
+            r->discarded += n + r->len;
+            r->len = 0;
+            r->body_oom = true;
+            return MHD_YES;
+        }
         r->body = b;
         r->cap = cap;
     }
@@ -835,6 +853,8 @@ static enum MHD_Result end_segment(request *r)
         segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
         return send_error(r, 503, "upload memory in use (--max-body-total), retry later");
     }
+    if (r->body_oom)
+        return send_error(r, 503, "out of memory for the request body");
     if (r->discarded) {
         char msg[128];
         snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
@@ -917,10 +937,17 @@ static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Con
                                       void **con_cls)
 {
     request *r = *con_cls;
+    if (r == (void *)&s->oom_resp) { /* answered 503 without request state */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
     if (!r) {
         r = calloc(1, sizeof *r);
-        if (!r)
-            return MHD_NO;
+        if (!r) { /* no request state: answer the start-up 503, mark the
+                   * connection so that later calls (body) are ignored */
+            *con_cls = &s->oom_resp;
+            return MHD_queue_response(c, 503, s->oom_resp);
+        }
         atomic_init(&r->refs, 1);
         r->srv = s;
         r->conn = c;
@@ -1032,7 +1059,7 @@ static void access_log(segd_server *s, const request *r, enum MHD_RequestTermina
                              "ms", round(ms_since(r->t_start) * 1000.0) / 1000.0);
     if (line && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         json_object_set_new(line, "aborted", json_true());
-    char *text = line ? json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    char *text = line ? segd_json_text(line, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(line);
     if (text) {
         size_t n = strlen(text);
@@ -1046,9 +1073,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     segd_server *s = cls;
     request *r = *con_cls;
-    if (!r)
-        return;
     *con_cls = NULL;
+    if (!r || r == (void *)&s->oom_resp)
+        return;
     pthread_mutex_lock(&s->lock);
     r->cancelled = true;
     pthread_mutex_unlock(&s->lock);
@@ -1162,8 +1189,16 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     }
     lock_init = true;
 
+    s->oom_resp = MHD_create_response_from_buffer(sizeof OOM_BODY - 1, (void *)OOM_BODY,
+                                                  MHD_RESPMEM_PERSISTENT);
+    if (!s->oom_resp || MHD_add_response_header(s->oom_resp, "Content-Type", "application/json") != MHD_YES ||
+        MHD_add_response_header(s->oom_resp, "Retry-After", RETRY_AFTER_S) != MHD_YES) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+
     json_t *info = segd_model_info_json(model);
-    s->model_info = info ? json_dumps(info, JSON_COMPACT) : NULL;
+    s->model_info = info ? segd_json_text(info, JSON_COMPACT) : NULL;
     json_decref(info);
     if (!s->model_info) {
         snprintf(err, errlen, "cannot build the model info document");
@@ -1280,6 +1315,8 @@ fail:
         MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     free(s->model_info);
+    if (s->oom_resp)
+        MHD_destroy_response(s->oom_resp);
     if (lock_init) {
         pthread_cond_destroy(&s->sweep_cond);
         pthread_mutex_destroy(&s->conn_lock);
@@ -1405,6 +1442,7 @@ void segd_server_free(segd_server *s)
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     free(s->model_info);
+    MHD_destroy_response(s->oom_resp);
     pthread_cond_destroy(&s->sweep_cond);
     pthread_mutex_destroy(&s->conn_lock);
     pthread_mutex_destroy(&s->lock);

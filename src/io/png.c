@@ -112,7 +112,9 @@ static void error_fn(png_structp png, png_const_charp msg)
         snprintf(s->msg, sizeof s->msg, "%s", msg);
     if (strstr(msg, "user limit"))
         s->over_limit = 1;
-    if (strstr(msg, "Out of memory") || strstr(msg, "out of memory"))
+    /* libpng's own ("Out of memory") and zlib's, relayed by libpng
+     * ("insufficient memory"): a 503, not a malformed file */
+    if (strstr(msg, "of memory") || strstr(msg, "of Memory") || strstr(msg, "insufficient memory"))
         s->oom = 1;
     png_longjmp(png, 1);
 }

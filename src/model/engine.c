@@ -198,7 +198,10 @@ out:
     return rc;
 }
 
-/* Metadata as JSON with nested JSON strings parsed, plus identity fields. */
+/* Metadata as JSON with nested JSON strings parsed, plus identity fields.
+ * NULL on OOM or on a '['/'{' value that does not parse: every step is
+ * checked, since a half-built document would be served as /v1/model (a
+ * value left a string, a key missing). */
 static json_t *build_info(const segd_model *m, const segd_weights *wt)
 {
     json_t *info = json_object();
@@ -209,17 +212,28 @@ static json_t *build_info(const segd_model *m, const segd_weights *wt)
     json_object_foreach(segd_weights_metadata(wt), k, v) {
         const char *s = json_string_value(v);
         json_t *parsed = NULL;
-        if (s && (s[0] == '[' || s[0] == '{'))
+        if (s && (s[0] == '[' || s[0] == '{')) {
+            /* A failed parse is refused, not served as a string: jansson
+             * does not reliably tell out of memory from bad syntax, and the
+             * exporter writes these values as JSON. */
             parsed = json_loads(s, 0, NULL);
-        json_object_set_new(info, k, parsed ? parsed : json_string(s));
+            if (!parsed)
+                goto oom;
+        }
+        if (json_object_set_new(info, k, parsed ? parsed : json_string(s)))
+            goto oom;
     }
-    json_object_set_new(info, "sha256", json_string(m->sha256));
-    json_object_set_new(info, "name", json_string(m->name));
-    /* the file name only: the absolute path tells a client about the
+    /* path: the file name only; the absolute path tells a client about the
      * server's file system and nothing about the model */
     const char *slash = strrchr(m->path, '/');
-    json_object_set_new(info, "path", json_string(slash ? slash + 1 : m->path));
+    if (json_object_set_new(info, "sha256", json_string(m->sha256)) ||
+        json_object_set_new(info, "name", json_string(m->name)) ||
+        json_object_set_new(info, "path", json_string(slash ? slash + 1 : m->path)))
+        goto oom;
     return info;
+oom:
+    json_decref(info);
+    return NULL;
 }
 
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen)
@@ -258,7 +272,7 @@ int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen
     m->path = strdup(path);
     m->info = m->path ? build_info(m, wt) : NULL;
     if (!m->info) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "out of memory (or a metadata value that starts like JSON and is not)");
         rc = -ENOMEM;
         goto fail;
     }

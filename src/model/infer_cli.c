@@ -3,6 +3,7 @@
  * `segd serve`. */
 #include <errno.h>
 #include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,16 @@
 
 #include "segd/cli.h"
 #include "segd/engine.h"
+#include "segd/http.h"
+
+/* Set by meson from its prefix and the default_weights option; the
+ * fallbacks serve builds without meson (the fuzz build). */
+#ifndef SEGD_DATADIR
+#define SEGD_DATADIR "/usr/local/share/segd"
+#endif
+#ifndef SEGD_DEFAULT_WEIGHTS
+#define SEGD_DEFAULT_WEIGHTS ""
+#endif
 
 /* The single match of pattern, if exactly one: 1 found, 0 none, -1 several. */
 static int single_match(const char *pattern, char *buf, unsigned long cap)
@@ -28,6 +39,36 @@ static int single_match(const char *pattern, char *buf, unsigned long cap)
     return found;
 }
 
+int segd_cli_weights_in(const char *dir, const char *name, char *buf, unsigned long cap)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (name && *name) {
+        int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            if ((size_t)n >= cap)
+                return -ENOENT;
+            memcpy(buf, path, (size_t)n + 1);
+            return 0;
+        }
+    }
+    /* A '*' or '?' in dir would be a pattern; such a directory is not ours. */
+    if (strpbrk(dir, "*?[") != NULL)
+        return -ENOENT;
+    int n = snprintf(path, sizeof path, "%s/*.safetensors", dir);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return -ENOENT;
+    int r = single_match(path, buf, cap);
+    if (r == 1)
+        return 0;
+    return r < 0 ? -EEXIST : -ENOENT; /* several: refuse rather than guess */
+}
+
+const char *segd_cli_datadir(void)
+{
+    return SEGD_DATADIR;
+}
+
 int segd_cli_default_weights(char *buf, unsigned long cap)
 {
     const char *env = getenv("SEGD_WEIGHTS");
@@ -37,14 +78,33 @@ int segd_cli_default_weights(char *buf, unsigned long cap)
         strcpy(buf, env);
         return 0;
     }
-    static const char *const patterns[] = {"weights/*.safetensors",
-                                           "/usr/local/share/segd/*.safetensors",
-                                           "/usr/share/segd/*.safetensors"};
-    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
-        int r = single_match(patterns[i], buf, cap);
-        if (r == 1)
+    /* weights/ of the working directory (a checkout's root), then of the
+     * checkout the executable was built in (build/segd, build-asan/segd: the
+     * executable's parent directory), then the data directory of meson's
+     * prefix, where `meson install` puts them. */
+    char exe[PATH_MAX], dirs[3][PATH_MAX];
+    int nd = 0;
+    snprintf(dirs[nd++], PATH_MAX, "weights");
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0'; /* the executable's directory */
+            slash = strrchr(exe, '/');
+            if (slash) {
+                *slash = '\0'; /* its parent: the checkout of a build tree */
+                if ((size_t)snprintf(dirs[nd], PATH_MAX, "%s/weights", exe[0] ? exe : "") < PATH_MAX)
+                    nd++;
+            }
+        }
+    }
+    snprintf(dirs[nd++], PATH_MAX, "%s", SEGD_DATADIR);
+    for (int i = 0; i < nd; i++) {
+        int r = segd_cli_weights_in(dirs[i], SEGD_DEFAULT_WEIGHTS, buf, cap);
+        if (r == 0)
             return 0;
-        if (r < 0) /* ambiguous: refuse rather than guess */
+        if (r == -EEXIST) /* ambiguous: refuse rather than guess */
             return -ENOENT;
     }
     return -ENOENT;
@@ -58,8 +118,10 @@ static void usage(FILE *f)
           "--threads: threads sharing each forward pass (default: online CPUs, at most 8).\n"
           "--gemm: GEMM backend (default: $SEGD_GEMM, else auto = native with AVX2+FMA,\n"
           "        else openblas).\n"
-          "Default weights: $SEGD_WEIGHTS, else the single weights/*.safetensors,\n"
-          "else the single installed /usr/local/share/segd or /usr/share/segd file.\n",
+          "Default weights: $SEGD_WEIGHTS, else in weights/ of the working directory, of the\n"
+          "checkout this executable was built in, or of the installed data directory\n"
+          "(" SEGD_DATADIR "): the file " SEGD_DEFAULT_WEIGHTS " there, else the single\n"
+          "*.safetensors.\n",
           f);
 }
 
@@ -94,17 +156,6 @@ out:
     free(buf);
     fclose(f);
     return rc;
-}
-
-/* File stem: basename without its last extension. */
-static void file_stem(const char *path, char *out, size_t cap)
-{
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    snprintf(out, cap, "%s", b);
-    char *dot = strrchr(out, '.');
-    if (dot && dot != out)
-        *dot = '\0';
 }
 
 int segd_cli_infer(int argc, char **argv)
@@ -212,9 +263,12 @@ int segd_cli_infer(int argc, char **argv)
             status = 1;
             continue;
         }
-        file_stem(argv[i], id, sizeof id);
+        /* the server's rule for multipart file names: the stem, bytes
+         * outside [A-Za-z0-9._-] (non-UTF-8 ones included) replaced by '_',
+         * so that the id is always valid JSON text */
+        segd_http_id_from_filename(argv[i], strlen(argv[i]), id, sizeof id);
         json_t *doc = segd_result_json(m, &res, id);
-        char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        char *s = doc ? segd_json_text(doc, JSON_COMPACT) : NULL;
         json_decref(doc);
         if (!s) {
             fprintf(stderr, "segd infer: %s: out of memory\n", argv[i]);

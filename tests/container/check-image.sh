@@ -14,9 +14,11 @@
 # Environment: SEGD_IMAGE (default localhost/segd:check), SEGD_IMAGE_BUILD
 # (1: build it first, the default; 0: check SEGD_IMAGE as it is),
 # SEGD_BUILD_TIMEOUT (seconds, default 1200), SEGD_IMAGE_MAX_BYTES (default
-# 150000000).  Prints "SKIP: ..." and exits 0 without podman, without root,
-# or without a debian:bookworm-slim base image that can be built here.
-# Ends with "N passed, N failed"; exits non-zero on any failure.
+# 150000000).  Prints "SKIP: ..." and exits 77 (skipped, not passed)
+# without podman or without root.  A base image that cannot be built (no
+# Debian mirror, debootstrap failing) is a failure.  tests/run-all.sh
+# installs podman and debootstrap, so in CI this check always runs.
+# Ends with "N passed, N failed, N skipped"; exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -28,7 +30,7 @@ MAX_BYTES=${SEGD_IMAGE_MAX_BYTES:-150000000}
 SLICE=$ROOT/tests/data/case110_day16_slice_0070_360_310_1.50_1.50.png
 BASE=docker.io/library/debian:bookworm-slim
 
-skip() { echo "SKIP: tests/container/check-image.sh: $*"; exit 0; }
+skip() { echo "SKIP: $*"; echo "0 passed, 0 failed, 1 skipped"; exit 77; }
 command -v podman >/dev/null 2>&1 || skip "podman is not installed (apt-get install podman; see Dockerfile)"
 [ "$(id -u)" = 0 ] || skip "needs root (podman image mount, chroot)"
 command -v curl >/dev/null 2>&1 || skip "curl is not installed"
@@ -43,7 +45,7 @@ check() { # check DESCRIPTION CMD...
     if "$@"; then ok "$d"; else bad "$d"; fi
 }
 finish() {
-    echo "$passed passed, $failed failed"
+    echo "$passed passed, $failed failed, 0 skipped"
     [ "$failed" = 0 ]
     exit $?
 }
@@ -66,10 +68,14 @@ trap 'echo "interrupted"; exit 130' INT TERM
 if [ "$BUILD" = 1 ]; then
     if ! podman image exists "$BASE"; then
         tool=$ROOT/../shared/tools/container-base.sh
-        [ -f "$tool" ] || skip "no $BASE image and no registry; build one (see ../shared/tools/container-base.sh)"
+        [ -f "$tool" ] || { bad "no $BASE image and no $tool to build one"; finish; }
         echo "== building the $BASE base image with $tool"
-        timeout 900 sh "$tool" >"$T/base.log" 2>&1 ||
-            { tail -5 "$T/base.log"; skip "could not build $BASE (no Debian mirror?)"; }
+        t0=$SECONDS
+        if timeout 900 sh "$tool" >"$T/base.log" 2>&1; then
+            ok "base image $BASE built ($((SECONDS - t0)) s)"
+        else
+            tail -20 "$T/base.log"; bad "base image $BASE builds (no Debian mirror?)"; finish
+        fi
     fi
     old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
     echo "== podman build --isolation chroot --format docker -t $IMAGE . (up to $BUILD_TIMEOUT s)"

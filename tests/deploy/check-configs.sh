@@ -10,8 +10,9 @@
 #   - compose.yaml, kubernetes/*.yaml, segd.service, Dockerfile: fields that
 #     matter, with python3-yaml (tests/deploy/check_manifests.py)
 #   - systemd-analyze verify and security --offline on deploy/segd.service
-# A missing tool skips its checks with a SKIP line.  Prints "N passed,
-# N failed"; exits non-zero on any failure.
+# A missing tool skips its checks with a "SKIP: ..." line.  Prints "N passed,
+# N failed, N skipped"; exits 1 on any failure, else 77 when a check was
+# skipped (run-all.sh counts the suite as skipped, not passed).
 #
 #   tests/deploy/check-configs.sh                 (SEGD_BIN=build/segd by default)
 set -u
@@ -23,7 +24,7 @@ SEGD_BIN=${SEGD_BIN:-$ROOT/build/segd}
 passed=0; failed=0; skipped=0
 ok() { passed=$((passed + 1)); echo "ok   $*"; }
 bad() { failed=$((failed + 1)); echo "FAIL $*"; }
-skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
+skip() { skipped=$((skipped + 1)); echo "SKIP: $*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
 T=$(mktemp -d /tmp/segd-deploy-check.XXXXXX)
@@ -208,5 +209,6 @@ else
 fi
 
 echo
-echo "$passed passed, $failed failed$( [ "$skipped" -gt 0 ] && echo " ($skipped skipped)")"
-[ "$failed" = 0 ]
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ] || exit 1
+[ "$skipped" = 0 ] || exit 77 # some checks did not run: not a pass

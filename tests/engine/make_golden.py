@@ -8,9 +8,14 @@ Run from the repository root with the system Python that has torch:
       --width 4 --seed 1234 IMAGE.png...
       (random UNet3Plus with randomised BN statistics, exported with
        train/export.py to PREFIX.safetensors)
-  /usr/bin/python3 tests/engine/make_golden.py --weights weights/unet3p-16.safetensors \
-      --out tests/data/golden-unet3p-16 IMAGE.png...
+  /usr/bin/python3 tests/engine/make_golden.py --weights FILE.safetensors \
+      --out PREFIX IMAGE.png...
       (any exported weights file; the manifest points at it)
+  /usr/bin/python3 tests/engine/make_golden.py --shipped
+      (the shipped weights: the file of weights/ (the single *.safetensors,
+       or --weights), on SHIPPED_SLICES, 16-bit and 8-bit real slices of
+       each size, into tests/data/golden-shipped; rerun whenever the
+       shipped weights change)
 
 Writes PREFIX.json (manifest) and PREFIX.<n>.prob (float32 LE, C x H x W)
 per image.  The C test reads the manifest; paths in it are relative to the
@@ -72,16 +77,53 @@ def random_model(width, seed, grid, images):
     return m, policy
 
 
+# Real slices for the shipped weights: 16-bit and 8-bit, each size.
+SHIPPED_SLICES = [
+    "tests/data/case101_day20_slice_0090_266_266_1.50_1.50.png",          # 16-bit, 266x266
+    "tests/data/heldout/case118_day14_slice_0097_266_266_1.50_1.50.png",  # 8-bit, 266x266
+    "tests/data/case110_day16_slice_0070_360_310_1.50_1.50.png",          # 8-bit, 360x310
+]
+SHIPPED_PREFIX = "tests/data/golden-shipped"
+
+
+def shipped_weights():
+    """The shipped weights file: the single weights/*.safetensors."""
+    import glob
+    found = sorted(glob.glob(os.path.join(ROOT, "weights", "*.safetensors")))
+    if len(found) != 1:
+        sys.exit(f"weights/ holds {len(found)} *.safetensors: name the shipped one with --weights")
+    return found[0]
+
+
+def sha256_file(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", help="existing weights file (else a random model is made)")
-    ap.add_argument("--out", required=True, help="output prefix, e.g. tests/data/golden-w4")
+    ap.add_argument("--shipped", action="store_true",
+                    help=f"fixtures of the shipped weights: --out {SHIPPED_PREFIX}, the images "
+                    "SHIPPED_SLICES, --weights the single weights/*.safetensors unless given")
+    ap.add_argument("--out", help="output prefix, e.g. tests/data/golden-w4")
     ap.add_argument("--width", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"),
                     help="model grid of a random model (default: the policy's)")
-    ap.add_argument("images", nargs="+")
+    ap.add_argument("images", nargs="*")
     args = ap.parse_args()
+    if args.shipped:
+        os.chdir(ROOT)
+        args.weights = args.weights or shipped_weights()
+        args.out = args.out or SHIPPED_PREFIX
+        args.images = args.images or SHIPPED_SLICES
+    if not args.out or not args.images:
+        ap.error("--out and at least one image are needed (or --shipped)")
     torch.set_num_threads(2)
 
     outdir = os.path.dirname(os.path.abspath(args.out))
@@ -122,6 +164,7 @@ def main():
               f"pixels={cases[-1]['pixels']} prob range [{p.min():.4f}, {p.max():.4f}] "
               f"near-threshold={near}")
     manifest = {"weights": os.path.relpath(os.path.abspath(wpath), outdir),
+                "sha256": sha256_file(wpath),
                 "threshold": thr, "presence_threshold": pthr, "cases": cases}
     with open(args.out + ".json", "w") as f:
         json.dump(manifest, f, indent=1)

@@ -212,9 +212,37 @@ static void test_cli(void)
     unsetenv("SEGD_WEIGHTS");
 }
 
+/* The weights of one directory: the configured name first, else the single
+ * *.safetensors; several without the name are refused. */
+static void test_weights_lookup(const char *datadir)
+{
+    TEST_EQ_STR(segd_cli_datadir(), datadir); /* meson's prefix, not a hard-coded /usr */
+    char tmp[] = "/tmp/segd-weights-XXXXXX", path[4096], buf[4096];
+    TEST_REQUIRE(mkdtemp(tmp) != NULL);
+    TEST_EQ_INT(segd_cli_weights_in(tmp, "", buf, sizeof buf), -ENOENT);
+    snprintf(path, sizeof path, "%s/a.safetensors", tmp);
+    FILE *f = fopen(path, "w");
+    TEST_REQUIRE(f && fclose(f) == 0);
+    TEST_EQ_INT(segd_cli_weights_in(tmp, "", buf, sizeof buf), 0);
+    TEST_EQ_STR(buf, path);
+    TEST_EQ_INT(segd_cli_weights_in(tmp, "b.safetensors", buf, sizeof buf), 0); /* absent: the single one */
+    TEST_EQ_STR(buf, path);
+    snprintf(path, sizeof path, "%s/b.safetensors", tmp);
+    f = fopen(path, "w");
+    TEST_REQUIRE(f && fclose(f) == 0);
+    TEST_EQ_INT(segd_cli_weights_in(tmp, "", buf, sizeof buf), -EEXIST);
+    TEST_EQ_INT(segd_cli_weights_in(tmp, "b.safetensors", buf, sizeof buf), 0);
+    TEST_EQ_STR(buf, path);
+    TEST_EQ_INT(segd_cli_weights_in(tmp, "b.safetensors", buf, 8), -ENOENT); /* does not fit */
+    unlink(path);
+    snprintf(path, sizeof path, "%s/a.safetensors", tmp);
+    unlink(path);
+    rmdir(tmp);
+}
+
 int main(int argc, char **argv)
 {
-    TEST_REQUIRE(argc == 2);
+    TEST_REQUIRE(argc == 3); /* the tests/data directory, meson's installed data directory */
     snprintf(dir, sizeof dir, "%s", argv[1]);
     char path[2048], err[512];
     snprintf(path, sizeof path, "%s/golden-w4-odd.safetensors", dir);
@@ -233,5 +261,6 @@ int main(int argc, char **argv)
     segd_worker_free(NULL);
     segd_model_free(m);
     test_cli();
+    test_weights_lookup(argv[2]);
     return test_report("test_engine");
 }

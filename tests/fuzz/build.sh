@@ -25,20 +25,22 @@ LIBS="$(pkg-config --libs jansson libpng libmicrohttpd zlib) -lopenblas -lm -lpt
 mkdir -p "$OUT/obj"
 newest_header=$(find include src -name '*.h' -printf '%T@\n' | sort -n | tail -1)
 
-# 1. libsegd with coverage (fuzzer-no-link): a broken file in progress
-#    elsewhere is skipped with a warning; the link says if it was needed.
+# 1. libsegd with coverage (fuzzer-no-link): every source must compile (a
+#    source left out would let a harness link without the code it fuzzes).
 objs=()
+fail=0
 for src in $(find src -name '*.c' ! -path src/main.c | sort); do
     obj="$OUT/obj/$(echo "${src%.c}" | tr / _).o"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
        awk -v h="$newest_header" -v o="$(stat -c %Y "$obj")" 'BEGIN{exit !(h > o)}'; then
         if ! $CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$obj" 2>"$obj.log"; then
-            echo "build.sh: warning: $src does not compile, skipped:"; head -5 "$obj.log"
-            rm -f "$obj"; continue
+            echo "build.sh: $src does not compile:"; head -20 "$obj.log"
+            rm -f "$obj"; fail=1; continue
         fi
     fi
     objs+=("$obj")
 done
+[ "$fail" = 0 ] || { echo "build.sh: FAILED: libsegd does not compile for fuzzing"; exit 1; }
 rm -f "$OUT/libsegd-fuzz.a"
 ar rcs "$OUT/libsegd-fuzz.a" "${objs[@]}" || exit 1
 
@@ -47,8 +49,9 @@ targets=("$@")
 if [ ${#targets[@]} = 0 ]; then
     for f in tests/fuzz/fuzz_*.c; do t=${f##*/fuzz_}; targets+=("${t%.c}"); done
 fi
-fail=0
 for t in "${targets[@]}"; do
+    rm -f "$OUT/fuzz_$t" # never run a stale binary of a harness that no longer builds
+    [ -f "tests/fuzz/fuzz_$t.c" ] || { echo "build.sh: no harness tests/fuzz/fuzz_$t.c"; fail=1; continue; }
     if $CC $CFLAGS -fsanitize=fuzzer -DSEGD_FUZZ_WEIGHTS="\"$ROOT/tests/data/golden-w4-odd.safetensors\"" \
         "tests/fuzz/fuzz_$t.c" "$OUT/libsegd-fuzz.a" $LIBS -o "$OUT/fuzz_$t"; then
         echo "built $OUT/fuzz_$t"
@@ -56,4 +59,5 @@ for t in "${targets[@]}"; do
         echo "build.sh: fuzz_$t FAILED to build"; fail=1
     fi
 done
+[ "$fail" = 0 ] || echo "build.sh: FAILED: a harness does not build"
 exit $fail

@@ -30,7 +30,7 @@ fi
 echo "== building ${#targets[@]} harnesses"
 mkdir -p "$OUT"
 OUT=$OUT tests/fuzz/build.sh "${targets[@]}" >"$OUT/build.log" 2>&1 || {
-    cat "$OUT/build.log"; echo "0 passed, ${#targets[@]} failed"; exit 1; }
+    cat "$OUT/build.log"; echo "0 passed, ${#targets[@]} failed, 0 skipped"; exit 1; }
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
@@ -76,5 +76,5 @@ for t in "${targets[@]}"; do
         [ -n "$new" ] && printf '   reproducer: %s\n' $new
     fi
 done
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, 0 skipped"
 [ "$failed" = 0 ]

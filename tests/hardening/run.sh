@@ -2,8 +2,9 @@
 # Fault and load tests of `segd serve` (tests/hardening/test_*.py, standard
 # library Python): each script starts its own daemon on 127.0.0.1 port 0
 # and is bounded in time.  Prints each script's checks, the measured
-# figures, then "N passed, N failed" (one per script); exits non-zero when
-# a script fails.
+# figures, then "N passed, N failed, N skipped" (one per script); exits
+# non-zero when a script fails, 77 when none failed but one skipped (exit
+# 77: valgrind missing, or SEGD_SKIP_VALGRIND set).
 #
 #   tests/hardening/run.sh [NAME...]          e.g. run.sh burst sigterm
 #   SEGD_BIN=build-asan/segd tests/hardening/run.sh
@@ -25,11 +26,13 @@ names=("$@")
 [ ${#names[@]} = 0 ] && names=($ORDER)
 LIMIT=${SEGD_HARDENING_TIMEOUT:-420}
 
-passed=0; failed=0; failures=""; figures=""
+passed=0; failed=0; skipped=0; failures=""; skips=""; figures=""
 for n in "${names[@]}"; do
     t=tests/hardening/test_$n.py
     [ -f "$t" ] || { echo "run.sh: no $t"; failed=$((failed + 1)); failures="$failures $n"; continue; }
-    if [ "$n" = valgrind ] && [ -n "${SEGD_SKIP_VALGRIND:-}" ]; then echo "== $n: skipped"; continue; fi
+    if [ "$n" = valgrind ] && [ -n "${SEGD_SKIP_VALGRIND:-}" ]; then
+        echo "SKIP: $n: SEGD_SKIP_VALGRIND is set"; skipped=$((skipped + 1)); skips="$skips $n"; continue
+    fi
     echo "== $n"
     t0=$SECONDS
     out=$(cd tests/hardening && timeout -k 10 "$LIMIT" $PY "test_$n.py" 2>&1)
@@ -38,6 +41,10 @@ for n in "${names[@]}"; do
     figures="$figures$(echo "$out" | sed -n 's/^  figure /  /p')"$'\n'
     if [ $rc = 0 ]; then
         passed=$((passed + 1)); echo "-- $n: ok ($((SECONDS - t0)) s)"
+    elif [ $rc = 77 ]; then
+        skipped=$((skipped + 1)); skips="$skips $n"
+        echo "$out" | grep '^SKIP:' | sed "s/^SKIP: /SKIP: $n: /"
+        echo "-- $n: SKIPPED"
     else
         [ $rc = 124 ] && echo "-- $n: timed out after $LIMIT s"
         failed=$((failed + 1)); failures="$failures $n"; echo "-- $n: FAILED ($((SECONDS - t0)) s)"
@@ -47,5 +54,7 @@ echo
 echo "figures:"
 printf '%s' "$figures" | grep -v '^$'
 [ -n "$failures" ] && echo "failed:$failures"
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+[ -n "$skips" ] && echo "skipped:$skips"
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ] || exit 1
+[ "$skipped" = 0 ] || exit 77

@@ -61,6 +61,14 @@ def finish():
     sys.exit(1 if _failed else 0)
 
 
+def skip(why):
+    """The script cannot run here: exit 77 (run.sh and run-all.sh count it
+    as skipped, never as passed)."""
+    print(f"SKIP: {why}", flush=True)
+    print(f"{_passed} passed, {_failed} failed, 1 skipped", flush=True)
+    sys.exit(77)
+
+
 def note(msg):
     """A measured figure (collected by run.sh into the report)."""
     print(f"  figure {msg}", flush=True)

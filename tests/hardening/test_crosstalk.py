@@ -27,7 +27,8 @@ for i, f in enumerate(files[:3]):
 d = T.Daemon("--workers", 3, "--queue-depth", 64, "--max-connections", 64)
 p = d.port
 problems = []
-counts = {"single": 0, "multipart": 0, "threshold": 0}
+counts = {"single": 0, "multipart": 0, "threshold": 0}  # right answers by kind
+statuses = {}  # every status seen: a run of 503s must not pass
 lock = threading.Lock()
 
 
@@ -37,6 +38,13 @@ def bad(what):
 
 
 def worker(t):
+    try:
+        requests(t)
+    except Exception as e:  # noqa: BLE001 - a thread that dies is a failed request, not a silent one
+        bad((f"t{t}", "exception", repr(e)))
+
+
+def requests(t):
     rnd = random.Random(t)
     conn = http.client.HTTPConnection("127.0.0.1", p, timeout=60)  # keep-alive
     for n in range(PER_THREAD):
@@ -61,6 +69,8 @@ def worker(t):
         r = conn.getresponse()
         raw = r.read()
         doc = T.Resp(r.status, {}, raw, 0).json()
+        with lock:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
         if r.status != 200 or r.getheader("X-Request-Id") != rid:
             bad((rid, r.status, r.getheader("X-Request-Id")))
             continue
@@ -88,9 +98,13 @@ for t in ths:
 for t in ths:
     t.join(300)
 total = sum(counts.values())
+T.check(not any(t.is_alive() for t in ths), "every client thread finished")
+T.check(statuses == {200: THREADS * PER_THREAD}, f"all {THREADS * PER_THREAD} requests answered 200 "
+        "(the queue is deep enough: a 503 here is a fault)", statuses)
 T.check(not problems, f"{total} concurrent requests: each answer is its own input's document",
         problems[:5])
-T.check(total == THREADS * PER_THREAD, "every request answered", f"{total}")
+T.check(total == THREADS * PER_THREAD and all(counts.values()),
+        "every request answered with its own document, each kind exercised", f"{total} {counts}")
 T.note(f"cross-talk: {THREADS} threads x {PER_THREAD} requests on 3 workers ({counts['single']} single, "
        f"{counts['multipart']} multipart x 3 slices, {counts['threshold']} with threshold 0.3; "
        f"4 threads on the same slice): {len(problems)} mismatches")

@@ -80,6 +80,23 @@ static void test_helpers(void)
     TEST_EQ_INT(segd_http_png_size("GIF89a..................", 24, &w, &h), -EINVAL);
 }
 
+/* UTF-8 check of ?id= (jansson-free: allocation failure must not read as a bad id) */
+static void test_utf8(void)
+{
+    TEST_EQ_INT(segd_http_utf8_valid("case1_slice", 11), 1);
+    TEST_EQ_INT(segd_http_utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14), 1);
+    TEST_EQ_INT(segd_http_utf8_valid("\xff\xfe", 2), 0);         /* not UTF-8 at all */
+    TEST_EQ_INT(segd_http_utf8_valid("\xc3", 1), 0);              /* truncated */
+    TEST_EQ_INT(segd_http_utf8_valid("\xc0\xaf", 2), 0);          /* overlong '/' */
+    TEST_EQ_INT(segd_http_utf8_valid("\xed\xa0\x80", 3), 0);      /* surrogate */
+    TEST_EQ_INT(segd_http_utf8_valid("\xf4\x90\x80\x80", 4), 0); /* past U+10FFFF */
+    json_t *doc = json_pack("{s:s}", "a", "b");
+    char *z = segd_json_text(doc, JSON_COMPACT);
+    TEST_EQ_STR(z, "{\"a\":\"b\"}");
+    free(z);
+    json_decref(doc);
+}
+
 static void test_config(void)
 {
     segd_config c;
@@ -302,6 +319,7 @@ static void test_metrics(void)
 
 int main(void)
 {
+    test_utf8();
     test_helpers();
     test_config();
     test_queue();

@@ -958,15 +958,20 @@ static void test_drain_timeout(const ctx *c)
     burst b = {reqs, N};
     pthread_t th;
     TEST_REQUIRE(pthread_create(&th, NULL, burst_main, &b) == 0);
+    /* all N must be accepted (one running, N-1 queued) before the signal:
+     * otherwise the 503s below would be refusals of new jobs, not the
+     * drain timeout answering queued ones */
     double t0 = tc_now();
-    while (tc_now() - t0 < 10.0) {
+    int accepted = 0;
+    while (tc_now() - t0 < 60.0) {
         char *m = scrape(d.port);
-        int accepted = (int)metric(m, "segd_jobs_accepted_total");
+        accepted = (int)metric(m, "segd_jobs_accepted_total");
         free(m);
         if (accepted == N)
             break;
         tc_sleep_ms(10);
     }
+    TEST_EQ_INT(accepted, N);
     kill(d.pid, SIGTERM);
     pthread_join(th, NULL);
     int ok = 0, refused = 0;
@@ -982,6 +987,9 @@ static void test_drain_timeout(const ctx *c)
     TEST_EQ_INT(refused, N);
     int st = tc_daemon_wait(&d, 20.0);
     TEST_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    char *log = tc_read_file(d.log, NULL); /* the queued ones were answered by the drain timeout */
+    TEST_CHECK(log && strstr(log, "drain incomplete") && strstr(log, "2 queued ones answered 503"));
+    free(log);
     unlink(d.log);
 }
 

@@ -28,7 +28,7 @@ SLICES = {  # file in tests/data -> (Kaggle case, day folder, file name in scans
 }
 DEADLINE = time.monotonic() + 240
 
-passed = failed = 0
+passed = failed = skipped = 0
 
 
 def check(name, ok, detail=""):
@@ -219,7 +219,9 @@ console.log(JSON.stringify(out));
 def run_snippet(url, ref):
     node = shutil.which("node")
     if not node:
-        print("SKIP viewer-snippet.js: node not found")
+        global skipped
+        skipped += 1
+        print("SKIP: viewer-snippet.js: node not found")
         return
     f = next(iter(SLICES))
     infer_id = os.path.splitext(f)[0]
@@ -245,5 +247,5 @@ if __name__ == "__main__":
         check("time limit", False, str(e))
     except Exception as e:  # noqa: BLE001 - report, count, fail
         check("unexpected error", False, repr(e))
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(0 if failed == 0 and passed > 0 else 1)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    sys.exit(1 if failed or passed == 0 else 77 if skipped else 0)

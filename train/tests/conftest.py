@@ -9,6 +9,21 @@ ROOT = os.path.dirname(TRAIN)
 sys.path.insert(0, TRAIN)
 
 
+HELDOUT = os.path.join(ROOT, "tests", "data", "heldout")
+
+
+def shipped_weights():
+    """The shipped weights: $SEGD_WEIGHTS, else the single weights/*.safetensors
+    (the rule of meson's default_weights option when it is empty)."""
+    import glob
+    env = os.environ.get("SEGD_WEIGHTS")
+    if env:
+        return env
+    found = sorted(glob.glob(os.path.join(ROOT, "weights", "*.safetensors")))
+    assert len(found) == 1, f"weights/ holds {len(found)} *.safetensors: set SEGD_WEIGHTS"
+    return found[0]
+
+
 @pytest.fixture(scope="session")
 def data_root():
     root = os.environ.get("SEGD_DATA", os.path.join(ROOT, "..", "shared", "data", "uwmgi"))
