@@ -12,10 +12,6 @@
  * characters (0x21..0x7e, no spaces or controls), else 0. */
 int segd_http_request_id_valid(const char *id);
 
-/* Parse a ?threshold= value: a finite decimal number with 0 < t < 1 and
- * nothing after it.  0 or -EINVAL. */
-int segd_http_parse_threshold(const char *s, float *out);
-
 /* 1 when the media type of a Content-Type value (parameters ignored,
  * case-insensitive) equals type, e.g. ("image/png; q=1", "image/png"). */
 int segd_http_media_type_is(const char *content_type, const char *type);

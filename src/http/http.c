@@ -22,22 +22,6 @@ int segd_http_request_id_valid(const char *id)
     return n > 0;
 }
 
-int segd_http_parse_threshold(const char *s, float *out)
-{
-    if (!s || !*s || isspace((unsigned char)*s))
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v) || !(v > 0.0 && v < 1.0))
-        return -EINVAL;
-    *out = (float)v;
-    /* a value like 0.99999999 rounds to 1.0f */
-    if (!(*out > 0.0f && *out < 1.0f))
-        return -EINVAL;
-    return 0;
-}
-
 int segd_http_media_type_is(const char *content_type, const char *type)
 {
     if (!content_type)

@@ -603,8 +603,8 @@ static enum MHD_Result begin_segment(request *r)
 
     r->threshold = -1.0f;
     const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
-    if (t && segd_http_parse_threshold(t, &r->threshold))
-        return send_error(r, 400, "threshold must be a number with 0 < threshold < 1");
+    if (t && segd_threshold_parse(t, &r->threshold))
+        return send_error(r, 400, "threshold must be a decimal number with 0 < threshold < 1");
     const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
     if (id) {
         bool ok = *id && strlen(id) <= SEGD_HTTP_REQUEST_ID_MAX;

@@ -294,6 +294,45 @@ int segd_model_width(const segd_model *m) { return m->net.width; }
 int segd_model_num_classes(const segd_model *m) { return m->nclass; }
 float segd_model_threshold(const segd_model *m) { return m->threshold; }
 
+/* The grammar is checked before strtod(), which would also take a sign,
+ * leading spaces, hex floats, "inf" and "nan": the CLI and the server once
+ * disagreed on exactly those. */
+int segd_threshold_parse(const char *s, float *out)
+{
+    if (!s)
+        return -EINVAL;
+    const char *p = s;
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9')
+        p++, digits++;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            digits++;
+    if (digits == 0)
+        return -EINVAL;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return -EINVAL;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p)
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end != p || !(v > 0.0 && v < 1.0))
+        return -EINVAL; /* an underflow to 0 lands here too */
+    float f = (float)v;
+    if (!(f > 0.0f && f < 1.0f))
+        return -EINVAL; /* 0.99999999 rounds to 1.0f */
+    *out = f;
+    return 0;
+}
+
 const char *segd_model_class_name(const segd_model *m, int c)
 {
     return c >= 0 && c < m->nclass ? m->classes[c] : NULL;

@@ -124,10 +124,8 @@ int segd_cli_infer(int argc, char **argv)
         } else if (strcmp(a, "--weights") == 0 && i + 1 < argc) {
             weights = argv[++i];
         } else if (strcmp(a, "--threshold") == 0 && i + 1 < argc) {
-            char *end;
-            threshold = strtof(argv[++i], &end);
-            if (*end || !(threshold >= 0.0f && threshold <= 1.0f)) {
-                fprintf(stderr, "segd infer: --threshold must be in [0, 1]\n");
+            if (segd_threshold_parse(argv[++i], &threshold)) {
+                fprintf(stderr, "segd infer: --threshold must be a decimal number with 0 < t < 1\n");
                 return 2;
             }
         } else if (strcmp(a, "--max-pixels") == 0 && i + 1 < argc) {

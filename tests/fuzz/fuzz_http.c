@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "segd/config.h"
+#include "segd/engine.h"
 #include "segd/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,7 +27,7 @@ static void check_string(const char *s, size_t len)
 {
     (void)segd_http_request_id_valid(s);
     float t = 0.5f;
-    if (segd_http_parse_threshold(s, &t) == 0 && !(t > 0.0f && t < 1.0f))
+    if (segd_threshold_parse(s, &t) == 0 && !(t > 0.0f && t < 1.0f))
         FAIL("threshold %g accepted from '%s'", t, s);
     (void)segd_http_media_type_is(s, "image/png");
     (void)segd_http_media_type_is(s, "multipart/form-data");
