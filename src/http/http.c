@@ -22,6 +22,88 @@ int segd_http_request_id_valid(const char *id)
     return n > 0;
 }
 
+/* RFC 9110 tchar */
+static int is_tchar(int c)
+{
+    return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
+}
+
+int segd_http_transfer_encoding_check(const char *value)
+{
+    if (!value)
+        return -EINVAL;
+    size_t codings = 0;
+    int chunked_at = -1, unknown = 0;
+    const char *p = value;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *t = p;
+        while (is_tchar((unsigned char)*p))
+            p++;
+        size_t n = (size_t)(p - t);
+        if (n) {
+            if (chunked_at >= 0)
+                return -EINVAL; /* chunked must be the last coding, and only once */
+            if (n == 7 && strncasecmp(t, "chunked", 7) == 0)
+                chunked_at = (int)codings;
+            else
+                unknown = 1;
+            codings++;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (*p == ';') { /* transfer parameters: only for codings we do not know */
+                if (n == 7 && strncasecmp(t, "chunked", 7) == 0)
+                    return -EINVAL;
+                p += strcspn(p, ",");
+            }
+        }
+        if (*p == '\0')
+            break;
+        if (*p != ',')
+            return -EINVAL;
+        p++;
+    }
+    if (codings == 0)
+        return -EINVAL;
+    if (unknown)
+        return -ENOTSUP;
+    return 0;
+}
+
+int segd_http_content_length_parse(const char *value, unsigned long long *out)
+{
+    if (!value)
+        return -EINVAL;
+    size_t n = 0;
+    unsigned long long v = 0;
+    for (const char *p = value; *p; p++, n++) {
+        if (*p < '0' || *p > '9' || n >= 19)
+            return -EINVAL;
+        v = v * 10 + (unsigned long long)(*p - '0');
+    }
+    if (n == 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int segd_http_uri_has_nul(const char *uri, size_t len, int *in_path)
+{
+    int found = 0, query = 0;
+    *in_path = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (uri[i] == '?')
+            query = 1;
+        else if (uri[i] == '%' && i + 2 < len && uri[i + 1] == '0' && uri[i + 2] == '0') {
+            found = 1;
+            if (!query)
+                *in_path = 1;
+        }
+    }
+    return found;
+}
+
 int segd_http_media_type_is(const char *content_type, const char *type)
 {
     if (!content_type)
@@ -93,8 +175,11 @@ const char *segd_http_error_code(int status)
     case 405: return "method_not_allowed";
     case 408: return "request_timeout";
     case 413: return "payload_too_large";
+    case 414: return "uri_too_long";
     case 415: return "unsupported_media_type";
+    case 431: return "header_fields_too_large";
     case 422: return "unprocessable_image";
+    case 501: return "not_implemented";
     case 503: return "unavailable";
     case 504: return "deadline_exceeded";
     default: return "internal_error";
