@@ -41,9 +41,11 @@ int segd_http_uri_has_nul(const char *uri, size_t len, int *in_path);
 int segd_http_media_type_is(const char *content_type, const char *type);
 
 /* Slice id from an uploaded file name: the last path component (after '/'
- * or '\\') without its final extension, characters outside [A-Za-z0-9._-]
- * replaced by '_', truncated to cap-1 bytes.  Writes "" when nothing is
- * left.  Cannot fail (cap >= 1). */
+ * or '\\') without its final extension; ASCII outside [A-Za-z0-9._-] and
+ * bytes that are not well-formed UTF-8 replaced by '_', other UTF-8
+ * characters (U+00A0 and up) kept; shortened to at most cap-1 bytes on a
+ * character boundary.  Writes "" when nothing is left.  Cannot fail
+ * (cap >= 1). */
 void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap);
 
 /* Read the size from a PNG's signature and IHDR chunk (the first 33

@@ -116,6 +116,23 @@ int segd_http_media_type_is(const char *content_type, const char *type)
     return n == strlen(type) && strncasecmp(content_type, type, n) == 0;
 }
 
+/* Length of the well-formed UTF-8 character at s (< end) that may stay in
+ * an id (U+00A0 and up: C1 controls are not kept), else 0. */
+static size_t id_utf8_char(const unsigned char *s, const unsigned char *end)
+{
+    unsigned c = s[0];
+    size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n == 0 || (size_t)(end - s) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xc2 && s[1] < 0xa0) || (c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
+        (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
 void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap)
 {
     const char *start = filename;
@@ -129,13 +146,22 @@ void segd_http_id_from_filename(const char *filename, size_t len, char *out, siz
             dot = start + i;
     if (dot)
         n = (size_t)(dot - start);
-    if (n > cap - 1)
-        n = cap - 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)start[i];
-        out[i] = (isalnum(c) || c == '.' || c == '_' || c == '-') ? (char)c : '_';
+    const unsigned char *p = (const unsigned char *)start, *end = p + n;
+    size_t o = 0;
+    while (p < end) {
+        size_t k = *p < 0x80 ? 1 : id_utf8_char(p, end);
+        if (o + (k ? k : 1) + 1 > cap)
+            break; /* shortened on a character boundary */
+        if (k > 1) {
+            memcpy(out + o, p, k);
+            o += k;
+            p += k;
+            continue;
+        }
+        unsigned char c = *p++;
+        out[o++] = (k == 1 && (isalnum(c) || c == '.' || c == '_' || c == '-')) ? (char)c : '_';
     }
-    out[n] = '\0';
+    out[o] = '\0';
 }
 
 static unsigned be32(const unsigned char *p)

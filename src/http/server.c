@@ -145,7 +145,7 @@ typedef enum req_state {
 typedef struct slice {
     const uint8_t *png;
     size_t len;
-    char id[SEGD_MULTIPART_FILENAME_MAX];
+    char id[256];       /* from the part's file name, shortened on a UTF-8 boundary */
 } slice;
 
 typedef struct request {

@@ -67,6 +67,17 @@ static void test_helpers(void)
     TEST_EQ_STR(out, "");
     segd_http_id_from_filename("averyveryverylongname.png", 25, out, sizeof out);
     TEST_EQ_INT(strlen(out), 15);
+    /* issue 11 item 6: UTF-8 kept, shortened on a character boundary,
+     * bytes that are not UTF-8 (and C1 controls) become '_' */
+    segd_http_id_from_filename("\xe8\x83\x83 1.png", 9, out, sizeof out);
+    TEST_EQ_STR(out, "\xe8\x83\x83_1");
+    segd_http_id_from_filename("\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83", 18, out, sizeof out);
+    TEST_EQ_STR(out, "\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83"); /* 15 of 15 bytes */
+    segd_http_id_from_filename("a\xff\xc2\x85\xe8\x83.png", 10, out, sizeof out);
+    TEST_EQ_STR(out, "a_____");
+    char small[5];
+    segd_http_id_from_filename("ab\xe8\x83\x83", 5, small, sizeof small);
+    TEST_EQ_STR(small, "ab");
 
     TEST_EQ_INT(segd_http_status_for_errno(-EINVAL), 400);
     TEST_EQ_INT(segd_http_status_for_errno(-E2BIG), 413);
