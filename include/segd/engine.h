@@ -62,6 +62,9 @@ const char *segd_model_gemm(const segd_model *m);
 
 const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
 const char *segd_model_sha256(const segd_model *m);  /* hex of the file */
+/* 1 when the tensor data matched the file's tensor_sha256 at load; 0 for
+ * a file exported without it (loaded unverified: callers warn). */
+int segd_model_data_verified(const segd_model *m);
 const char *segd_model_path(const segd_model *m);
 int segd_model_width(const segd_model *m);
 int segd_model_num_classes(const segd_model *m);

@@ -26,6 +26,7 @@ struct segd_model {
     char *path;
     char name[64];
     char sha256[65];
+    int data_verified;  /* tensor_sha256 checked at load (0: old file without it) */
     int grid_h, grid_w;
     int nclass;
     char classes[SEGD_MAX_CLASSES][32];
@@ -252,6 +253,7 @@ int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen
     else
         snprintf(m->name, sizeof m->name, "unet3p-%ld", width);
     memcpy(m->sha256, segd_weights_sha256(wt), sizeof m->sha256);
+    m->data_verified = segd_weights_data_verified(wt);
     m->path = strdup(path);
     m->info = m->path ? build_info(m, wt) : NULL;
     if (!m->info) {
@@ -293,6 +295,8 @@ const char *segd_model_path(const segd_model *m) { return m->path; }
 int segd_model_width(const segd_model *m) { return m->net.width; }
 int segd_model_num_classes(const segd_model *m) { return m->nclass; }
 float segd_model_threshold(const segd_model *m) { return m->threshold; }
+
+int segd_model_data_verified(const segd_model *m) { return m->data_verified; }
 
 /* The grammar is checked before strtod(), which would also take a sign,
  * leading spaces, hex floats, "inf" and "nan": the CLI and the server once

@@ -181,6 +181,9 @@ int segd_cli_infer(int argc, char **argv)
         fprintf(stderr, "segd infer: %s\n", err);
         return 1;
     }
+    if (!segd_model_data_verified(m))
+        fprintf(stderr, "segd infer: warning: weights '%s' carry no tensor_sha256 (exported before "
+                        "it existed): tensor data not verified\n", weights);
     int rc = gemm ? segd_model_set_gemm(m, gemm) : 0;
     if (rc) {
         fprintf(stderr, "segd infer: --gemm %s: %s\n", gemm, strerror(-rc));
