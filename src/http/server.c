@@ -678,12 +678,17 @@ typedef struct head_scan {
  * value that held a NUL byte ends early and leaves non-NUL bytes between
  * its end and the next name (or the end of the head).  Values outside the
  * block (folded lines, copied) are not checked. */
-static void scan_gap(head_scan *h, const char *next)
+static void scan_gap(head_scan *h, const char *next, size_t max_gap)
 {
-    if (h->prev_end && h->prev_end >= h->lo && next <= h->hi && h->prev_end <= next)
+    if (h->prev_end && h->prev_end >= h->lo && next <= h->hi && h->prev_end <= next) {
+        /* the line end is 1 (LF) or 2 (CRLF) bytes, the blank line after
+         * the last header as many again: a longer gap held a NUL too */
+        if ((size_t)(next - h->prev_end) > max_gap)
+            h->nul = true;
         for (const char *p = h->prev_end; p < next; p++)
             if (*p)
                 h->nul = true;
+    }
     h->prev_end = NULL;
 }
 
@@ -692,7 +697,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 {
     head_scan *h = cls;
     (void)kind;
-    scan_gap(h, key);
+    scan_gap(h, key, 2);
     if (value)
         h->prev_end = value + strlen(value);
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
@@ -727,7 +732,7 @@ static unsigned check_head(request *r, const char *method, const char *version, 
     head_scan h = {.lo = method, .hi = method + head_size};
     MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &h);
     if (head_size)
-        scan_gap(&h, h.hi);
+        scan_gap(&h, h.hi, 4);
     *bad_headers = h.nul;
     r->expect_continue = h.expect_continue;
 

@@ -20,7 +20,7 @@ if [ ! -x "$SEGD_BIN" ]; then
 fi
 
 # cheap and deterministic first, valgrind last
-ORDER="bad_weights width1_model bad_inputs burst crosstalk disconnect slowloris sigterm valgrind"
+ORDER="bad_weights width1_model bad_inputs http_edge burst crosstalk disconnect slowloris sigterm valgrind"
 names=("$@")
 [ ${#names[@]} = 0 ] && names=($ORDER)
 LIMIT=${SEGD_HARDENING_TIMEOUT:-420}
