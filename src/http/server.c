@@ -43,6 +43,19 @@
 #define FLUSH_GRACE_S 2.0 /* at shutdown, for answers resumed but not yet sent */
 #define SWEEP_PERIOD_NS 200000000L /* slow-client sweeper tick (0.2 s) */
 
+/* The NUL-byte checks of the request head rely on how libmicrohttpd up to
+ * 0.9.76 lays the head out in its read buffer (parsed in place, line ends
+ * zeroed); later versions parse differently and refuse NUL bytes
+ * themselves, and have MHD_OPTION_CLIENT_DISCIPLINE_LVL (from 0.9.77),
+ * which also refuses a repeated or malformed Content-Length. */
+#if MHD_VERSION < 0x00097700
+#define HEAD_IN_PLACE 1
+#define MHD_DISCIPLINE_OPTION
+#else
+#define HEAD_IN_PLACE 0
+#define MHD_DISCIPLINE_OPTION MHD_OPTION_CLIENT_DISCIPLINE_LVL, (int)1,
+#endif
+
 /* ------------------------------------------------------------------ */
 /* Routes                                                              */
 /* ------------------------------------------------------------------ */
@@ -697,7 +710,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 {
     head_scan *h = cls;
     (void)kind;
-    scan_gap(h, key, 2);
+    if (HEAD_IN_PLACE)
+        scan_gap(h, key, 2);
     if (value)
         h->prev_end = value + strlen(value);
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
@@ -733,6 +747,7 @@ static unsigned check_head(request *r, const char *method, const char *version, 
     MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &h);
     if (head_size)
         scan_gap(&h, h.hi, 4);
+    h.nul = h.nul && HEAD_IN_PLACE;
     *bad_headers = h.nul;
     r->expect_continue = h.expect_continue;
 
@@ -793,7 +808,7 @@ static unsigned check_head(request *r, const char *method, const char *version, 
         return 400;
     }
     /* a literal NUL in the target: it ends one byte before the version */
-    if (r->uri_end && version[0] && r->uri_end + 1 != version) {
+    if (HEAD_IN_PLACE && r->uri_end && version[0] && r->uri_end + 1 != version) {
         snprintf(msg, msglen, "NUL byte in the request target");
         return 400;
     }
@@ -1365,6 +1380,7 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SEGD_HTTP_CONN_MEMORY,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_DISCIPLINE_OPTION
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
         cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
         (unsigned)cfg->http_threads,
