@@ -4,6 +4,10 @@ Layout (the safetensors format): u64 little-endian header length N, N bytes
 of JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {...}},
 then the raw little-endian F32 tensors, each 64-byte aligned.  Metadata
 values are strings (the format's rule); nested values are JSON text.
+"tensor_sha256" is the hex SHA-256 of the data section (every byte after
+the header, padding included): the C loader refuses a file whose data does
+not hash to it, so that a flipped byte is caught by name, not only as a
+different file sha256 (files exported before it load with a warning).
 
 Usage: python3 train/export.py CHECKPOINT.pt OUT.safetensors
        (or import: export_model(model, path, extra_metadata))
@@ -67,8 +71,11 @@ def build_metadata(model, extra=None):
     return md
 
 
+TENSOR_SHA256 = "tensor_sha256"
+
+
 def write_safetensors(tensors, metadata, path):
-    header = {"__metadata__": metadata}
+    header = {"__metadata__": dict(metadata)}
     off = 0
     blobs = []
     for name in sorted(tensors):
@@ -79,6 +86,10 @@ def write_safetensors(tensors, metadata, path):
         pad = (-len(b)) % ALIGN
         blobs.append(b + b"\0" * pad)
         off += len(b) + pad
+    data = hashlib.sha256()
+    for b in blobs:
+        data.update(b)
+    header["__metadata__"][TENSOR_SHA256] = data.hexdigest()
     hj = json.dumps(header, separators=(",", ":")).encode()
     hj += b" " * ((-(8 + len(hj))) % ALIGN)  # data starts 64-byte aligned
     tmp = path + ".tmp"
@@ -100,12 +111,18 @@ def export_model(model, path, extra=None):
 
 
 def read_safetensors(path):
-    """(tensors dict name->np.ndarray, metadata dict); used by tests and tools."""
+    """(tensors dict name->np.ndarray, metadata dict); used by tests and
+    tools.  Raises ValueError when the data section does not match the
+    file's tensor_sha256 (as the C loader refuses it)."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
         data = f.read()
     md = header.pop("__metadata__", {})
+    want = md.get(TENSOR_SHA256)
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        raise ValueError(f"{path}: tensor data checksum mismatch: {TENSOR_SHA256} is {want[:16]}..., "
+                         f"the data section hashes to {hashlib.sha256(data).hexdigest()[:16]}...")
     out = {}
     for k, v in header.items():
         s, e = v["data_offsets"]

@@ -62,11 +62,21 @@ const char *segd_model_gemm(const segd_model *m);
 
 const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
 const char *segd_model_sha256(const segd_model *m);  /* hex of the file */
+/* 1 when the tensor data matched the file's tensor_sha256 at load; 0 for
+ * a file exported without it (loaded unverified: callers warn). */
+int segd_model_data_verified(const segd_model *m);
 const char *segd_model_path(const segd_model *m);
 int segd_model_width(const segd_model *m);
 int segd_model_num_classes(const segd_model *m);
 const char *segd_model_class_name(const segd_model *m, int c);
 float segd_model_threshold(const segd_model *m);
+/* Parse a mask threshold as given on the command line (`segd infer
+ * --threshold`) or in a query (`?threshold=`): the one parser of both, so
+ * that they cannot disagree.  Accepted: a plain decimal number, optionally
+ * with a decimal exponent ("0.5", ".25", "5e-1"), with 0 < t < 1 after
+ * rounding to float; no sign, no spaces, no hex ("0x0.8p0"), no inf/nan.
+ * 0 (*out set) or -EINVAL (*out unchanged). */
+int segd_threshold_parse(const char *s, float *out);
 void segd_model_grid(const segd_model *m, int *height, int *width);
 /* Conv FLOPs of one forward pass at the model grid (2 * MACs). */
 double segd_model_flops(const segd_model *m);

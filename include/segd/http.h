@@ -9,6 +9,12 @@
 #include <jansson.h>
 
 #define SEGD_HTTP_REQUEST_ID_MAX 128
+#define SEGD_HTTP_URL_MAX 8192        /* raw request target; longer: 414 */
+#define SEGD_HTTP_HEADERS_MAX 32768   /* request header block; larger: 431 */
+/* libmicrohttpd's per-connection memory: large enough that requests up to
+ * a few times the limits above reach segd (and get its JSON 414/431)
+ * instead of libmicrohttpd's own HTML error page. */
+#define SEGD_HTTP_CONN_MEMORY (512 * 1024)
 
 /* 1 when id is acceptable as X-Request-Id: 1..128 printable ASCII
  * characters (0x21..0x7e, no spaces or controls), else 0. */
@@ -18,18 +24,34 @@ int segd_http_request_id_valid(const char *id);
  * code points past U+10FFFF), else 0.  Allocates nothing. */
 int segd_http_utf8_valid(const char *s, size_t n);
 
-/* Parse a ?threshold= value: a finite decimal number with 0 < t < 1 and
- * nothing after it.  0 or -EINVAL. */
-int segd_http_parse_threshold(const char *s, float *out);
+/* Check the combined Transfer-Encoding values of a request (several
+ * header lines joined with ", ").  segd decodes only "chunked", alone.
+ * 0 when value is exactly the chunked coding (empty list elements and
+ * spaces ignored), -ENOTSUP when it is a well-formed list naming another
+ * coding ("identity", "gzip, chunked": 501), -EINVAL when malformed (no
+ * coding, a character outside a token, chunked twice or not last: 400). */
+int segd_http_transfer_encoding_check(const char *value);
+
+/* Parse a Content-Length value: 1..19 ASCII digits and nothing else (no
+ * sign, no spaces, no list).  0 or -EINVAL. */
+int segd_http_content_length_parse(const char *value, unsigned long long *out);
+
+/* 1 when the raw request target [uri, uri+len) holds a percent-encoded
+ * NUL ("%00"), which libmicrohttpd would decode into a C string cut short;
+ * *in_path says whether one is before the '?' (then the path is not what
+ * the client asked for: 404) as opposed to only in the query (400). */
+int segd_http_uri_has_nul(const char *uri, size_t len, int *in_path);
 
 /* 1 when the media type of a Content-Type value (parameters ignored,
  * case-insensitive) equals type, e.g. ("image/png; q=1", "image/png"). */
 int segd_http_media_type_is(const char *content_type, const char *type);
 
 /* Slice id from an uploaded file name: the last path component (after '/'
- * or '\\') without its final extension, characters outside [A-Za-z0-9._-]
- * replaced by '_', truncated to cap-1 bytes.  Writes "" when nothing is
- * left.  Cannot fail (cap >= 1). */
+ * or '\\') without its final extension; ASCII outside [A-Za-z0-9._-] and
+ * bytes that are not well-formed UTF-8 replaced by '_', other UTF-8
+ * characters (U+00A0 and up) kept; shortened to at most cap-1 bytes on a
+ * character boundary.  Writes "" when nothing is left.  Cannot fail
+ * (cap >= 1). */
 void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap);
 
 /* Read the size from a PNG's signature and IHDR chunk (the first 33

@@ -10,6 +10,9 @@
 #include <jansson.h>
 
 #define SEGD_TENSOR_MAX_DIMS 4
+/* __metadata__ key of the hex SHA-256 of the data section (every byte
+ * after the JSON header, padding included), written by train/export.py */
+#define SEGD_WEIGHTS_TENSOR_SHA256 "tensor_sha256"
 
 typedef struct segd_tensor {
     const char *name;                       /* owned by the segd_weights */
@@ -24,7 +27,9 @@ typedef struct segd_weights segd_weights;
 /* Map and validate path.  Every tensor must be F32 with at most 4 dims, its
  * data_offsets [begin, end) inside the data section, end - begin ==
  * 4 * nelem, no two tensors overlapping, no duplicate keys; __metadata__ (if
- * present) must map strings to strings.  On error *out is NULL, returns
+ * present) must map strings to strings; when it holds tensor_sha256, the
+ * data section must hash to it (a file without it loads unverified, see
+ * segd_weights_data_verified).  On error *out is NULL, returns
  * -errno/-EINVAL and err names the file field or tensor at fault. */
 int segd_weights_open(const char *path, segd_weights **out, char *err, size_t errlen);
 /* Same from a memory buffer (copied: the caller keeps ownership). */
@@ -42,6 +47,9 @@ const char *segd_weights_meta(const segd_weights *w, const char *key);
 json_t *segd_weights_metadata(const segd_weights *w);
 /* Hex SHA-256 of the whole file. */
 const char *segd_weights_sha256(const segd_weights *w);
+/* 1 when the data section matched __metadata__ tensor_sha256 at open, 0
+ * when the file has no such field (old exports). */
+int segd_weights_data_verified(const segd_weights *w);
 
 /* Copy a tensor's data to floats (dst: nelem floats).  Cannot fail. */
 void segd_tensor_read(const segd_tensor *t, float *dst);

@@ -22,20 +22,86 @@ int segd_http_request_id_valid(const char *id)
     return n > 0;
 }
 
-int segd_http_parse_threshold(const char *s, float *out)
+/* RFC 9110 tchar */
+static int is_tchar(int c)
 {
-    if (!s || !*s || isspace((unsigned char)*s))
+    return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
+}
+
+int segd_http_transfer_encoding_check(const char *value)
+{
+    if (!value)
         return -EINVAL;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v) || !(v > 0.0 && v < 1.0))
+    size_t codings = 0;
+    int chunked_at = -1, unknown = 0;
+    const char *p = value;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *t = p;
+        while (is_tchar((unsigned char)*p))
+            p++;
+        size_t n = (size_t)(p - t);
+        if (n) {
+            if (chunked_at >= 0)
+                return -EINVAL; /* chunked must be the last coding, and only once */
+            if (n == 7 && strncasecmp(t, "chunked", 7) == 0)
+                chunked_at = (int)codings;
+            else
+                unknown = 1;
+            codings++;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (*p == ';') { /* transfer parameters: only for codings we do not know */
+                if (n == 7 && strncasecmp(t, "chunked", 7) == 0)
+                    return -EINVAL;
+                p += strcspn(p, ",");
+            }
+        }
+        if (*p == '\0')
+            break;
+        if (*p != ',')
+            return -EINVAL;
+        p++;
+    }
+    if (codings == 0)
         return -EINVAL;
-    *out = (float)v;
-    /* a value like 0.99999999 rounds to 1.0f */
-    if (!(*out > 0.0f && *out < 1.0f))
-        return -EINVAL;
+    if (unknown)
+        return -ENOTSUP;
     return 0;
+}
+
+int segd_http_content_length_parse(const char *value, unsigned long long *out)
+{
+    if (!value)
+        return -EINVAL;
+    size_t n = 0;
+    unsigned long long v = 0;
+    for (const char *p = value; *p; p++, n++) {
+        if (*p < '0' || *p > '9' || n >= 19)
+            return -EINVAL;
+        v = v * 10 + (unsigned long long)(*p - '0');
+    }
+    if (n == 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int segd_http_uri_has_nul(const char *uri, size_t len, int *in_path)
+{
+    int found = 0, query = 0;
+    *in_path = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (uri[i] == '?')
+            query = 1;
+        else if (uri[i] == '%' && i + 2 < len && uri[i + 1] == '0' && uri[i + 2] == '0') {
+            found = 1;
+            if (!query)
+                *in_path = 1;
+        }
+    }
+    return found;
 }
 
 int segd_http_media_type_is(const char *content_type, const char *type)
@@ -81,6 +147,23 @@ int segd_http_utf8_valid(const char *s, size_t n)
     return 1;
 }
 
+/* Length of the well-formed UTF-8 character at s (< end) that may stay in
+ * an id (U+00A0 and up: C1 controls are not kept), else 0. */
+static size_t id_utf8_char(const unsigned char *s, const unsigned char *end)
+{
+    unsigned c = s[0];
+    size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n == 0 || (size_t)(end - s) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xc2 && s[1] < 0xa0) || (c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
+        (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
 void segd_http_id_from_filename(const char *filename, size_t len, char *out, size_t cap)
 {
     const char *start = filename;
@@ -94,13 +177,22 @@ void segd_http_id_from_filename(const char *filename, size_t len, char *out, siz
             dot = start + i;
     if (dot)
         n = (size_t)(dot - start);
-    if (n > cap - 1)
-        n = cap - 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)start[i];
-        out[i] = (isalnum(c) || c == '.' || c == '_' || c == '-') ? (char)c : '_';
+    const unsigned char *p = (const unsigned char *)start, *end = p + n;
+    size_t o = 0;
+    while (p < end) {
+        size_t k = *p < 0x80 ? 1 : id_utf8_char(p, end);
+        if (o + (k ? k : 1) + 1 > cap)
+            break; /* shortened on a character boundary */
+        if (k > 1) {
+            memcpy(out + o, p, k);
+            o += k;
+            p += k;
+            continue;
+        }
+        unsigned char c = *p++;
+        out[o++] = (k == 1 && (isalnum(c) || c == '.' || c == '_' || c == '-')) ? (char)c : '_';
     }
-    out[n] = '\0';
+    out[o] = '\0';
 }
 
 static unsigned be32(const unsigned char *p)
@@ -140,8 +232,11 @@ const char *segd_http_error_code(int status)
     case 405: return "method_not_allowed";
     case 408: return "request_timeout";
     case 413: return "payload_too_large";
+    case 414: return "uri_too_long";
     case 415: return "unsupported_media_type";
+    case 431: return "header_fields_too_large";
     case 422: return "unprocessable_image";
+    case 501: return "not_implemented";
     case 503: return "unavailable";
     case 504: return "deadline_exceeded";
     default: return "internal_error";

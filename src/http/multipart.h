@@ -9,11 +9,15 @@
 
 #define SEGD_MULTIPART_BOUNDARY_MAX 70   /* RFC 2046 */
 #define SEGD_MULTIPART_NAME_MAX 128
-#define SEGD_MULTIPART_FILENAME_MAX 256
+#define SEGD_MULTIPART_FILENAME_MAX 1024 /* longer names are shortened */
 
 typedef struct segd_multipart_part {
     char name[SEGD_MULTIPART_NAME_MAX];         /* form field name, "" if none */
-    char filename[SEGD_MULTIPART_FILENAME_MAX]; /* "" when absent */
+    /* UTF-8 text, "" when absent: filename*= (RFC 5987, UTF-8 or
+     * ISO-8859-1) when present and decodable, else filename= (raw bytes,
+     * or decoded when made of RFC 2047 encoded words); shortened on a
+     * character boundary to SEGD_MULTIPART_FILENAME_MAX - 1 bytes */
+    char filename[SEGD_MULTIPART_FILENAME_MAX];
     int has_filename;
     char content_type[SEGD_MULTIPART_NAME_MAX]; /* "" when absent */
     const uint8_t *data; /* into the body */
@@ -30,7 +34,8 @@ int segd_multipart_boundary(const char *content_type, char *out, size_t cap);
  * Returns 0, -E2BIG when there are more than max_parts parts (*nparts is
  * then max_parts), or -EINVAL when the body is malformed (no delimiter, a
  * part without the header block or without its closing delimiter, header
- * lines over 8 KiB, a name or filename too long, a bad quoted string). */
+ * lines over 8 KiB, a field name over 127 bytes, a bad quoted string).
+ * A long file name is shortened, not refused. */
 int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
                          segd_multipart_part *parts, size_t max_parts,
                          size_t *nparts);

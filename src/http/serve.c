@@ -103,6 +103,9 @@ int segd_cli_serve(int argc, char **argv)
         fprintf(stderr, "segd serve: cannot load weights '%s': %s\n", cfg.weights, err);
         goto out;
     }
+    if (!segd_model_data_verified(model))
+        fprintf(stderr, "segd serve: warning: weights '%s' carry no tensor_sha256 (exported before "
+                        "it existed): tensor data not verified\n", cfg.weights);
     if (segd_model_set_gemm(model, cfg.gemm)) { /* the name was validated by the config */
         fprintf(stderr, "segd serve: out of memory for the '%s' GEMM backend\n", cfg.gemm);
         goto out;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +56,19 @@
 #define VIEWER_CSP                                                                       \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; " \
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+/* The NUL-byte checks of the request head rely on how libmicrohttpd up to
+ * 0.9.76 lays the head out in its read buffer (parsed in place, line ends
+ * zeroed); later versions parse differently and refuse NUL bytes
+ * themselves, and have MHD_OPTION_CLIENT_DISCIPLINE_LVL (from 0.9.77),
+ * which also refuses a repeated or malformed Content-Length. */
+#if MHD_VERSION < 0x00097700
+#define HEAD_IN_PLACE 1
+#define MHD_DISCIPLINE_OPTION
+#else
+#define HEAD_IN_PLACE 0
+#define MHD_DISCIPLINE_OPTION MHD_OPTION_CLIENT_DISCIPLINE_LVL, (int)1,
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Routes                                                              */
@@ -144,7 +158,16 @@ struct segd_server {
     pthread_t sweeper;
 };
 
+/* Keep-alive: libmicrohttpd 0.9.75 treats any response queued in the
+ * first call of the access handler (headers just parsed) as "early": it
+ * refuses the rest of the request and closes the connection after the
+ * answer, so a pipelined request behind it is never answered.  segd
+ * therefore answers in the final call (ST_DEFER: the body, if any, read
+ * and dropped), and answers early only when it must not read the body
+ * (unknown framing, a Content-Length over --max-body, Expect:
+ * 100-continue before an error). */
 typedef enum req_state {
+    ST_DEFER,    /* answer (r->pend_status, or the route) once the request is read */
     ST_BODY,     /* receiving the body of POST /v1/segment */
     ST_QUEUED,   /* suspended, job in the pool */
     ST_DONE,     /* resumed with r->resp to queue */
@@ -154,7 +177,7 @@ typedef enum req_state {
 typedef struct slice {
     const uint8_t *png;
     size_t len;
-    char id[SEGD_MULTIPART_FILENAME_MAX];
+    char id[256];       /* from the part's file name, shortened on a UTF-8 boundary */
 } slice;
 
 typedef struct request {
@@ -177,11 +200,21 @@ typedef struct request {
     uint8_t *body;
     size_t len, cap;
     size_t expected;            /* Content-Length, 0 when chunked */
+    size_t received;            /* body bytes received so far (kept or dropped) */
     size_t reserved;            /* bytes taken from srv->body_reserved */
     bool over_budget;           /* --max-body-total reached: body dropped, 503 at its end */
-    size_t budget_dropped;      /* bytes dropped since */
-    size_t discarded;           /* bytes dropped after the body went over max_body */
-    bool body_oom;              /* discarded because the body buffer could not grow */
+    bool body_oom;              /* body dropped because its buffer could not grow: 503 at its end */
+    size_t discarded;           /* body bytes dropped in ST_DEFER */
+    bool sent_directly;         /* answered on the socket (abort_with_error) or by libmicrohttpd itself */
+    /* request head, as the client sent it */
+    bool started;               /* on_request has seen it (uri_log allocates it first) */
+    bool uri_nul, uri_nul_path; /* a %00 in the raw target */
+    size_t uri_len;             /* raw target length */
+    const char *uri_end;        /* end of the raw target in libmicrohttpd's buffer */
+    bool has_body, expect_continue;
+    unsigned long long content_length; /* 0 when absent (or chunked) */
+    unsigned pend_status;       /* ST_DEFER: the error to answer, 0 for the route's answer */
+    char pend_msg[256];
     slice *slices;
     size_t nslices;
     double t_enqueue, deadline;
@@ -362,6 +395,57 @@ static enum MHD_Result send_text(request *r, unsigned status, char *body, const 
         return send_response(r, 503, NULL, 0);
     size_t len = strlen(body);
     return send_response(r, status, make_response(r->srv, r->id, body, len, ctype), len);
+}
+
+/* Answer mid-upload and close: libmicrohttpd 0.9.75 cannot queue a
+ * response while it reads a body (MHD_queue_response refuses that state),
+ * so the error is written to the socket here, on the connection's thread,
+ * where nothing else is being written (a 100 Continue, if any, is sent
+ * completely before the body is read), and MHD_NO then makes
+ * libmicrohttpd close the connection without reading the rest.  Used when
+ * a body of unknown length (chunked) crosses --max-body. */
+static enum MHD_Result abort_with_error(request *r, unsigned status, const char *message)
+{
+    segd_server *s = r->srv;
+    char *body = segd_http_error_body(segd_http_error_code((int)status), message);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!body || !ci) {
+        free(body);
+        return MHD_NO;
+    }
+    size_t blen = strlen(body);
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %u %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
+                     "X-Content-Type-Options: nosniff\r\n%s%s%s%s\r\n",
+                     status, MHD_get_reason_phrase_for(status), blen, r->id,
+                     s->cfg.cors_origin[0] ? "Access-Control-Allow-Origin: " : "",
+                     s->cfg.cors_origin,
+                     s->cfg.cors_origin[0] ? "\r\nAccess-Control-Expose-Headers: X-Request-Id\r\n" : "",
+                     s->cfg.cors_origin[0] && strcmp(s->cfg.cors_origin, "*") != 0 ? "Vary: Origin\r\n" : "");
+    if (n > 0 && (size_t)n < sizeof head) {
+        struct iovec iov[2] = {{head, (size_t)n}, {body, blen}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t w;
+        do
+            w = sendmsg(ci->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (w < 0 && errno == EINTR);
+        /* FIN after the answer, so that the client reads it before the
+         * close (with unread body bytes) resets the connection */
+        shutdown(ci->connect_fd, SHUT_WR);
+        if (w == (ssize_t)(n + blen)) {
+            r->state = ST_ANSWERED;
+            r->status = status;
+            r->resp_bytes = blen;
+            r->sent_directly = true; /* counted in on_completed */
+            if (r->route == R_SEGMENT)
+                segd_metrics_observe(s->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
+        }
+    }
+    free(body);
+    return MHD_NO;
 }
 
 /* ------------------------------------------------------------------ */
@@ -656,6 +740,181 @@ static enum MHD_Result answer_options(request *r)
     return send_response(r, 204, resp, 0);
 }
 
+/* An error found in the request head: answered once the request is read
+ * (ST_DEFER) so that the connection stays open, or at once (and the
+ * connection closed) when the client waits for 100 Continue: it has not
+ * sent the body, and should not. */
+static enum MHD_Result reject(request *r, unsigned status, const char *message)
+{
+    if (status && r->has_body && r->expect_continue)
+        return send_error(r, status, message);
+    r->pend_status = status;
+    snprintf(r->pend_msg, sizeof r->pend_msg, "%s", message);
+    r->state = ST_DEFER;
+    if (r->has_body)
+        conn_phase_set(r->srv, r->conn, CP_BODY); /* the body deadline applies */
+    return MHD_YES;
+}
+
+/* Final call of a deferred request: its error, or its route's answer. */
+static enum MHD_Result answer_deferred(request *r)
+{
+    if (r->pend_status)
+        return send_error(r, r->pend_status, r->pend_msg);
+    if (strcmp(r->method, MHD_HTTP_METHOD_OPTIONS) == 0)
+        return answer_options(r);
+    return answer_get(r);
+}
+
+/* One pass over the request's header lines (all of them, repeats
+ * included: lookups return only the first). */
+typedef struct head_scan {
+    const char *lo, *hi;      /* the header block in libmicrohttpd's read buffer */
+    const char *prev_end;     /* end of the previous value, NULL for none */
+    bool nul;                 /* a header value was cut at a NUL byte */
+    int n_cl, n_te;
+    const char *cl;
+    char te[512];             /* Transfer-Encoding lines joined with ", " */
+    bool te_long, expect_continue;
+} head_scan;
+
+/* libmicrohttpd 0.9.75 parses the head in place: each CRLF becomes two
+ * NUL bytes and each value is a C string pointing into the buffer, so a
+ * value that held a NUL byte ends early and leaves non-NUL bytes between
+ * its end and the next name (or the end of the head).  Values outside the
+ * block (folded lines, copied) are not checked. */
+static void scan_gap(head_scan *h, const char *next, size_t max_gap)
+{
+    if (h->prev_end && h->prev_end >= h->lo && next <= h->hi && h->prev_end <= next) {
+        /* the line end is 1 (LF) or 2 (CRLF) bytes, the blank line after
+         * the last header as many again: a longer gap held a NUL too */
+        if ((size_t)(next - h->prev_end) > max_gap)
+            h->nul = true;
+        for (const char *p = h->prev_end; p < next; p++)
+            if (*p)
+                h->nul = true;
+    }
+    h->prev_end = NULL;
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    head_scan *h = cls;
+    (void)kind;
+    if (HEAD_IN_PLACE)
+        scan_gap(h, key, 2);
+    if (value)
+        h->prev_end = value + strlen(value);
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        h->n_cl++;
+        h->cl = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        size_t used = strlen(h->te);
+        int n = snprintf(h->te + used, sizeof h->te - used, "%s%s", h->n_te ? ", " : "",
+                         value ? value : "");
+        if (n < 0 || (size_t)n >= sizeof h->te - used)
+            h->te_long = true;
+        h->n_te++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_EXPECT) == 0 && value &&
+               strcasecmp(value, "100-continue") == 0) {
+        h->expect_continue = true;
+    }
+    return MHD_YES;
+}
+
+/* Checks of the request head before any route.  Returns 0, or a status
+ * with msg set and *fatal telling whether the body's framing is unknown
+ * or refused (answer at once and close) or the request can be read to
+ * its end first. */
+static unsigned check_head(request *r, const char *method, const char *version, char *msg,
+                           size_t msglen, bool *fatal, bool *bad_headers)
+{
+    segd_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t head_size = ci ? ci->header_size : 0;
+    head_scan h = {.lo = method, .hi = method + head_size};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &h);
+    if (head_size)
+        scan_gap(&h, h.hi, 4);
+    h.nul = h.nul && HEAD_IN_PLACE;
+    *bad_headers = h.nul;
+    r->expect_continue = h.expect_continue;
+
+    /* framing: what the body is, or whether it can be read at all */
+    *fatal = true;
+    bool http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+    if (h.n_te) {
+        int rc = h.te_long ? -EINVAL : segd_http_transfer_encoding_check(h.te);
+        if (rc == -ENOTSUP) {
+            snprintf(msg, msglen, "Transfer-Encoding '%.200s' is not supported (only chunked)", h.te);
+            return 501;
+        }
+        if (rc) {
+            snprintf(msg, msglen, "malformed Transfer-Encoding '%.200s'", h.te);
+            return 400;
+        }
+        if (http10) {
+            snprintf(msg, msglen, "Transfer-Encoding in an HTTP/1.0 request");
+            return 400;
+        }
+        if (h.n_cl) {
+            snprintf(msg, msglen, "both Transfer-Encoding and Content-Length");
+            return 400;
+        }
+        r->has_body = true;
+    }
+    if (h.n_cl > 1) {
+        snprintf(msg, msglen, "more than one Content-Length header");
+        return 400;
+    }
+    if (h.n_cl == 1) {
+        if (segd_http_content_length_parse(h.cl, &r->content_length)) {
+            snprintf(msg, msglen, "invalid Content-Length");
+            return 400;
+        }
+        r->has_body = r->content_length > 0;
+        if (r->content_length > s->cfg.max_body) {
+            snprintf(msg, msglen, "body of %llu bytes is over the limit of %zu",
+                     r->content_length, s->cfg.max_body);
+            return 413;
+        }
+    }
+
+    /* the head itself: the body can still be read past these */
+    *fatal = false;
+    if (r->uri_len > SEGD_HTTP_URL_MAX) {
+        snprintf(msg, msglen, "request target of %zu bytes is over the limit of %d", r->uri_len,
+                 SEGD_HTTP_URL_MAX);
+        return 414;
+    }
+    if (head_size > r->uri_len + SEGD_HTTP_HEADERS_MAX) {
+        snprintf(msg, msglen, "request header fields of %zu bytes are over the limit of %d",
+                 head_size - r->uri_len, SEGD_HTTP_HEADERS_MAX);
+        return 431;
+    }
+    if (h.nul) {
+        snprintf(msg, msglen, "NUL byte in a header field");
+        return 400;
+    }
+    /* a literal NUL in the target: it ends one byte before the version */
+    if (HEAD_IN_PLACE && r->uri_end && version[0] && r->uri_end + 1 != version) {
+        snprintf(msg, msglen, "NUL byte in the request target");
+        return 400;
+    }
+    if (r->uri_nul_path) {
+        snprintf(msg, msglen, "no such route");
+        return 404;
+    }
+    if (r->uri_nul) {
+        snprintf(msg, msglen, "percent-encoded NUL (%%00) in the query");
+        return 400;
+    }
+    return 0;
+}
+
 /* First call of POST /v1/segment: everything that can be checked before
  * the body arrives. */
 static enum MHD_Result begin_segment(request *r)
@@ -671,31 +930,15 @@ static enum MHD_Result begin_segment(request *r)
     } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
         r->multipart = true;
         if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
-            return send_error(r, 400, "multipart/form-data without a valid boundary parameter");
+            return reject(r, 400, "multipart/form-data without a valid boundary parameter");
     } else {
-        return send_error(r, 415, "Content-Type must be image/png or multipart/form-data");
-    }
-
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    unsigned long long content_length = 0;
-    if (cl) {
-        char *end;
-        errno = 0;
-        content_length = strtoull(cl, &end, 10);
-        if (errno || end == cl || *end)
-            return send_error(r, 400, "invalid Content-Length");
-        if (content_length > s->cfg.max_body) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "body of %llu bytes is over the limit of %zu", content_length,
-                     s->cfg.max_body);
-            return send_error(r, 413, msg);
-        }
+        return reject(r, 415, "Content-Type must be image/png or multipart/form-data");
     }
 
     r->threshold = -1.0f;
     const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
-    if (t && segd_http_parse_threshold(t, &r->threshold))
-        return send_error(r, 400, "threshold must be a number with 0 < threshold < 1");
+    if (t && segd_threshold_parse(t, &r->threshold))
+        return reject(r, 400, "threshold must be a decimal number with 0 < threshold < 1");
     const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
     if (id) {
         bool ok = *id && strlen(id) <= SEGD_HTTP_REQUEST_ID_MAX;
@@ -703,46 +946,42 @@ static enum MHD_Result begin_segment(request *r)
             ok = *p >= 0x20 && *p != 0x7f;
         /* checked without allocating: an out-of-memory probe is not a bad id */
         if (!ok || !segd_http_utf8_valid(id, strlen(id)))
-            return send_error(r, 400, "id must be 1..128 bytes of UTF-8 text");
+            return reject(r, 400, "id must be 1..128 bytes of UTF-8 text");
         strcpy(r->doc_id, id);
     }
 
     /* Reserve the announced size against --max-body-total now (answered
-     * before the upload when it does not fit); the buffer itself grows as
-     * bytes arrive, so an announced but unsent body costs nothing. */
-    if (content_length > 0) {
-        if (!budget_take(s, (size_t)content_length)) {
+     * before the upload, connection closed, when it does not fit); the
+     * buffer itself grows as bytes arrive, so an announced but unsent body
+     * costs nothing. */
+    if (r->content_length > 0) {
+        if (!budget_take(s, (size_t)r->content_length)) {
             segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
             return send_error(r, 503, "upload memory in use (--max-body-total), retry later");
         }
-        r->reserved = (size_t)content_length;
-        r->expected = (size_t)content_length;
+        r->reserved = (size_t)r->content_length;
+        r->expected = (size_t)r->content_length;
     }
     r->state = ST_BODY;
     conn_phase_set(s, c, CP_BODY);
     return MHD_YES;
 }
 
-/* Append a chunk of the body.  Over max_body the body is dropped and the
- * rest discarded (libmicrohttpd only lets a response go out once the
- * upload is read); past another max_body the connection is closed. */
+/* Append a chunk of the body.  A body of unknown length (chunked) that
+ * crosses max_body is refused there and then (413, connection closed):
+ * reading the rest would cost the client and the server the whole upload
+ * (a Content-Length over the limit is refused before the body). */
 static enum MHD_Result body_append(request *r, const char *data, size_t n)
 {
     segd_server *s = r->srv;
-    if (r->over_budget) {
-        r->budget_dropped += n;
-        return r->budget_dropped > 2 * s->cfg.max_body ? MHD_NO : MHD_YES;
+    r->received += n;
+    if (r->received > s->cfg.max_body) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
+        return abort_with_error(r, 413, msg);
     }
-    if (r->discarded || r->len + n > s->cfg.max_body) {
-        free(r->body);
-        r->body = NULL;
-        r->cap = 0;
-        r->discarded += n + r->len;
-        r->len = 0;
-        budget_give(s, r->reserved);
-        r->reserved = 0;
-        return r->discarded > 2 * s->cfg.max_body ? MHD_NO : MHD_YES;
-    }
+    if (r->over_budget || r->body_oom)
+        return MHD_YES; /* dropped; answered 503 at the end of the upload */
     if (r->len + n > r->cap) {
         size_t cap = r->cap ? r->cap : 64 * 1024;
         while (cap < r->len + n)
@@ -759,7 +998,6 @@ static enum MHD_Result body_append(request *r, const char *data, size_t n)
             budget_give(s, r->reserved);
             r->reserved = 0;
             r->over_budget = true;
-            r->budget_dropped = n;
             return MHD_YES; /* answered 503 at the end of the upload */
         }
         if (cap > r->reserved)
@@ -768,9 +1006,9 @@ static enum MHD_Result body_append(request *r, const char *data, size_t n)
         if (!b) { /* read and drop the rest; end_segment answers 503 */
             free(r->body);
             r->body = NULL;
-            r->cap = 0;
-            r->discarded += n + r->len;
-            r->len = 0;
+            r->cap = r->len = 0;
+            budget_give(s, r->reserved);
+            r->reserved = 0;
             r->body_oom = true;
             return MHD_YES;
         }
@@ -855,11 +1093,6 @@ static enum MHD_Result end_segment(request *r)
     }
     if (r->body_oom)
         return send_error(r, 503, "out of memory for the request body");
-    if (r->discarded) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
-        return send_error(r, 413, msg);
-    }
     if (r->len == 0)
         return send_error(r, 400, "empty body");
     char msg[256];
@@ -930,6 +1163,92 @@ static enum MHD_Result end_segment(request *r)
     return send_error(r, 503, "draining: not accepting new jobs");
 }
 
+/* A request as soon as its request line is read (libmicrohttpd's URI log
+ * callback, whose result becomes the request's con_cls): the raw target,
+ * before libmicrohttpd decodes it into C strings, is only visible here. */
+static request *request_new(segd_server *s, struct MHD_Connection *c)
+{
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    atomic_init(&r->refs, 1);
+    r->srv = s;
+    r->conn = c;
+    r->t_start = segd_queue_now();
+    r->state = ST_ANSWERED; /* until a handler says otherwise */
+    r->route = R_NONE;
+    snprintf(r->method, sizeof r->method, "-");
+    new_request_id(s, r->id, sizeof r->id); /* replaced by the client's, if valid */
+    return r;
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    request *r = request_new(cls, c);
+    if (!r)
+        return NULL;
+    r->uri_len = strlen(uri);
+    r->uri_end = uri + r->uri_len;
+    int in_path;
+    r->uri_nul = segd_http_uri_has_nul(uri, r->uri_len, &in_path);
+    r->uri_nul_path = in_path;
+    snprintf(r->path, sizeof r->path, "%s", uri);
+    return r;
+}
+
+/* First call: the head is complete.  Check it, route, and either answer
+ * at once (framing errors), start reading a segment body, or defer the
+ * answer to the final call (ST_DEFER). */
+static enum MHD_Result begin_request(request *r, bool probe, const char *url,
+                                     const char *method, const char *version)
+{
+    segd_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    r->started = true;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", url); /* decoded, without the query */
+    r->route = r->uri_nul_path ? R_NONE : route_lookup(url);
+    conn_phase_set(s, c, CP_BUSY); /* headers complete */
+
+    char msg[256];
+    bool fatal, bad_headers;
+    unsigned status = check_head(r, method, version, msg, sizeof msg, &fatal, &bad_headers);
+    const char *rid = bad_headers ? NULL
+                                  : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid && segd_http_request_id_valid(rid))
+        strcpy(r->id, rid);
+    else
+        new_request_id(s, r->id, sizeof r->id);
+    if (status && fatal)
+        return send_error(r, status, msg);
+    if (status)
+        return reject(r, status, msg);
+    if (!r->uri_end) /* the URI log callback ran out of memory */
+        return reject(r, 503, "out of memory");
+
+    /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request
+     * without Host */
+    if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+        !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+        return reject(r, 400, "HTTP/1.1 request without a Host header");
+    if (probe && r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
+        r->route = R_NONE;
+        return reject(r, 404, "the probe port serves /healthz, /readyz and /metrics only");
+    }
+    if (r->route == R_NONE)
+        return reject(r, 404, "no such route");
+    if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
+        return reject(r, 0, "");
+    bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                  strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    if (ROUTES[r->route].post ? !is_post : !is_get)
+        return reject(r, 405, "method not allowed");
+    if (r->route == R_SEGMENT)
+        return begin_segment(r);
+    return reject(r, 0, ""); /* GET, HEAD: answered in the final call */
+}
+
 /* A request on either listener; probe: it came to --probe-port. */
 static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Connection *c,
                                       const char *url, const char *method, const char *version,
@@ -942,52 +1261,32 @@ static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Con
         return MHD_YES;
     }
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = request_new(s, c);
         if (!r) { /* no request state: answer the start-up 503, mark the
                    * connection so that later calls (body) are ignored */
             *con_cls = &s->oom_resp;
             return MHD_queue_response(c, 503, s->oom_resp);
         }
-        atomic_init(&r->refs, 1);
-        r->srv = s;
-        r->conn = c;
-        r->t_start = segd_queue_now();
-        r->state = ST_ANSWERED; /* until a handler says otherwise */
-        snprintf(r->method, sizeof r->method, "%s", method);
-        snprintf(r->path, sizeof r->path, "%s", url);
-        r->route = route_lookup(url);
-        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
-        if (rid && segd_http_request_id_valid(rid))
-            strcpy(r->id, rid);
-        else
-            new_request_id(s, r->id, sizeof r->id);
         *con_cls = r;
-        conn_phase_set(s, c, CP_BUSY); /* headers complete */
-
-        /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request
-         * without Host */
-        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-            !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
-            return send_error(r, 400, "HTTP/1.1 request without a Host header");
-        if (probe && r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
-            r->route = R_NONE;
-            return send_error(r, 404, "the probe port serves /healthz, /readyz and /metrics only");
-        }
-        if (r->route == R_NONE)
-            return send_error(r, 404, "no such route");
-        if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
-            return answer_options(r);
-        bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
-                      strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-        bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-        if (ROUTES[r->route].post ? !is_post : !is_get)
-            return send_error(r, 405, "method not allowed");
-        if (r->route == R_SEGMENT)
-            return begin_segment(r);
-        return answer_get(r);
     }
+    if (!r->started)
+        return begin_request(r, probe, url, method, version);
 
     switch (r->state) {
+    case ST_DEFER:
+        if (*upload_data_size) {
+            r->discarded += *upload_data_size;
+            *upload_data_size = 0;
+            if (r->discarded > s->cfg.max_body) { /* chunked: unknown length */
+                char msg[128];
+                snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
+                return abort_with_error(r, r->pend_status ? r->pend_status : 413,
+                                        r->pend_status ? r->pend_msg : msg);
+            }
+            return MHD_YES;
+        }
+        conn_phase_set(s, c, CP_BUSY); /* request complete */
+        return answer_deferred(r);
     case ST_BODY:
         if (*upload_data_size) {
             size_t n = *upload_data_size;
@@ -1079,10 +1378,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     pthread_mutex_lock(&s->lock);
     r->cancelled = true;
     pthread_mutex_unlock(&s->lock);
+    if (!r->started && r->status == 0) {
+        /* answered by libmicrohttpd itself before the head was complete
+         * (a head over SEGD_HTTP_CONN_MEMORY, a malformed Content-Length):
+         * logged and counted all the same */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        if (ci && ci->http_status >= 100) {
+            r->status = ci->http_status;
+            r->sent_directly = true;
+        }
+    }
     /* Count what was delivered: a response queued but cut off (client
      * gone, daemon stopping) is counted apart, as the access log marks
-     * it aborted. */
-    if (r->status && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+     * it aborted.  An answer written on the socket before a close counts
+     * as delivered. */
+    if (r->status && (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || r->sent_directly))
         segd_metrics_count_request(s->metrics, route_label(r), (int)r->status);
     else if (r->status)
         segd_metrics_inc(s->metrics, SEGD_COUNTER_UNDELIVERED);
@@ -1258,6 +1569,9 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SEGD_HTTP_CONN_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_DISCIPLINE_OPTION
         cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
         (unsigned)cfg->http_threads,
         MHD_OPTION_END);
@@ -1287,6 +1601,9 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
             MHD_OPTION_CONNECTION_LIMIT, (unsigned)PROBE_MAX_CONNECTIONS,
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)PROBE_CONN_TIMEOUT_S,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SEGD_HTTP_CONN_MEMORY,
+            MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+            MHD_DISCIPLINE_OPTION
             MHD_OPTION_END);
         if (!s->probe_mhd) {
             int e = errno;

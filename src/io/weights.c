@@ -1,5 +1,6 @@
 /* Safetensors header parsing and validation over a read-only file mapping. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@ struct segd_weights {
     segd_tensor *tensors;
     size_t ntensors;
     char sha256[65];
+    int data_verified;        /* __metadata__ tensor_sha256 present and matching */
 };
 
 void segd_weights_close(segd_weights *w)
@@ -193,9 +195,41 @@ static int parse(segd_weights *w, char *err, size_t errlen)
     return rc;
 }
 
+/* A flipped bit in a tensor would otherwise load and quietly change every
+ * mask; the file's own sha256 cannot tell (nothing says what it should
+ * be), so the exporter records the digest of the data section. */
+static int verify_data(segd_weights *w, char *err, size_t errlen)
+{
+    const char *want = segd_weights_meta(w, SEGD_WEIGHTS_TENSOR_SHA256);
+    if (!want)
+        return 0; /* exported before the field existed: the caller warns */
+    size_t n = strlen(want);
+    bool hex = n == 64;
+    for (size_t i = 0; hex && i < n; i++)
+        hex = (want[i] >= '0' && want[i] <= '9') || (want[i] >= 'a' && want[i] <= 'f');
+    if (!hex) {
+        snprintf(err, errlen, "__metadata__ %s is not 64 lowercase hex digits",
+                 SEGD_WEIGHTS_TENSOR_SHA256);
+        return -EINVAL;
+    }
+    char got[65];
+    segd_sha256_hex(w->data, w->data_len, got);
+    if (strcmp(got, want) != 0) {
+        snprintf(err, errlen,
+                 "tensor data checksum mismatch: __metadata__ %s is %.16s..., the data section "
+                 "(%zu bytes) hashes to %.16s... (corrupt or modified file)",
+                 SEGD_WEIGHTS_TENSOR_SHA256, want, w->data_len, got);
+        return -EINVAL;
+    }
+    w->data_verified = 1;
+    return 0;
+}
+
 static int finish_open(segd_weights *w, segd_weights **out, char *err, size_t errlen)
 {
     int rc = parse(w, err, errlen);
+    if (!rc)
+        rc = verify_data(w, err, errlen);
     if (rc) {
         segd_weights_close(w);
         return rc;
@@ -300,6 +334,8 @@ const char *segd_weights_meta(const segd_weights *w, const char *key)
 json_t *segd_weights_metadata(const segd_weights *w) { return w->meta; }
 
 const char *segd_weights_sha256(const segd_weights *w) { return w->sha256; }
+
+int segd_weights_data_verified(const segd_weights *w) { return w->data_verified; }
 
 void segd_tensor_read(const segd_tensor *t, float *dst)
 {

@@ -26,6 +26,7 @@ struct segd_model {
     char *path;
     char name[64];
     char sha256[65];
+    int data_verified;  /* tensor_sha256 checked at load (0: old file without it) */
     int grid_h, grid_w;
     int nclass;
     char classes[SEGD_MAX_CLASSES][32];
@@ -269,6 +270,7 @@ int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen
     else
         snprintf(m->name, sizeof m->name, "unet3p-%ld", width);
     memcpy(m->sha256, segd_weights_sha256(wt), sizeof m->sha256);
+    m->data_verified = segd_weights_data_verified(wt);
     m->path = strdup(path);
     m->info = m->path ? build_info(m, wt) : NULL;
     if (!m->info) {
@@ -310,6 +312,47 @@ const char *segd_model_path(const segd_model *m) { return m->path; }
 int segd_model_width(const segd_model *m) { return m->net.width; }
 int segd_model_num_classes(const segd_model *m) { return m->nclass; }
 float segd_model_threshold(const segd_model *m) { return m->threshold; }
+
+int segd_model_data_verified(const segd_model *m) { return m->data_verified; }
+
+/* The grammar is checked before strtod(), which would also take a sign,
+ * leading spaces, hex floats, "inf" and "nan": the CLI and the server once
+ * disagreed on exactly those. */
+int segd_threshold_parse(const char *s, float *out)
+{
+    if (!s)
+        return -EINVAL;
+    const char *p = s;
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9')
+        p++, digits++;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            digits++;
+    if (digits == 0)
+        return -EINVAL;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return -EINVAL;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p)
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end != p || !(v > 0.0 && v < 1.0))
+        return -EINVAL; /* an underflow to 0 lands here too */
+    float f = (float)v;
+    if (!(f > 0.0f && f < 1.0f))
+        return -EINVAL; /* 0.99999999 rounds to 1.0f */
+    *out = f;
+    return 0;
+}
 
 const char *segd_model_class_name(const segd_model *m, int c)
 {

@@ -175,10 +175,8 @@ int segd_cli_infer(int argc, char **argv)
         } else if (strcmp(a, "--weights") == 0 && i + 1 < argc) {
             weights = argv[++i];
         } else if (strcmp(a, "--threshold") == 0 && i + 1 < argc) {
-            char *end;
-            threshold = strtof(argv[++i], &end);
-            if (*end || !(threshold >= 0.0f && threshold <= 1.0f)) {
-                fprintf(stderr, "segd infer: --threshold must be in [0, 1]\n");
+            if (segd_threshold_parse(argv[++i], &threshold)) {
+                fprintf(stderr, "segd infer: --threshold must be a decimal number with 0 < t < 1\n");
                 return 2;
             }
         } else if (strcmp(a, "--max-pixels") == 0 && i + 1 < argc) {
@@ -234,6 +232,9 @@ int segd_cli_infer(int argc, char **argv)
         fprintf(stderr, "segd infer: %s\n", err);
         return 1;
     }
+    if (!segd_model_data_verified(m))
+        fprintf(stderr, "segd infer: warning: weights '%s' carry no tensor_sha256 (exported before "
+                        "it existed): tensor data not verified\n", weights);
     int rc = gemm ? segd_model_set_gemm(m, gemm) : 0;
     if (rc) {
         fprintf(stderr, "segd infer: --gemm %s: %s\n", gemm, strerror(-rc));

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../harness.h"
+#include "io/sha256.h"
 #include "segd/engine.h"
 
 static unsigned char *file;   /* the valid fixture */
@@ -222,6 +223,51 @@ int main(int argc, char **argv)
                         json_string("{\"input_size\":[0,256]}"));
     expect_refused("bad grid", write_header("grid", h), "input_size");
     json_decref(h);
+
+    /* issue 11 item 13: the exporter's tensor_sha256 (digest of the data
+     * section) is verified; a flipped data byte is refused naming it, a
+     * malformed value too; a file without it (the fixture, exported
+     * before) loads unverified. */
+    {
+        char hex[65];
+        segd_sha256_hex(data_sec, data_len, hex);
+        h = hcopy();
+        json_object_set_new(json_object_get(h, "__metadata__"), "tensor_sha256", json_string(hex));
+        p = write_header("checksum", h);
+        rc = segd_model_load(p, &m, err, sizeof err);
+        if (rc)
+            fprintf(stderr, "%s\n", err);
+        TEST_REQUIRE(rc == 0);
+        TEST_EQ_INT(segd_model_data_verified(m), 1);
+        info = segd_model_info_json(m);
+        TEST_EQ_STR(json_string_value(json_object_get(info, "tensor_sha256")), hex);
+        json_decref(info);
+        segd_model_free(m);
+
+        unsigned char *flipped = malloc(data_len);
+        char *t = json_dumps(h, JSON_COMPACT);
+        TEST_REQUIRE(flipped && t);
+        memcpy(flipped, data_sec, data_len);
+        flipped[data_len / 2] ^= 0x10;
+        p = write_variant("flipped", t, strlen(t), strlen(t), flipped, data_len);
+        expect_refused("flipped data byte", p, "tensor data checksum mismatch: __metadata__ tensor_sha256");
+        flipped[data_len / 2] ^= 0x10;
+        flipped[data_len - 1] ^= 0x01; /* the last byte (padding included) */
+        p = write_variant("flipped-last", t, strlen(t), strlen(t), flipped, data_len);
+        expect_refused("flipped last byte", p, "tensor_sha256");
+        free(t);
+        free(flipped);
+        json_decref(h);
+
+        h = hcopy();
+        json_object_set_new(json_object_get(h, "__metadata__"), "tensor_sha256", json_string("abc"));
+        expect_refused("malformed checksum", write_header("badsum", h), "tensor_sha256");
+        json_decref(h);
+
+        TEST_REQUIRE(segd_model_load(argv[1], &m, err, sizeof err) == 0);
+        TEST_EQ_INT(segd_model_data_verified(m), 0);
+        segd_model_free(m);
+    }
 
     json_decref(header);
     free(file);

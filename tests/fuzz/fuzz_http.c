@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "segd/config.h"
+#include "segd/engine.h"
 #include "segd/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,7 +27,7 @@ static void check_string(const char *s, size_t len)
 {
     (void)segd_http_request_id_valid(s);
     float t = 0.5f;
-    if (segd_http_parse_threshold(s, &t) == 0 && !(t > 0.0f && t < 1.0f))
+    if (segd_threshold_parse(s, &t) == 0 && !(t > 0.0f && t < 1.0f))
         FAIL("threshold %g accepted from '%s'", t, s);
     (void)segd_http_media_type_is(s, "image/png");
     (void)segd_http_media_type_is(s, "multipart/form-data");
@@ -42,9 +43,33 @@ static void check_string(const char *s, size_t len)
     for (size_t i = cap; i < sizeof id; i++)
         if ((unsigned char)id[i] != 0x55)
             FAIL("id_from_filename wrote past cap %zu", cap);
-    for (size_t i = 0; i < n; i++)
-        if (!(isalnum((unsigned char)id[i]) || id[i] == '.' || id[i] == '_' || id[i] == '-'))
-            FAIL("id byte 0x%02x", (unsigned char)id[i]);
+    /* ASCII from [A-Za-z0-9._-], or whole UTF-8 characters of U+00A0 and up */
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)id[i];
+        size_t k = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (k == 1 && !(isalnum(c) || c == '.' || c == '_' || c == '-'))
+            FAIL("id byte 0x%02x", c);
+        if (k == 0 || i + k > n)
+            FAIL("id not whole UTF-8 at byte %zu (0x%02x)", i, c);
+        for (size_t j = 1; j < k; j++)
+            if (((unsigned char)id[i + j] & 0xc0) != 0x80)
+                FAIL("id not UTF-8 at byte %zu", i + j);
+        i += k;
+    }
+
+    int te = segd_http_transfer_encoding_check(s);
+    if (te != 0 && te != -ENOTSUP && te != -EINVAL)
+        FAIL("transfer_encoding_check %d", te);
+    if (te == 0 && !strcasestr(s, "chunked"))
+        FAIL("transfer-encoding '%s' taken as chunked", s);
+    unsigned long long cl = 0;
+    if (segd_http_content_length_parse(s, &cl) == 0)
+        for (const char *q = s; *q; q++)
+            if (*q < '0' || *q > '9')
+                FAIL("content-length '%s' accepted", s);
+    int in_path = 0;
+    if (!segd_http_uri_has_nul(s, len, &in_path) && in_path)
+        FAIL("uri_has_nul: in_path without a NUL");
 
     unsigned w, h;
     (void)segd_http_png_size(s, len, &w, &h);

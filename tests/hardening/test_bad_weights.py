@@ -8,11 +8,11 @@ element count, dims swapped; and a different count), a missing tensor, a
 duplicate key, overlapping offsets, wrong metadata (format, width,
 classes), an empty file, a directory, a missing file.
 
-There is no checksum in the format: a flipped byte in the data section
-loads (the weights are just different numbers).  That is recorded: the
-daemon starts and /v1/model reports a sha256 different from the
-original's, which is what a deployment can compare; a checksum would need
-a metadata field (e.g. "data_sha256") checked by the loader."""
+A flipped byte in the data section of a file that carries tensor_sha256
+(the exporter's digest of the data section, issue 11 item 13) is refused
+naming the mismatch; a file exported before that field (the w4 fixture)
+still loads, with a warning, and only its sha256 in /v1/model differs."""
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +36,16 @@ def build(hdr, body=data, pad_to=None):
 
 def first_tensor(hdr, ndim=4):
     return next(k for k, v in hdr.items() if k != "__metadata__" and len(v["shape"]) == ndim)
+
+
+def checksum_flipped():
+    """The fixture with the exporter's tensor_sha256 added, then one data
+    byte flipped."""
+    h = json.loads(json.dumps(header))
+    h["__metadata__"]["tensor_sha256"] = hashlib.sha256(data).hexdigest()
+    body = bytearray(data)
+    body[len(body) // 2] ^= 0x40
+    return build(h, bytes(body))
 
 
 def variant(fn):
@@ -108,6 +118,7 @@ cases = [
     ("metadata classes not a list", variant(meta("classes", "stomach")), "classes"),
     ("metadata classes: 4 names for 3 heads", variant(meta("classes", '["a","b","c","d"]')), ""),
     ("metadata value not a string", variant(meta("width", 4)), "__metadata__"),
+    ("flipped data byte under tensor_sha256", checksum_flipped(), "tensor data checksum mismatch"),
 ]
 
 tmp = tempfile.mkdtemp(prefix="segd-weights-")
@@ -138,7 +149,8 @@ for name, path in (("a directory", tmp), ("a missing file", os.path.join(tmp, "n
     T.check(p.returncode != 0 and "cannot load weights" in err, f"{name}: refused (exit {p.returncode})",
             err[-200:])
 
-# no checksum: a flipped data byte loads, visible only through the sha256
+# no checksum field (old export): a flipped data byte loads with a warning,
+# visible only through the sha256
 flipped = bytearray(src)
 flipped[8 + hlen + len(data) // 2] ^= 0x40
 path = os.path.join(tmp, "flipped.safetensors")
@@ -147,13 +159,15 @@ with open(path, "wb") as f:
 d = T.Daemon("--workers", "1", weights=path)
 sha = (T.request(d.port, "GET", "/v1/model").json() or {}).get("sha256")
 d.stop()
+T.check(any("no tensor_sha256" in ln and "warning" in ln for ln in d.lines),
+        "a file without tensor_sha256 loads with a warning", d.log())
 d = T.Daemon("--workers", "1")
 sha0 = (T.request(d.port, "GET", "/v1/model").json() or {}).get("sha256")
 d.stop()
 T.check(sha and sha0 and sha != sha0,
-        "flipped data byte: not detectable without a checksum field; /v1/model sha256 differs "
-        "(documented limitation)", f"{sha} vs {sha0}")
+        "flipped data byte in an old file (no tensor_sha256): /v1/model sha256 differs",
+        f"{sha} vs {sha0}")
 T.note(f"bad weights: {len(cases) + 2} corrupt files refused (max {max(start_times):.2f} s to exit), "
-       "1 flipped data byte loads (no checksum field; sha256 in /v1/model differs)")
+       "1 flipped data byte in an old file loads with a warning (no tensor_sha256; sha256 in /v1/model differs)")
 shutil.rmtree(tmp, ignore_errors=True)
 T.finish()

@@ -8,6 +8,7 @@
 
 #include "harness.h"
 #include "segd/config.h"
+#include "segd/engine.h"
 #include "segd/http.h"
 #include "segd/metrics.h"
 #include "segd/queue.h"
@@ -28,18 +29,25 @@ static void test_helpers(void)
     id[129] = '\0';
     TEST_CHECK(!segd_http_request_id_valid(id));
 
+    /* issue 11 item 8: one parser (segd_threshold_parse) for `segd infer
+     * --threshold` and ?threshold=, 0 < t < 1, decimal only */
     float t = 0;
-    TEST_EQ_INT(segd_http_parse_threshold("0.25", &t), 0);
+    TEST_EQ_INT(segd_threshold_parse("0.25", &t), 0);
     TEST_CHECK(fabsf(t - 0.25f) < 1e-7f);
-    TEST_EQ_INT(segd_http_parse_threshold("1e-3", &t), 0);
-    const char *bad[] = {"0", "1", "1.0", "-0.5", "abc", "", " 0.5", "0.5 ", "nan", "inf", "0.9999999999", "0x0.8"};
+    TEST_EQ_INT(segd_threshold_parse("1e-3", &t), 0);
+    TEST_EQ_INT(segd_threshold_parse(".5", &t), 0);
+    TEST_EQ_INT(segd_threshold_parse("5E-1", &t), 0);
+    TEST_CHECK(t == 0.5f);
+    const char *bad[] = {"0", "1", "1.0", "0.0", "-0.5", "+0.5", "abc", "", " 0.5", "0.5 ", "nan",
+                         "inf", "-inf", "0.9999999999", "0x0.8", "0x0.8p0", "1e-999", ".", "e-1",
+                         "0.5e", "0.5e+", "5e-1x", "0,5", NULL};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = segd_http_parse_threshold(bad[i], &t);
-        if (strcmp(bad[i], "0x0.8") == 0)
-            continue; /* strtod hex: 0.5, accepted; fine either way */
+        t = 0.125f;
+        int rc = segd_threshold_parse(bad[i], &t);
         if (rc != -EINVAL)
-            fprintf(stderr, "  threshold '%s' accepted\n", bad[i]);
+            fprintf(stderr, "  threshold '%s' accepted\n", bad[i] ? bad[i] : "(null)");
         TEST_EQ_INT(rc, -EINVAL);
+        TEST_CHECK(t == 0.125f); /* unchanged on error */
     }
 
     TEST_CHECK(segd_http_media_type_is("image/png", "image/png"));
@@ -59,6 +67,17 @@ static void test_helpers(void)
     TEST_EQ_STR(out, "");
     segd_http_id_from_filename("averyveryverylongname.png", 25, out, sizeof out);
     TEST_EQ_INT(strlen(out), 15);
+    /* issue 11 item 6: UTF-8 kept, shortened on a character boundary,
+     * bytes that are not UTF-8 (and C1 controls) become '_' */
+    segd_http_id_from_filename("\xe8\x83\x83 1.png", 9, out, sizeof out);
+    TEST_EQ_STR(out, "\xe8\x83\x83_1");
+    segd_http_id_from_filename("\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83", 18, out, sizeof out);
+    TEST_EQ_STR(out, "\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83\xe8\x83\x83"); /* 15 of 15 bytes */
+    segd_http_id_from_filename("a\xff\xc2\x85\xe8\x83.png", 10, out, sizeof out);
+    TEST_EQ_STR(out, "a_____");
+    char small[5];
+    segd_http_id_from_filename("ab\xe8\x83\x83", 5, small, sizeof small);
+    TEST_EQ_STR(small, "ab");
 
     TEST_EQ_INT(segd_http_status_for_errno(-EINVAL), 400);
     TEST_EQ_INT(segd_http_status_for_errno(-E2BIG), 413);

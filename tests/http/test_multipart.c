@@ -135,10 +135,83 @@ static void test_malformed(void)
     strcpy(body + 13 + big, "\r\n\r\nx\r\n--b--");
     TEST_EQ_INT(parse(body, "b", p, 4, &n), -EINVAL);
     free(body);
-    /* filename too long */
+    /* a field name too long is still malformed (it cannot be "file") */
     char fb[1024];
-    snprintf(fb, sizeof fb, "--b\r\nContent-Disposition: form-data; name=file; filename=\"%0300d\"\r\n\r\nx\r\n--b--", 0);
+    snprintf(fb, sizeof fb, "--b\r\nContent-Disposition: form-data; name=\"%0300d\"\r\n\r\nx\r\n--b--", 0);
     TEST_EQ_INT(parse(fb, "b", p, 4, &n), -EINVAL);
+}
+
+/* 1 when s is well-formed UTF-8 */
+static int utf8_ok(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t k = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        if (!k)
+            return 0;
+        for (size_t i = 1; i < k; i++)
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+        p += k;
+    }
+    return 1;
+}
+
+/* issue 11 item 6: long names accepted (shortened on a character
+ * boundary), filename*= (RFC 5987) and RFC 2047 words decoded, UTF-8 kept */
+static void test_filenames(void)
+{
+    segd_multipart_part p[2];
+    size_t n;
+    static char body[20000];
+    const char *cjk = "\xe8\x83\x83"; /* U+80C3, 3 bytes */
+
+    /* 85 CJK characters (255 bytes) + ".png": refused before */
+    char name[4096] = "";
+    for (int i = 0; i < 85; i++)
+        strcat(name, cjk);
+    strcat(name, ".png");
+    snprintf(body, sizeof body, "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n\r\nx\r\n--b--", name);
+    TEST_EQ_INT(parse(body, "b", p, 2, &n), 0);
+    TEST_EQ_INT(n, 1);
+    TEST_EQ_STR(p[0].filename, name);
+
+    /* 1300 CJK characters (3900 bytes): shortened to a whole character */
+    name[0] = '\0';
+    for (int i = 0; i < 1300; i++)
+        strcat(name, cjk);
+    snprintf(body, sizeof body, "--b\r\nContent-Disposition: form-data; name=file; filename=\"%s\"\r\n\r\nx\r\n--b--", name);
+    TEST_EQ_INT(parse(body, "b", p, 2, &n), 0);
+    TEST_CHECK(strlen(p[0].filename) <= SEGD_MULTIPART_FILENAME_MAX - 1);
+    TEST_EQ_INT(strlen(p[0].filename) % 3, 0);
+    TEST_CHECK(utf8_ok(p[0].filename));
+
+    /* filename*= wins over filename=, UTF-8 and ISO-8859-1 */
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; filename=\"x.png\"; "
+                      "filename*=UTF-8''%E8%83%83%20a.png\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "\xe8\x83\x83 a.png");
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; "
+                      "filename*=iso-8859-1'fr'caf%E9.png\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "caf\xc3\xa9.png");
+    TEST_CHECK(p[0].has_filename);
+    /* undecodable filename*: the plain one stays */
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; filename=\"x.png\"; "
+                      "filename*=koi8-r''%E9.png\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "x.png");
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; filename=\"x.png\"; "
+                      "filename*=UTF-8''%FF.png\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "x.png");
+
+    /* RFC 2047 encoded words, B and Q */
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; "
+                      "filename=\"=?UTF-8?B?6IOD44K544Op44Kk44K5LnBuZw==?=\"\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "\xe8\x83\x83\xe3\x82\xb9\xe3\x83\xa9\xe3\x82\xa4\xe3\x82\xb9.png");
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; "
+                      "filename=\"=?utf-8?Q?=E8=83=83_1.png?=\"\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "\xe8\x83\x83 1.png");
+    /* not encoded words: left as sent */
+    TEST_EQ_INT(parse("--b\r\nContent-Disposition: form-data; name=file; "
+                      "filename=\"=?x.png\"\r\n\r\nx\r\n--b--", "b", p, 2, &n), 0);
+    TEST_EQ_STR(p[0].filename, "=?x.png");
 }
 
 /* Every prefix and every one-byte corruption of a valid body: no crash,
@@ -182,6 +255,7 @@ int main(void)
     test_wellformed();
     test_limits();
     test_malformed();
+    test_filenames();
     test_mutations();
     return test_report("test_multipart");
 }

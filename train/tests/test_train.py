@@ -129,6 +129,37 @@ def test_export_import_round_trip(tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_export_tensor_checksum(tmp_path):
+    """issue 11 item 13: the exporter records tensor_sha256 (SHA-256 of the
+    data section); a flipped data byte is refused by read_safetensors and
+    by the C loader (segd infer), naming the mismatch."""
+    import hashlib
+    torch.manual_seed(2)
+    m = UNet3Plus(width=4).eval()
+    p = str(tmp_path / "w4.safetensors")
+    export_model(m, p)
+    with open(p, "rb") as f:
+        raw = bytearray(f.read())
+    n = int.from_bytes(raw[:8], "little")
+    md = json.loads(raw[8:8 + n])["__metadata__"]
+    assert md["tensor_sha256"] == hashlib.sha256(bytes(raw[8 + n:])).hexdigest()
+    read_safetensors(p)  # intact: no error
+    raw[8 + n + (len(raw) - 8 - n) // 2] ^= 0x01
+    bad = str(tmp_path / "w4-flipped.safetensors")
+    with open(bad, "wb") as f:
+        f.write(raw)
+    with pytest.raises(ValueError, match="tensor data checksum mismatch"):
+        read_safetensors(bad)
+    binary = os.environ.get("SEGD_BIN", os.path.join(ROOT, "build", "segd"))
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"no segd binary at {binary} (set SEGD_BIN)")
+    png = os.path.join(ROOT, "tests", "data", "synthetic-37x53-grey8.png")
+    ok = subprocess.run([binary, "infer", "--weights", p, png], capture_output=True, timeout=120)
+    assert ok.returncode == 0 and b"tensor_sha256" not in ok.stderr, ok.stderr
+    r = subprocess.run([binary, "infer", "--weights", bad, png], capture_output=True, timeout=120)
+    assert r.returncode != 0 and b"tensor data checksum mismatch" in r.stderr, r.stderr
+
+
 def test_preprocess_minmax():
     img = np.array([[0, 10], [20, 40]], dtype=np.float32)
     assert np.allclose(normalise(img), img / 40)
