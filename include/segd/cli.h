@@ -4,6 +4,8 @@
 #ifndef SEGD_CLI_H
 #define SEGD_CLI_H
 
+#include "segd/engine.h"
+
 /* segd infer [--weights FILE] [--threshold T] SLICE.png...  (src/model/infer_cli.c) */
 int segd_cli_infer(int argc, char **argv);
 /* segd serve [options]  (src/http/serve.c) */
@@ -22,5 +24,11 @@ int segd_cli_weights_in(const char *dir, const char *name, char *buf, unsigned l
 /* Installed data directory compiled in from meson's prefix and datadir
  * (e.g. /usr/local/share/segd).  Static string; cannot fail. */
 const char *segd_cli_datadir(void);
+/* The model options of both sub-commands: gemm (a flag's value, already
+ * validated) or else $SEGD_GEMM, and $SEGD_NO_AVX2 (non-empty: portable
+ * kernels).  The only place the engine's environment is read.  0, or
+ * -EINVAL with err naming an invalid $SEGD_GEMM. */
+int segd_cli_model_options(segd_model_options *opts, const char *gemm, char *err,
+                           unsigned long errlen);
 
 #endif

@@ -39,18 +39,28 @@
 typedef struct segd_model segd_model;
 typedef struct segd_worker segd_worker;
 
+/* How a model runs, chosen by the caller (the library reads no environment:
+ * `segd infer` and `segd serve` fill this from their flags and SEGD_*
+ * variables).  Zero-initialised means the defaults. */
+typedef struct segd_model_options {
+    const char *gemm; /* native|openblas|auto; NULL or "": auto */
+    int no_avx2;      /* 1: never use the AVX2+FMA kernels (as on a CPU without them) */
+} segd_model_options;
+
 /* Load and validate a safetensors weights file (every tensor's name, dtype,
  * shape and offsets checked against the architecture in its metadata; BN
- * folded into the convolutions).  The GEMM backend is $SEGD_GEMM
- * (native|openblas|auto; unset or empty: auto), as set by
- * segd_model_set_gemm; an invalid value fails the load with -EINVAL.  On
- * error *out is NULL and err names the offending tensor or field. */
+ * folded into the convolutions) with the options of opts (NULL: the
+ * defaults).  An invalid opts->gemm fails the load with -EINVAL.  On error
+ * *out is NULL and err names the offending tensor or field. */
+int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_model **out,
+                         char *err, size_t errlen);
+/* segd_model_load_opts() with the default options. */
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen);
 void segd_model_free(segd_model *m); /* NULL is fine */
 
 /* Choose the GEMM backend of m's forward passes by name (see segd/gemm.h):
  * "native", "openblas" or "auto" (native where the CPU has AVX2+FMA and
- * $SEGD_NO_AVX2 is unset, else openblas).  openblas builds row-major copies
+ * the model's options allow them, else openblas).  openblas builds row-major copies
  * of the transformed weights here (shared read-only by all workers), and
  * every worker created afterwards calls segd_gemm_blas_serial() (OpenBLAS
  * at 1 thread, process-wide) so that each BLAS call runs on the team thread

@@ -99,17 +99,16 @@ int segd_cli_serve(int argc, char **argv)
     segd_server *server = NULL;
     segd_log *log = NULL;
 
-    if (segd_model_load(cfg.weights, &model, err, sizeof err)) {
+    segd_model_options opts;
+    /* cfg.gemm holds --gemm, else $SEGD_GEMM (both validated), else "auto" */
+    if (segd_cli_model_options(&opts, cfg.gemm, err, sizeof err) ||
+        segd_model_load_opts(cfg.weights, &opts, &model, err, sizeof err)) {
         fprintf(stderr, "segd serve: cannot load weights '%s': %s\n", cfg.weights, err);
         goto out;
     }
     if (!segd_model_data_verified(model))
         fprintf(stderr, "segd serve: warning: weights '%s' carry no tensor_sha256 (exported before "
                         "it existed): tensor data not verified\n", cfg.weights);
-    if (segd_model_set_gemm(model, cfg.gemm)) { /* the name was validated by the config */
-        fprintf(stderr, "segd serve: out of memory for the '%s' GEMM backend\n", cfg.gemm);
-        goto out;
-    }
     if (segd_metrics_create(SEGD_VERSION, segd_model_name(model), segd_model_sha256(model),
                             segd_model_width(model), &metrics)) {
         fprintf(stderr, "segd serve: out of memory\n");
@@ -128,10 +127,10 @@ int segd_cli_serve(int argc, char **argv)
     int port = segd_server_port(server);
     const char *host = cfg.bind;
     int v6 = strchr(host, ':') != NULL;
-    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s, BLAS %d), "
+    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s), "
                     "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
                     segd_model_name(model), cfg.weights, cfg.workers, cfg.worker_threads,
-                    segd_model_gemm(model), segd_gemm_blas_threads(), cfg.queue_depth,
+                    segd_model_gemm(model), cfg.queue_depth,
                     cfg.max_body, cfg.max_body_total, cfg.max_pixels);
     if (segd_server_probe_port(server) >= 0)
         segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",

@@ -1516,7 +1516,7 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         goto fail;
     }
 
-    segd_pool_config pc = {cfg->workers, cfg->worker_threads, cfg->blas_threads,
+    segd_pool_config pc = {cfg->workers, cfg->worker_threads,
                            (size_t)cfg->queue_depth, cfg->max_pixels};
     rc = segd_pool_create(model, &pc, run_job, expire_job, s, &s->pool, err, errlen);
     if (rc)

@@ -239,6 +239,15 @@ oom:
 
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen)
 {
+    return segd_model_load_opts(path, NULL, out, err, errlen);
+}
+
+int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_model **out,
+                         char *err, size_t errlen)
+{
+    static const segd_model_options defaults = {0};
+    if (!opts)
+        opts = &defaults;
     *out = NULL;
     segd_weights *wt = NULL;
     segd_model *m = calloc(1, sizeof *m);
@@ -252,13 +261,13 @@ int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen
     long width, in_ch;
     if ((rc = read_metadata(m, wt, &width, &in_ch, err, errlen)))
         goto fail;
-    if ((rc = segd_unet3p_load(&m->net, wt, (int)width, (int)in_ch, m->nclass, m->bn_eps, err,
-                               errlen)))
+    if ((rc = segd_unet3p_load(&m->net, wt, (int)width, (int)in_ch, m->nclass, m->bn_eps,
+                               opts->no_avx2, err, errlen)))
         goto fail;
-    const char *gemm = getenv("SEGD_GEMM");
+    const char *gemm = opts->gemm;
     if (gemm && *gemm && (rc = segd_model_set_gemm(m, gemm))) {
         if (rc == -EINVAL)
-            snprintf(err, errlen, "SEGD_GEMM '%s' invalid: expected native, openblas or auto",
+            snprintf(err, errlen, "GEMM backend '%s' invalid: expected native, openblas or auto",
                      gemm);
         else
             snprintf(err, errlen, "out of memory for the OpenBLAS weights");

@@ -110,6 +110,25 @@ int segd_cli_default_weights(char *buf, unsigned long cap)
     return -ENOENT;
 }
 
+int segd_cli_model_options(segd_model_options *opts, const char *gemm, char *err,
+                           unsigned long errlen)
+{
+    const char *no = getenv("SEGD_NO_AVX2");
+    opts->no_avx2 = no && *no;
+    opts->gemm = gemm;
+    if (!gemm) {
+        segd_gemm g;
+        gemm = getenv("SEGD_GEMM");
+        if (gemm && *gemm && segd_gemm_parse(gemm, &g)) {
+            snprintf(err, errlen, "SEGD_GEMM '%s' invalid: expected native, openblas or auto",
+                     gemm);
+            return -EINVAL;
+        }
+        opts->gemm = gemm;
+    }
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] [--threads N]\n"
@@ -228,20 +247,16 @@ int segd_cli_infer(int argc, char **argv)
     }
     segd_model *m = NULL;
     segd_worker *w = NULL;
-    if (segd_model_load(weights, &m, err, sizeof err)) {
+    segd_model_options opts;
+    if (segd_cli_model_options(&opts, gemm, err, sizeof err) ||
+        segd_model_load_opts(weights, &opts, &m, err, sizeof err)) {
         fprintf(stderr, "segd infer: %s\n", err);
         return 1;
     }
     if (!segd_model_data_verified(m))
         fprintf(stderr, "segd infer: warning: weights '%s' carry no tensor_sha256 (exported before "
                         "it existed): tensor data not verified\n", weights);
-    int rc = gemm ? segd_model_set_gemm(m, gemm) : 0;
-    if (rc) {
-        fprintf(stderr, "segd infer: --gemm %s: %s\n", gemm, strerror(-rc));
-        status = 1;
-        goto out;
-    }
-    rc = segd_worker_create_threads(m, max_pixels, threads, &w);
+    int rc = segd_worker_create_threads(m, max_pixels, threads, &w);
     if (rc) {
         fprintf(stderr, "segd infer: cannot create worker: %s\n", strerror(-rc));
         status = 1;
