@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "../harness.h"
-#include "segd/cli.h"
+#include "cli/cli.h"
 #include "segd/engine.h"
 #include "segd/png.h"
 #include "segd/rle.h"

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "segd/cli.h"
+#include "cli/cli.h"
 #include "segd/config.h"
 #include "segd/engine.h"
 #include "segd/log.h"

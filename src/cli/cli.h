@@ -1,16 +1,27 @@
-/* Sub-command entry points behind the thin src/main.c.  Each parses its own
- * arguments (argv[0] is the sub-command name) and returns a process exit
- * status. */
+/* The command line (src/cli, private to the segd executable and its tests):
+ * the sub-command entry points behind the thin main.c, the default-weights
+ * lookup and the SEGD_* variables of the engine.  Each entry point parses
+ * its own arguments (argv[0] is the sub-command name) and returns a process
+ * exit status.  Only this folder reads the environment. */
 #ifndef SEGD_CLI_H
 #define SEGD_CLI_H
 
 #include "segd/engine.h"
 
-/* segd infer [--weights FILE] [--threshold T] SLICE.png...  (src/model/infer_cli.c) */
+/* Set by meson from its prefix and the default_weights option; the
+ * fallbacks serve builds without meson (the fuzz build). */
+#ifndef SEGD_DATADIR
+#define SEGD_DATADIR "/usr/local/share/segd"
+#endif
+#ifndef SEGD_DEFAULT_WEIGHTS
+#define SEGD_DEFAULT_WEIGHTS ""
+#endif
+
+/* segd infer [--weights FILE] [--threshold T] SLICE.png...  (infer.c) */
 int segd_cli_infer(int argc, char **argv);
-/* segd serve [options]  (src/http/serve.c) */
+/* segd serve [options]  (serve.c) */
 int segd_cli_serve(int argc, char **argv);
-/* Default weights file: $SEGD_WEIGHTS, else (segd_cli_weights_in) weights/
+/* weights.c.  Default weights file: $SEGD_WEIGHTS, else (segd_cli_weights_in) weights/
  * of the working directory, else weights/ beside the executable's build
  * directory (<checkout>/build/segd -> <checkout>/weights), else the data
  * directory of meson's prefix (segd_cli_datadir()).  Writes into buf; 0 or
@@ -24,7 +35,7 @@ int segd_cli_weights_in(const char *dir, const char *name, char *buf, unsigned l
 /* Installed data directory compiled in from meson's prefix and datadir
  * (e.g. /usr/local/share/segd).  Static string; cannot fail. */
 const char *segd_cli_datadir(void);
-/* The model options of both sub-commands: gemm (a flag's value, already
+/* env.c.  The model options of both sub-commands: gemm (a flag's value, already
  * validated) or else $SEGD_GEMM, and $SEGD_NO_AVX2 (non-empty: portable
  * kernels).  The only place the engine's environment is read.  0, or
  * -EINVAL with err naming an invalid $SEGD_GEMM. */
