@@ -131,6 +131,11 @@ typedef struct segd_result {
     double ms_decode;            /* PNG decode + normalise + resize */
     double ms_infer;             /* network forward */
     double ms_post;              /* resample back, threshold, gate */
+    /* The worker's storage for the RLE text of segd_result_json() (rle_cap
+     * bytes, enough for any mask of the worker's largest input): valid,
+     * like the masks, until the worker's next call. */
+    char *rle;
+    size_t rle_cap;
 } segd_result;
 
 /* Decode a PNG (8/16-bit grey, RGB, palette, with or without alpha) and
@@ -144,10 +149,12 @@ int segd_worker_segment_gray(segd_worker *w, const float *img, int height,
                              int width, float threshold, segd_result *res,
                              char *err, size_t errlen);
 
-/* The response document shared by `segd infer` and POST /v1/segment:
+/* The response document shared by `segd infer` and POST /v1/segment
+ * (src/api/result_json.c):
  * {id, width, height, masks{organ: rle}, rle{order,base}, model{name,sha256},
  *  pixels{organ: n}, presence{organ: p}, timing_ms{decode, infer, post}}.
- * Returns a new reference, or NULL on OOM. */
+ * The RLE is written into r->rle (the worker's): no call runs on the same
+ * worker meanwhile.  Returns a new reference, or NULL on OOM. */
 json_t *segd_result_json(const segd_model *m, const segd_result *r, const char *id);
 
 #endif

@@ -1,56 +1,19 @@
-/* segd engine: model loading (metadata + UNet3+ weights), per-thread workers
- * with one pre-touched arena, the preprocess -> forward -> postprocess
- * pipeline of train/preprocess.py, and the response document. */
+/* segd model: load a weights file (metadata checked and kept, UNet3+
+ * weights validated and BN-folded by unet3p.c), choose its GEMM backend,
+ * and answer questions about it.  Read-only once loaded. */
 #include <errno.h>
 #include <stddef.h>
-#include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "segd/engine.h"
-#include "segd/kernels.h"
-#include "segd/png.h"
-#include "segd/rle.h"
 #include "segd/unet3p.h"
 #include "segd/weights.h"
-#include "model/team.h"
+#include "model/model.h"
 
 #define SEGD_FORMAT "segd-unet3p-v1"
 #define GRID_MAX 4096
-
-struct segd_model {
-    segd_unet3p net;
-    char *path;
-    char name[64];
-    char sha256[65];
-    int data_verified;  /* tensor_sha256 checked at load (0: old file without it) */
-    int grid_h, grid_w;
-    int nclass;
-    char classes[SEGD_MAX_CLASSES][32];
-    float threshold, presence_threshold, bn_eps;
-    int norm_percentile;         /* 0: minmax; 1: percentile clipping */
-    double pct_lo, pct_hi;       /* percentiles, 0 <= lo < hi <= 100 */
-    json_t *info; /* metadata with nested JSON parsed, + sha256/name/path */
-};
-
-struct segd_worker {
-    const segd_model *m;
-    size_t max_pixels;
-    unsigned char *arena;
-    size_t arena_bytes;
-    float *img;       /* (max_pixels) native grey, normalised in place */
-    float *prob;      /* (nclass, max_pixels); also the PNG decode scratch */
-    size_t prob_bytes;
-    uint8_t *mask;    /* (nclass, max_pixels) */
-    float *grid;      /* (1, gh, gw) model input */
-    float *logits;    /* (nclass, gh, gw) */
-    float *net_arena; /* segd_unet3p_arena_floats */
-    segd_team *team;  /* NULL: single-threaded */
-    int threads;
-};
 
 /* ------------------------------------------------------------ metadata */
 
@@ -97,9 +60,9 @@ static int parse_percentiles(const json_t *pp, segd_model *m)
     return m->pct_lo >= 0 && m->pct_lo < m->pct_hi && m->pct_hi <= 100 ? 0 : -EINVAL;
 }
 
-/* Read every metadata field the engine depends on into m. */
-static int read_metadata(segd_model *m, const segd_weights *wt, long *width, long *in_ch,
-                         char *err, size_t errlen)
+/* format, architecture, width, in_channels and the scalar thresholds. */
+static int read_scalars(segd_model *m, const segd_weights *wt, long *width, long *in_ch,
+                        char *err, size_t errlen)
 {
     const char *fmt = segd_weights_meta(wt, "format");
     if (!fmt || strcmp(fmt, SEGD_FORMAT) != 0) {
@@ -138,6 +101,12 @@ static int read_metadata(segd_model *m, const segd_weights *wt, long *width, lon
         snprintf(err, errlen, "metadata bn_eps '%s' invalid", s);
         return -EINVAL;
     }
+    return 0;
+}
+
+/* classes: a JSON list of 1..SEGD_MAX_CLASSES names. */
+static int read_classes(segd_model *m, const segd_weights *wt, char *err, size_t errlen)
+{
     json_t *cls = json_loads(segd_weights_meta(wt, "classes") ? segd_weights_meta(wt, "classes")
                                                                : "",
                              0, NULL);
@@ -159,9 +128,16 @@ static int read_metadata(segd_model *m, const segd_weights *wt, long *width, lon
         }
         strcpy(m->classes[c], n);
     }
+out:
     json_decref(cls);
-    cls = NULL;
+    return rc;
+}
 
+/* preprocess: the input grid and the policy of pipeline.c (minmax or
+ * percentile normalisation, BT.601 luminance, bilinear resize). */
+static int read_preprocess(segd_model *m, const segd_weights *wt, char *err, size_t errlen)
+{
+    int rc = 0;
     json_t *pp = json_loads(segd_weights_meta(wt, "preprocess") ? segd_weights_meta(wt, "preprocess")
                                                                  : "",
                             0, NULL);
@@ -194,8 +170,18 @@ static int read_metadata(segd_model *m, const segd_weights *wt, long *width, lon
         m->grid_w = (int)gw;
     }
     json_decref(pp);
-out:
-    json_decref(cls);
+    return rc;
+}
+
+/* Read every metadata field the engine depends on into m. */
+static int read_metadata(segd_model *m, const segd_weights *wt, long *width, long *in_ch,
+                         char *err, size_t errlen)
+{
+    int rc = read_scalars(m, wt, width, in_ch, err, errlen);
+    if (!rc)
+        rc = read_classes(m, wt, err, errlen);
+    if (!rc)
+        rc = read_preprocess(m, wt, err, errlen);
     return rc;
 }
 
@@ -382,308 +368,4 @@ double segd_model_flops(const segd_model *m)
 json_t *segd_model_info_json(const segd_model *m)
 {
     return json_deep_copy(m->info);
-}
-
-/* -------------------------------------------------------------- workers */
-
-#define ALIGN_UP(x) (((x) + 63) & ~(size_t)63)
-
-int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out)
-{
-    return segd_worker_create_threads(m, max_pixels, 1, out);
-}
-
-int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threads,
-                               segd_worker **out)
-{
-    *out = NULL;
-    if (max_pixels == 0 || max_pixels > ((size_t)1 << 28) || threads < 1 || threads > 256)
-        return -EINVAL;
-    segd_worker *w = calloc(1, sizeof *w);
-    if (!w)
-        return -ENOMEM;
-    w->m = m;
-    w->threads = threads;
-    /* Each team thread makes its own BLAS calls on its bands: OpenBLAS must
-     * not fan them out again (process-wide in OpenBLAS 0.3.21). */
-    if (m->net.gemm == SEGD_GEMM_OPENBLAS)
-        segd_gemm_blas_serial();
-    if (threads > 1) {
-        int rc = segd_team_create(threads, &w->team);
-        if (rc) {
-            free(w);
-            return rc;
-        }
-    }
-    w->max_pixels = max_pixels;
-    size_t grid = (size_t)m->grid_h * m->grid_w;
-    size_t prob = (size_t)m->nclass * max_pixels * sizeof(float);
-    size_t png = segd_png_scratch_bytes(max_pixels);
-    w->prob_bytes = prob > png ? prob : png;
-    size_t o_img = 0;
-    size_t o_prob = ALIGN_UP(o_img + max_pixels * sizeof(float));
-    size_t o_mask = ALIGN_UP(o_prob + w->prob_bytes);
-    size_t o_grid = ALIGN_UP(o_mask + (size_t)m->nclass * max_pixels);
-    size_t o_logit = ALIGN_UP(o_grid + grid * sizeof(float));
-    size_t o_net = ALIGN_UP(o_logit + (size_t)m->nclass * grid * sizeof(float));
-    size_t total = ALIGN_UP(o_net + segd_unet3p_arena_floats(&m->net, m->grid_h, m->grid_w, threads) *
-                                        sizeof(float));
-    void *a = NULL;
-    if (posix_memalign(&a, 64, total)) {
-        segd_team_free(w->team);
-        free(w);
-        return -ENOMEM;
-    }
-    memset(a, 0, total); /* touch every page now, not during the first request */
-    w->arena = a;
-    w->arena_bytes = total;
-    w->img = (float *)(w->arena + o_img);
-    w->prob = (float *)(w->arena + o_prob);
-    w->mask = w->arena + o_mask;
-    w->grid = (float *)(w->arena + o_grid);
-    w->logits = (float *)(w->arena + o_logit);
-    w->net_arena = (float *)(w->arena + o_net);
-    *out = w;
-    return 0;
-}
-
-void segd_worker_free(segd_worker *w)
-{
-    if (!w)
-        return;
-    segd_team_free(w->team);
-    free(w->arena);
-    free(w);
-}
-
-int segd_worker_threads(const segd_worker *w) { return w->threads; }
-
-size_t segd_worker_arena_bytes(const segd_worker *w) { return w->arena_bytes; }
-size_t segd_worker_max_pixels(const segd_worker *w) { return w->max_pixels; }
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* minmax normalisation in place, exactly as preprocess.normalise. */
-static void normalise(float *img, size_t n)
-{
-    float mn = img[0], mx = img[0];
-    for (size_t i = 1; i < n; i++) {
-        mn = img[i] < mn ? img[i] : mn;
-        mx = img[i] > mx ? img[i] : mx;
-    }
-    if (!(mx > mn)) {
-        memset(img, 0, n * sizeof(float));
-        return;
-    }
-    float range = (float)((double)mx - (double)mn); /* Python float, then float32 */
-    for (size_t i = 0; i < n; i++)
-        img[i] = (img[i] - mn) / range;
-}
-
-/* k-th smallest of a[0..n-1] (0-based), reordering a: Wirth's version of
- * Hoare's FIND (Wirth, "Algorithms + Data Structures = Programs", 1976,
- * 2.3.4).  The order statistic is unique, so the value equals what
- * numpy.partition returns; equal keys (the black background) stop both
- * scans, which keeps the partition balanced. */
-static float select_kth(float *a, size_t n, size_t k)
-{
-    ptrdiff_t l = 0, r = (ptrdiff_t)n - 1, kk = (ptrdiff_t)k;
-    while (l < r) {
-        float x = a[kk];
-        ptrdiff_t i = l, j = r;
-        do {
-            while (a[i] < x)
-                i++;
-            while (x < a[j])
-                j--;
-            if (i <= j) {
-                float t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                j--;
-            }
-        } while (i <= j);
-        if (j < kk)
-            l = i;
-        if (kk < i)
-            r = j;
-    }
-    return a[kk];
-}
-
-/* Percentile clipping in place, exactly as preprocess.normalise_percentile:
- * lo/hi are the order statistics of rank floor((n-1) p_lo / 100) and
- * ceil((n-1) p_hi / 100); scratch holds n floats (a copy is reordered). */
-static void normalise_percentile(float *img, size_t n, double p_lo, double p_hi, float *scratch)
-{
-    size_t k_lo = (size_t)floor((double)(n - 1) * p_lo / 100.0);
-    size_t k_hi = (size_t)ceil((double)(n - 1) * p_hi / 100.0);
-    memcpy(scratch, img, n * sizeof(float));
-    float hi = select_kth(scratch, n, k_hi);
-    float lo = select_kth(scratch, n, k_lo);
-    if (!(hi > lo)) {
-        normalise(img, n);
-        return;
-    }
-    float range = hi - lo;
-    for (size_t i = 0; i < n; i++) {
-        float v = (img[i] - lo) / range;
-        img[i] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-    }
-}
-
-/* Index of the first non-finite value of x[0..n), or n. */
-static size_t first_nonfinite(const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return i;
-    return n;
-}
-
-/* Pipeline from the raw grey image in w->img (h x w) onwards.  0, or
- * -ERANGE when the network's output is not finite (weights that overflow
- * in float: finite at load, inf or NaN after a few layers); err names the
- * output. */
-static int run(segd_worker *wk, int h, int w, float threshold, segd_result *res, double t0,
-               char *err, size_t errlen)
-{
-    const segd_model *m = wk->m;
-    size_t n = (size_t)h * w, grid = (size_t)m->grid_h * m->grid_w;
-    if (m->norm_percentile)
-        normalise_percentile(wk->img, n, m->pct_lo, m->pct_hi, wk->prob);
-    else
-        normalise(wk->img, n);
-    segd_resize_bilinear(wk->grid, wk->img, 1, h, w, m->grid_h, m->grid_w, NULL);
-    double t1 = now_ms();
-    float pres[SEGD_MAX_CLASSES];
-    segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, m->grid_h, m->grid_w,
-                        wk->net_arena, wk->team);
-    double t2 = now_ms();
-    /* A NaN would otherwise turn into an empty or full mask (comparisons
-     * with NaN are false) and an unencodable presence value. */
-    for (int c = 0; c < m->nclass; c++) {
-        size_t at = first_nonfinite(wk->logits + (size_t)c * grid, grid);
-        if (!isfinite(pres[c]) || at < grid) {
-            snprintf(err, errlen, "the network produced a non-finite %s for class '%s' (%s): "
-                     "the weights overflow in float", at < grid ? "segmentation logit" : "presence logit",
-                     m->classes[c], at < grid ? "segmentation head" : "presence head");
-            return -ERANGE;
-        }
-    }
-    segd_sigmoid(wk->logits, (size_t)m->nclass * grid);
-    segd_sigmoid(pres, (size_t)m->nclass);
-    segd_resize_bilinear(wk->prob, wk->logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
-    if (threshold < 0)
-        threshold = m->threshold;
-    memset(res, 0, sizeof *res);
-    res->width = w;
-    res->height = h;
-    res->nclass = m->nclass;
-    for (int c = 0; c < m->nclass; c++) {
-        const float *p = wk->prob + (size_t)c * n;
-        uint8_t *mk = wk->mask + (size_t)c * n;
-        size_t cnt = 0;
-        if (pres[c] < m->presence_threshold) {
-            memset(mk, 0, n);
-        } else {
-            for (size_t i = 0; i < n; i++) {
-                mk[i] = p[i] > threshold;
-                cnt += mk[i];
-            }
-        }
-        res->presence[c] = pres[c];
-        res->pixels[c] = cnt;
-        res->mask[c] = mk;
-        res->prob[c] = p;
-    }
-    double t3 = now_ms();
-    res->ms_decode = t1 - t0;
-    res->ms_infer = t2 - t1;
-    res->ms_post = t3 - t2;
-    return 0;
-}
-
-int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
-                            segd_result *res, char *err, size_t errlen)
-{
-    double t0 = now_ms();
-    int h, w;
-    int rc = segd_png_decode_gray(png, len, wk->max_pixels, wk->img, wk->prob, wk->prob_bytes,
-                                  &h, &w, err, errlen);
-    if (rc)
-        return rc;
-    return run(wk, h, w, threshold, res, t0, err, errlen);
-}
-
-int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int width,
-                             float threshold, segd_result *res, char *err, size_t errlen)
-{
-    double t0 = now_ms();
-    if (height <= 0 || width <= 0) {
-        snprintf(err, errlen, "image has zero size");
-        return -EDOM;
-    }
-    size_t n = (size_t)height * width;
-    if (n > wk->max_pixels) {
-        snprintf(err, errlen, "image %dx%d larger than %zu pixels", width, height,
-                 wk->max_pixels);
-        return -E2BIG;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(img[i])) {
-            snprintf(err, errlen, "non-finite pixel at %zu", i);
-            return -EDOM;
-        }
-    memcpy(wk->img, img, n * sizeof(float));
-    return run(wk, height, width, threshold, res, t0, err, errlen);
-}
-
-/* ------------------------------------------------------------- response */
-
-json_t *segd_result_json(const segd_model *m, const segd_result *r, const char *id)
-{
-    size_t n = (size_t)r->width * r->height;
-    size_t cap = segd_rle_max_len(n);
-    char *buf = malloc(cap);
-    json_t *doc = json_object(), *masks = json_object(), *pixels = json_object(),
-           *pres = json_object();
-    json_t *result = NULL;
-    if (!buf || !doc || !masks || !pixels || !pres)
-        goto out;
-    for (int c = 0; c < r->nclass; c++) {
-        const char *name = segd_model_class_name(m, c);
-        if (segd_rle_encode(r->mask[c], n, buf, cap) < 0)
-            goto out;
-        if (json_object_set_new(masks, name, json_string(buf)) ||
-            json_object_set_new(pixels, name, json_integer((json_int_t)r->pixels[c])) ||
-            json_object_set_new(pres, name, json_real(r->presence[c])))
-            goto out;
-    }
-    if (json_object_set_new(doc, "id", json_string(id ? id : "")) ||
-        json_object_set_new(doc, "width", json_integer(r->width)) ||
-        json_object_set_new(doc, "height", json_integer(r->height)) ||
-        json_object_set(doc, "masks", masks) ||
-        json_object_set_new(doc, "rle", json_pack("{s:s,s:i}", "order", "row-major", "base", 1)) ||
-        json_object_set_new(doc, "model", json_pack("{s:s,s:s}", "name", segd_model_name(m),
-                                                    "sha256", segd_model_sha256(m))) ||
-        json_object_set(doc, "pixels", pixels) || json_object_set(doc, "presence", pres) ||
-        json_object_set_new(doc, "timing_ms",
-                            json_pack("{s:f,s:f,s:f}", "decode", r->ms_decode, "infer",
-                                      r->ms_infer, "post", r->ms_post)))
-        goto out;
-    result = json_incref(doc);
-out:
-    free(buf);
-    json_decref(masks);
-    json_decref(pixels);
-    json_decref(pres);
-    json_decref(doc);
-    return result;
 }
