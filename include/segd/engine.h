@@ -31,8 +31,6 @@
 
 #include <jansson.h>
 
-#include "segd/gemm.h"
-
 #define SEGD_MAX_CLASSES 8
 #define SEGD_DEFAULT_MAX_PIXELS (1024u * 1024u)
 
@@ -58,7 +56,7 @@ int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen);
 void segd_model_free(segd_model *m); /* NULL is fine */
 
-/* Choose the GEMM backend of m's forward passes by name (see segd/gemm.h):
+/* Choose the GEMM backend of m's forward passes by name (src/model/gemm.h):
  * "native", "openblas" or "auto" (native where the CPU has AVX2+FMA and
  * the model's options allow them, else openblas).  openblas builds row-major copies
  * of the transformed weights here (shared read-only by all workers), and

@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "segd/engine.h"
-#include "segd/rle.h"
+#include "io/rle.h"
 
 json_t *segd_result_json(const segd_model *m, const segd_result *r, const char *id)
 {

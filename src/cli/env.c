@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "cli/cli.h"
+#include "model/gemm.h"
 
 int segd_cli_model_options(segd_model_options *opts, const char *gemm, char *err,
                            unsigned long errlen)

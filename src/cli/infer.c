@@ -8,7 +8,8 @@
 
 #include "cli/cli.h"
 #include "segd/engine.h"
-#include "segd/http.h"
+#include "model/gemm.h"
+#include "http/http.h"
 
 static void usage(FILE *f)
 {

@@ -22,7 +22,7 @@
 #include "segd/engine.h"
 #include "segd/log.h"
 #include "segd/metrics.h"
-#include "segd/queue.h"
+#include "jobs/queue.h"
 #include "segd/server.h"
 
 #ifndef SEGD_VERSION

@@ -36,10 +36,10 @@
 
 #include "http/assets.h"
 #include "http/multipart.h"
-#include "segd/http.h"
+#include "http/http.h"
 #include "segd/log.h"
-#include "segd/pool.h"
-#include "segd/queue.h"
+#include "jobs/pool.h"
+#include "jobs/queue.h"
 
 #define RETRY_AFTER_S "1"
 /* The answer when no other can be built (out of memory): made at start-up. */

@@ -9,7 +9,7 @@
 #include <png.h>
 #include <zlib.h>
 
-#include "segd/png.h"
+#include "io/png.h"
 
 #define PNG_CHUNK_MALLOC_MAX (8u << 20) /* ancillary chunks (iCCP, zTXt, ...) */
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "io/sha256.h"
-#include "segd/weights.h"
+#include "io/weights.h"
 
 #define HEADER_MAX (64u << 20) /* a sane bound on the JSON header */
 

@@ -2,7 +2,7 @@
  * plus one reaper thread that expires jobs whose deadline passes while they
  * wait, so that a 504 goes out at the deadline rather than when a worker
  * frees up. */
-#include "segd/pool.h"
+#include "jobs/pool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segd/queue.h"
+#include "jobs/queue.h"
 
 typedef struct worker_thread {
     segd_pool *pool;

@@ -6,8 +6,8 @@
 
 #include <cblas.h>
 
-#include "segd/gemm.h"
-#include "segd/kernels.h"
+#include "model/gemm.h"
+#include "model/kernels.h"
 
 /* OpenBLAS's own prototypes (cblas.h of other BLASes lacks them). */
 void openblas_set_num_threads(int num_threads);

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "segd/engine.h"
-#include "segd/unet3p.h"
-#include "segd/weights.h"
+#include "model/unet3p.h"
+#include "io/weights.h"
 #include "model/model.h"
 
 #define SEGD_FORMAT "segd-unet3p-v1"

@@ -10,7 +10,7 @@
 #include <jansson.h>
 
 #include "segd/engine.h"
-#include "segd/unet3p.h"
+#include "model/unet3p.h"
 #include "model/team.h"
 
 /* Read-only after segd_model_load_opts() (segd_model_set_gemm aside):

@@ -12,9 +12,9 @@
 #include <time.h>
 
 #include "segd/engine.h"
-#include "segd/kernels.h"
-#include "segd/png.h"
-#include "segd/unet3p.h"
+#include "model/kernels.h"
+#include "io/png.h"
+#include "model/unet3p.h"
 #include "model/model.h"
 
 static double now_ms(void)

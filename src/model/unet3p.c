@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segd/kernels.h"
-#include "segd/unet3p.h"
+#include "model/kernels.h"
+#include "model/unet3p.h"
 #include "model/team.h"
 
 /* ---------------------------------------------------------------- layers */

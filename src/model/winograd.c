@@ -12,7 +12,7 @@
 #define SEGD_X86 1
 #endif
 
-#include "segd/kernels.h"
+#include "model/kernels.h"
 #include "model/vec.h"
 
 #define MR SEGD_WINO_MR

@@ -8,10 +8,10 @@
 #include <string.h>
 
 #include "segd/engine.h"
-#include "segd/gemm.h"
-#include "segd/png.h"
-#include "segd/rle.h"
-#include "segd/unet3p.h"
+#include "model/gemm.h"
+#include "io/png.h"
+#include "io/rle.h"
+#include "model/unet3p.h"
 #include "model/model.h"
 #include "model/team.h"
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "segd/engine.h"
+#include "model/gemm.h"
 
 static int cmp_d(const void *a, const void *b)
 {

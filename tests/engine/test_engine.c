@@ -13,8 +13,8 @@
 #include "../harness.h"
 #include "cli/cli.h"
 #include "segd/engine.h"
-#include "segd/png.h"
-#include "segd/rle.h"
+#include "io/png.h"
+#include "io/rle.h"
 
 static char dir[1024];
 

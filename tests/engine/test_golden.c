@@ -19,7 +19,8 @@
 
 #include "../harness.h"
 #include "segd/engine.h"
-#include "segd/kernels.h"
+#include "model/gemm.h"
+#include "model/kernels.h"
 
 #define PROB_TOL 1e-4
 #define EDGE_TOL 1e-5

@@ -9,9 +9,9 @@
 #include "harness.h"
 #include "segd/config.h"
 #include "segd/engine.h"
-#include "segd/http.h"
+#include "http/http.h"
 #include "segd/metrics.h"
-#include "segd/queue.h"
+#include "jobs/queue.h"
 
 static void test_helpers(void)
 {

@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 
-#include "segd/gemm.h"
-#include "segd/weights.h"
+#include "model/gemm.h"
+#include "io/weights.h"
 
 #define SEGD_UNET3P_LEVELS 5
 

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "segd/gemm.h"
+#include "model/gemm.h"
 
 /* Floats of im2col scratch that segd_conv3x3 needs to process at least one
  * output row of a (cin, h, w) input. */
