@@ -92,16 +92,6 @@ double segd_model_flops(const segd_model *m);
  * name, path; a new reference owned by the caller. */
 json_t *segd_model_info_json(const segd_model *m);
 
-/* CPUs this process may use: affinity mask capped by a cgroup v2 CPU quota.
- * Always >= 1.  The default for worker and thread counts. */
-int segd_cpu_count(void);
-
-/* Bytes of memory this process may use: the smallest cgroup v2 (or v1)
- * memory limit found (its own cgroup's, e.g. systemd MemoryMax=, or the
- * container's), else physical RAM.  Cannot fail (falls back to
- * 1 GiB when nothing can be read). */
-size_t segd_memory_bytes(void);
-
 /* Create a worker able to segment images of up to max_pixels pixels (width
  * * height).  All memory is allocated and touched here.  The worker runs
  * the network on the calling thread only. */

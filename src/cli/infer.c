@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "segd/engine.h"
+#include "model/cpu.h"
 #include "model/gemm.h"
 #include "http/http.h"
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "segd/engine.h"
+#include "model/cpu.h"
 #include "model/gemm.h"
 
 typedef enum opt_kind { OPT_STR, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL } opt_kind;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/cpu.h"
 #include "model/kernels.h"
 #include "model/unet3p.h"
 #include "model/team.h"

@@ -19,6 +19,7 @@
 
 #include "../harness.h"
 #include "segd/engine.h"
+#include "model/cpu.h"
 #include "model/gemm.h"
 #include "model/kernels.h"
 

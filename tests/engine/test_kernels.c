@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../harness.h"
+#include "model/cpu.h"
 #include "model/kernels.h"
 
 static uint64_t rs = 88172645463325252ull;
