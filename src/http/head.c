@@ -65,14 +65,60 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
     return MHD_YES;
 }
 
+/* Framing: what the body is, or whether it can be read at all (the
+ * Transfer-Encoding and Content-Length lines of h).  0, or a status with
+ * msg set: the body cannot be read, answer at once. */
+static unsigned check_framing(request *r, const head_scan *h, const char *version, char *msg,
+                              size_t msglen)
+{
+    segd_server *s = r->srv;
+    bool http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+    if (h->n_te) {
+        int rc = h->te_long ? -EINVAL : segd_http_transfer_encoding_check(h->te);
+        if (rc == -ENOTSUP) {
+            snprintf(msg, msglen, "Transfer-Encoding '%.200s' is not supported (only chunked)", h->te);
+            return 501;
+        }
+        if (rc) {
+            snprintf(msg, msglen, "malformed Transfer-Encoding '%.200s'", h->te);
+            return 400;
+        }
+        if (http10) {
+            snprintf(msg, msglen, "Transfer-Encoding in an HTTP/1.0 request");
+            return 400;
+        }
+        if (h->n_cl) {
+            snprintf(msg, msglen, "both Transfer-Encoding and Content-Length");
+            return 400;
+        }
+        r->has_body = true;
+    }
+    if (h->n_cl > 1) {
+        snprintf(msg, msglen, "more than one Content-Length header");
+        return 400;
+    }
+    if (h->n_cl == 1) {
+        if (segd_http_content_length_parse(h->cl, &r->content_length)) {
+            snprintf(msg, msglen, "invalid Content-Length");
+            return 400;
+        }
+        r->has_body = r->content_length > 0;
+        if (r->content_length > s->cfg.max_body) {
+            snprintf(msg, msglen, "body of %llu bytes is over the limit of %zu",
+                     r->content_length, s->cfg.max_body);
+            return 413;
+        }
+    }
+    return 0;
+}
+
 /* Checks of the request head before any route.  Returns 0, or a status
  * with msg set and *fatal telling whether the body's framing is unknown
  * or refused (answer at once and close) or the request can be read to
  * its end first. */
 unsigned segd_head_check(request *r, const char *method, const char *version, char *msg,
-                           size_t msglen, bool *fatal, bool *bad_headers)
+                         size_t msglen, bool *fatal, bool *bad_headers)
 {
-    segd_server *s = r->srv;
     struct MHD_Connection *c = r->conn;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
@@ -85,45 +131,10 @@ unsigned segd_head_check(request *r, const char *method, const char *version, ch
     *bad_headers = h.nul;
     r->expect_continue = h.expect_continue;
 
-    /* framing: what the body is, or whether it can be read at all */
     *fatal = true;
-    bool http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
-    if (h.n_te) {
-        int rc = h.te_long ? -EINVAL : segd_http_transfer_encoding_check(h.te);
-        if (rc == -ENOTSUP) {
-            snprintf(msg, msglen, "Transfer-Encoding '%.200s' is not supported (only chunked)", h.te);
-            return 501;
-        }
-        if (rc) {
-            snprintf(msg, msglen, "malformed Transfer-Encoding '%.200s'", h.te);
-            return 400;
-        }
-        if (http10) {
-            snprintf(msg, msglen, "Transfer-Encoding in an HTTP/1.0 request");
-            return 400;
-        }
-        if (h.n_cl) {
-            snprintf(msg, msglen, "both Transfer-Encoding and Content-Length");
-            return 400;
-        }
-        r->has_body = true;
-    }
-    if (h.n_cl > 1) {
-        snprintf(msg, msglen, "more than one Content-Length header");
-        return 400;
-    }
-    if (h.n_cl == 1) {
-        if (segd_http_content_length_parse(h.cl, &r->content_length)) {
-            snprintf(msg, msglen, "invalid Content-Length");
-            return 400;
-        }
-        r->has_body = r->content_length > 0;
-        if (r->content_length > s->cfg.max_body) {
-            snprintf(msg, msglen, "body of %llu bytes is over the limit of %zu",
-                     r->content_length, s->cfg.max_body);
-            return 413;
-        }
-    }
+    unsigned status = check_framing(r, &h, version, msg, msglen);
+    if (status)
+        return status;
 
     /* the head itself: the body can still be read past these */
     *fatal = false;

@@ -334,6 +334,68 @@ void segd_segment_expire(void *job, int reason, void *arg)
     }
 }
 
+/* Segment slice i of r into *doc: its document, with the queue wait and
+ * the encoding time added to timing_ms.  0; -ENOMEM (nothing answered);
+ * or 1: the slice's error was answered (the job is finished). */
+static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json_t **doc)
+{
+    segd_server *s = r->srv;
+    segd_result res;
+    char err[256] = "";
+    *doc = NULL;
+    double t0 = segd_queue_now();
+    int rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
+                                     &res, err, sizeof err);
+    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+    if (rc) {
+        char msg[400];
+        if (r->multipart)
+            snprintf(msg, sizeof msg, "part %zu (%.64s): %.255s", i + 1, r->slices[i].id,
+                     err[0] ? err : strerror(-rc));
+        else
+            snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
+        finish_job_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        return 1;
+    }
+    double t_enc = segd_queue_now();
+    json_t *d = segd_result_json(s->model, &res, r->slices[i].id);
+    if (!d)
+        return -ENOMEM;
+    json_t *timing = json_object_get(d, "timing_ms");
+    if (!json_is_object(timing)) {
+        timing = json_object();
+        if (!timing || json_object_set_new(d, "timing_ms", timing)) {
+            json_decref(d);
+            return -ENOMEM;
+        }
+    }
+    if (json_object_set_new(timing, "queue", json_real(queue_ms)) ||
+        json_object_set_new(timing, "encode", json_real(segd_ms_since(t_enc)))) {
+        json_decref(d);
+        return -ENOMEM;
+    }
+    *doc = d;
+    return 0;
+}
+
+/* Answer the job with top (reference taken over; NULL: out of memory). */
+static void finish_job_json(request *r, json_t *top)
+{
+    char *text = top ? segd_json_text(top, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(top);
+    if (!text) {
+        finish_job_error(r, 503, "out of memory building the response");
+        return;
+    }
+    size_t len = strlen(text);
+    struct MHD_Response *resp = segd_respond_buffer(r->srv, r->id, text, len, "application/json");
+    if (!resp) {
+        finish_job_error(r, 503, "out of memory building the response");
+        return;
+    }
+    finish_job(r, 200, resp, len);
+}
+
 void segd_segment_run(void *job, segd_worker *w, void *arg)
 {
     request *r = job;
@@ -361,45 +423,19 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
     if (r->multipart && !results)
         goto oom;
     for (size_t i = 0; i < r->nslices; i++) {
-        segd_result res;
-        char err[256] = "";
         if (atomic_load(&s->aborting)) { /* drain time up: answer now, not after every slice */
             json_decref(results);
             finish_job_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
             return;
         }
-        double t0 = segd_queue_now();
-        int rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
-                                         &res, err, sizeof err);
-        segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
-        if (rc) {
+        json_t *doc;
+        int rc = run_slice(r, w, i, queue_ms, &doc);
+        if (rc == 1) {
             json_decref(results);
-            char msg[400];
-            if (r->multipart)
-                snprintf(msg, sizeof msg, "part %zu (%.64s): %.255s", i + 1, r->slices[i].id,
-                         err[0] ? err : strerror(-rc));
-            else
-                snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
-            finish_job_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
             return;
         }
-        double t_enc = segd_queue_now();
-        json_t *doc = segd_result_json(s->model, &res, r->slices[i].id);
-        if (!doc)
+        if (rc)
             goto oom;
-        json_t *timing = json_object_get(doc, "timing_ms");
-        if (!json_is_object(timing)) {
-            timing = json_object();
-            if (!timing || json_object_set_new(doc, "timing_ms", timing)) {
-                json_decref(doc);
-                goto oom;
-            }
-        }
-        if (json_object_set_new(timing, "queue", json_real(queue_ms)) ||
-            json_object_set_new(timing, "encode", json_real(segd_ms_since(t_enc)))) {
-            json_decref(doc);
-            goto oom;
-        }
         if (r->multipart) {
             if (json_array_append_new(results, doc))
                 goto oom;
@@ -407,23 +443,8 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
             single = doc;
         }
     }
-    json_t *top = single;
-    if (r->multipart) {
-        top = json_pack("{s:o}", "results", results);
-        results = NULL; /* stolen by "o", even on failure */
-        if (!top)
-            goto oom;
-    }
-    char *text = segd_json_text(top, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    json_decref(top);
-    single = NULL;
-    if (!text)
-        goto oom;
-    size_t len = strlen(text);
-    struct MHD_Response *resp = segd_respond_buffer(s, r->id, text, len, "application/json");
-    if (!resp)
-        goto oom;
-    finish_job(r, 200, resp, len);
+    /* "o" steals results, even on failure */
+    finish_job_json(r, r->multipart ? json_pack("{s:o}", "results", results) : single);
     return;
 
 oom:

@@ -400,90 +400,72 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 /* Lifecycle                                                           */
 /* ------------------------------------------------------------------ */
 
-int segd_server_create(const segd_config *cfg, const segd_model *model,
-                       segd_metrics *metrics, segd_log *log, segd_server **out,
-                       char *err, size_t errlen)
+/* The locks and the sweeper's condition variable: 0, or -ENOMEM with
+ * none of them left initialised. */
+static int init_locks(segd_server *s, char *err, size_t errlen)
 {
-    *out = NULL;
-    int rc = -ENOMEM;
-    bool lock_init = false;
-    segd_server *s = calloc(1, sizeof *s);
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
-    s->cfg = *cfg;
-    s->model = model;
-    s->metrics = metrics;
-    s->log = log;
-    s->probe_port = -1;
-    atomic_init(&s->body_reserved, 0);
-    atomic_init(&s->aborting, false);
-    atomic_init(&s->draining, false);
-    atomic_init(&s->jobs_active, 0);
-    atomic_init(&s->next_id, 0);
-    if (getrandom(&s->id_seed, sizeof s->id_seed, GRND_NONBLOCK) != (ssize_t)sizeof s->id_seed)
-        s->id_seed = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
     if (pthread_mutex_init(&s->lock, NULL)) {
         snprintf(err, errlen, "cannot create a mutex");
-        goto fail;
+        return -ENOMEM;
     }
     if (pthread_mutex_init(&s->conn_lock, NULL)) {
         pthread_mutex_destroy(&s->lock);
         snprintf(err, errlen, "cannot create a mutex");
-        goto fail;
+        return -ENOMEM;
     }
     if (pthread_cond_init(&s->sweep_cond, NULL)) {
         pthread_mutex_destroy(&s->conn_lock);
         pthread_mutex_destroy(&s->lock);
         snprintf(err, errlen, "cannot create a condition variable");
-        goto fail;
+        return -ENOMEM;
     }
-    lock_init = true;
+    return 0;
+}
 
-    s->oom_resp = MHD_create_response_from_buffer(sizeof OOM_BODY - 1, (void *)OOM_BODY,
-                                                  MHD_RESPMEM_PERSISTENT);
-    if (!s->oom_resp || MHD_add_response_header(s->oom_resp, "Content-Type", "application/json") != MHD_YES ||
-        MHD_add_response_header(s->oom_resp, "Retry-After", RETRY_AFTER_S) != MHD_YES) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-
-    json_t *info = segd_model_info_json(model);
-    s->model_info = info ? segd_json_text(info, JSON_COMPACT) : NULL;
-    json_decref(info);
-    if (!s->model_info) {
-        snprintf(err, errlen, "cannot build the model info document");
-        goto fail;
-    }
-
-    segd_pool_config pc = {cfg->workers, cfg->worker_threads,
-                           (size_t)cfg->queue_depth, cfg->max_pixels};
-    rc = segd_pool_create(model, &pc, segd_segment_run, segd_segment_expire, s, &s->pool, err, errlen);
-    if (rc)
-        goto fail;
-    segd_metrics_gauge_set(metrics, SEGD_GAUGE_WORKERS, cfg->workers);
-
-    /* listening address */
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    /* MHD_USE_ITC: needed by MHD_quiesce_daemon() at exit */
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     MHD_USE_ITC;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+/* --bind with port into ss; *flags gets MHD_USE_IPv6 for an IPv6 literal.
+ * 0 or -EINVAL. */
+static int bind_address(const segd_config *cfg, struct sockaddr_storage *ss, unsigned *flags,
+                        char *err, size_t errlen)
+{
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
     if (inet_pton(AF_INET, cfg->bind, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)cfg->port);
     } else if (inet_pton(AF_INET6, cfg->bind, &v6->sin6_addr) == 1) {
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons((uint16_t)cfg->port);
-        flags |= MHD_USE_IPv6;
+        *flags |= MHD_USE_IPv6;
     } else {
         snprintf(err, errlen, "--bind '%s' is not an IPv4 or IPv6 address", cfg->bind);
-        rc = -EINVAL;
-        goto fail;
+        return -EINVAL;
     }
+    return 0;
+}
+
+/* errno of a failed MHD_start_daemon() as segd_server_create's error. */
+static int listen_error(const segd_config *cfg, const char *what, int port, char *err,
+                        size_t errlen)
+{
+    int e = errno;
+    snprintf(err, errlen, "cannot listen on %s %s %d: %s", cfg->bind, what, port,
+             e == EADDRINUSE ? "address in use" : e ? strerror(e) : "not permitted");
+    return e == EADDRINUSE ? -EADDRINUSE : -EACCES;
+}
+
+/* Start the main listener and, with --probe-port, the probe listener;
+ * s->port and s->probe_port get the bound ports. */
+static int start_listeners(segd_server *s, char *err, size_t errlen)
+{
+    const segd_config *cfg = &s->cfg;
+    struct sockaddr_storage ss;
+    /* MHD_USE_ITC: needed by MHD_quiesce_daemon() at exit */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_ITC;
+    int rc = bind_address(cfg, &ss, &flags, err, errlen);
+    if (rc)
+        return rc;
     /* poll(), not epoll: with libmicrohttpd 0.9.75's edge-triggered epoll a
      * client that closes during its upload is often not noticed, and its
      * connection (with the body buffer) stays until --connection-timeout
@@ -516,47 +498,93 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
         (unsigned)cfg->http_threads,
         MHD_OPTION_END);
-    if (!s->mhd) {
-        int e = errno;
-        snprintf(err, errlen, "cannot listen on %s port %d: %s", cfg->bind, cfg->port,
-                 e == EADDRINUSE ? "address in use" : e ? strerror(e) : "not permitted");
-        rc = e == EADDRINUSE ? -EADDRINUSE : -EACCES;
-        goto fail;
-    }
+    if (!s->mhd)
+        return listen_error(cfg, "port", cfg->port, err, errlen);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
-    if (cfg->probe_port >= 0) {
-        /* Probes get a listener of their own, with its own slots, so that
-         * clients holding every slot of the main port cannot make the
-         * liveness probe fail and restart a healthy pod.  Its requests are
-         * answered on the same thread, never queued. */
-        if (v4->sin_family == AF_INET)
-            v4->sin_port = htons((uint16_t)cfg->probe_port);
-        else
-            v6->sin6_port = htons((uint16_t)cfg->probe_port);
-        errno = 0;
-        s->probe_mhd = MHD_start_daemon(
-            flags, (uint16_t)cfg->probe_port, NULL, NULL, on_probe_request, s,
-            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)PROBE_MAX_CONNECTIONS,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)PROBE_CONN_TIMEOUT_S,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SEGD_HTTP_CONN_MEMORY,
-            MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-            MHD_DISCIPLINE_OPTION
-            MHD_OPTION_END);
-        if (!s->probe_mhd) {
-            int e = errno;
-            snprintf(err, errlen, "cannot listen on %s probe port %d: %s", cfg->bind,
-                     cfg->probe_port,
-                     e == EADDRINUSE ? "address in use" : e ? strerror(e) : "not permitted");
-            rc = e == EADDRINUSE ? -EADDRINUSE : -EACCES;
-            goto fail;
-        }
-        di = MHD_get_daemon_info(s->probe_mhd, MHD_DAEMON_INFO_BIND_PORT);
-        s->probe_port = di ? di->port : cfg->probe_port;
+    if (cfg->probe_port < 0)
+        return 0;
+    /* Probes get a listener of their own, with its own slots, so that
+     * clients holding every slot of the main port cannot make the
+     * liveness probe fail and restart a healthy pod.  Its requests are
+     * answered on the same thread, never queued. */
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)cfg->probe_port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)cfg->probe_port);
+    errno = 0;
+    s->probe_mhd = MHD_start_daemon(
+        flags, (uint16_t)cfg->probe_port, NULL, NULL, on_probe_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)PROBE_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)PROBE_CONN_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SEGD_HTTP_CONN_MEMORY,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_DISCIPLINE_OPTION
+        MHD_OPTION_END);
+    if (!s->probe_mhd)
+        return listen_error(cfg, "probe port", cfg->probe_port, err, errlen);
+    di = MHD_get_daemon_info(s->probe_mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->probe_port = di ? di->port : cfg->probe_port;
+    return 0;
+}
+
+int segd_server_create(const segd_config *cfg, const segd_model *model,
+                       segd_metrics *metrics, segd_log *log, segd_server **out,
+                       char *err, size_t errlen)
+{
+    *out = NULL;
+    int rc = -ENOMEM;
+    bool lock_init = false;
+    segd_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
     }
+    s->cfg = *cfg;
+    s->model = model;
+    s->metrics = metrics;
+    s->log = log;
+    s->probe_port = -1;
+    atomic_init(&s->body_reserved, 0);
+    atomic_init(&s->aborting, false);
+    atomic_init(&s->draining, false);
+    atomic_init(&s->jobs_active, 0);
+    atomic_init(&s->next_id, 0);
+    if (getrandom(&s->id_seed, sizeof s->id_seed, GRND_NONBLOCK) != (ssize_t)sizeof s->id_seed)
+        s->id_seed = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+    if (init_locks(s, err, errlen))
+        goto fail;
+    lock_init = true;
+
+    s->oom_resp = MHD_create_response_from_buffer(sizeof OOM_BODY - 1, (void *)OOM_BODY,
+                                                  MHD_RESPMEM_PERSISTENT);
+    if (!s->oom_resp || MHD_add_response_header(s->oom_resp, "Content-Type", "application/json") != MHD_YES ||
+        MHD_add_response_header(s->oom_resp, "Retry-After", RETRY_AFTER_S) != MHD_YES) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    json_t *info = segd_model_info_json(model);
+    s->model_info = info ? segd_json_text(info, JSON_COMPACT) : NULL;
+    json_decref(info);
+    if (!s->model_info) {
+        snprintf(err, errlen, "cannot build the model info document");
+        goto fail;
+    }
+
+    segd_pool_config pc = {cfg->workers, cfg->worker_threads,
+                           (size_t)cfg->queue_depth, cfg->max_pixels};
+    rc = segd_pool_create(model, &pc, segd_segment_run, segd_segment_expire, s, &s->pool, err,
+                          errlen);
+    if (rc)
+        goto fail;
+    segd_metrics_gauge_set(metrics, SEGD_GAUGE_WORKERS, cfg->workers);
+
+    if ((rc = start_listeners(s, err, errlen)))
+        goto fail;
     if (pthread_create(&s->sweeper, NULL, segd_guard_sweeper, s)) {
         snprintf(err, errlen, "cannot start the slow-client sweeper thread");
         rc = -EAGAIN;
