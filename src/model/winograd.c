@@ -192,7 +192,10 @@ __attribute__((target("avx2,fma"))) static inline void phases8(const float *p, _
  * BT over the 6 input rows on whole rows, then BT over columns on the 8
  * tiles' column phases; results stored straight into V, where tile t of
  * channel c at Winograd point xi is V[xi * xs + c * cs + (t / NR) * bs + t % NR]
- * (panels: cs = NR, bs = cin * NR; rows: cs = tp, bs = NR). */
+ * (panels: cs = NR, bs = cin * NR; rows: cs = tp, bs = NR).
+ * Over 80 lines on purpose: the row and the column pass are one loop nest
+ * over the same 8 tiles and their registers, and read best checked as a
+ * whole against the scalar transform. */
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(
     float *V, size_t xs, size_t cs, size_t bs, int c, const float *plane, int in_r0, int h,
     int w, int ty0, int ty1, int txp, float *buf)
@@ -367,7 +370,10 @@ static void pack_v_rows(float *restrict V, const float *restrict D, size_t tp, i
 
 /* segd_wino_band (blas = 0: u packed, micro-kernel) and segd_wino_band_blas
  * (blas = 1: u row-major (36, cout, cin), V row-major, cblas_sgemm over the
- * nt real tiles only; padding lanes are never written nor read). */
+ * nt real tiles only; padding lanes are never written nor read).
+ * Over 80 lines on purpose: the scratch layout (V, M, D, E), the tile
+ * loops and the GEMM dispatch of both backends share a dozen strides that
+ * pieces would have to pass around; the phases are commented in place. */
 static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                       int in_r1, int h, int w, int ty0, int ty1, const float *u,
                       const float *bias, int cin, int cout, int relu, float *scratch, int avx2,
