@@ -16,7 +16,7 @@ import torch
 from conftest import HELDOUT, ROOT, TRAIN, shipped_weights
 import dataset
 import evaluate
-from export import export_model, load_model, read_safetensors
+from weights_io import export_model, load_model, read_safetensors
 from model import CLASSES, UNet3Plus
 from preprocess import (load_png, normalise, normalise_percentile, rle_decode, rle_encode,
                         to_model_input)
