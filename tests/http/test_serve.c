@@ -6,6 +6,11 @@
  *
  * usage: test_serve SEGD_EXE WEIGHTS DATA_DIR */
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
