@@ -50,7 +50,6 @@ ENV SEGD_BIND=0.0.0.0 \
     SEGD_PORT=8080 \
     SEGD_WEIGHTS=/usr/share/segd/unet3p-16.safetensors \
     SEGD_WORKERS=2 \
-    SEGD_BLAS_THREADS=1 \
     SEGD_DRAIN_TIMEOUT=30 \
     SEGD_ACCESS_LOG=on \
     OPENBLAS_NUM_THREADS=1

@@ -12,7 +12,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
-from export import load_model  # noqa: E402
+from weights_io import load_model  # noqa: E402
 from preprocess import load_png, to_model_input  # noqa: E402
 
 

@@ -86,7 +86,7 @@ def main():
         fold_of = {c: k for k, cs in enumerate(folds) for c in cs}
         models = {}
     else:
-        from export import load_model
+        from weights_io import load_model
         model, _ = load_model(args.weights)
     for sid in args.ids:
         rec = recs[sid]

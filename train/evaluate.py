@@ -193,7 +193,7 @@ def main():
         predict = lambda r: predict_server(args.server, r)  # noqa: E731
         source = args.server
     else:
-        from export import load_model
+        from weights_io import load_model
         model, md = load_model(args.weights)
         policy = json.loads(md["preprocess"])
         predict = lambda r: predict_record(model, r, policy=policy)[1]  # noqa: E731

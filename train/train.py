@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 import fit  # noqa: E402
-from export import export_model  # noqa: E402
+from weights_io import data_metadata, export_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,13 +61,8 @@ def main():
     model, summary = fit.fit(recs, recipe, args.out, device=args.device, seed=args.seed,
                              resume=args.resume, max_steps=args.max_steps,
                              checkpoint_every=min(50, args.max_steps or 50))
-    by_case = {}
-    for r in recs:
-        by_case.setdefault(r["group"], {}).setdefault(r["case"], 0)
-        by_case[r["group"]][r["case"]] += 1
     meta = {
-        "data": {"root": "uwmgi (Kaggle layout)", "slices": len(recs), "by_group_and_case": by_case,
-                 "excluded_cases": sorted(excluded)},
+        "data": data_metadata(recs, len(recs), 0, excluded),  # every slice trained
         "training": {"recipe": recipe, "seed": args.seed, "device": args.device, **summary},
     }
     if os.path.exists(args.cv) and not args.max_slices:

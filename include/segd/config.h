@@ -31,7 +31,6 @@ typedef struct segd_config {
     char weights[4096];     /* --weights: "" = segd_cli_default_weights() */
     int workers;            /* --workers: inference threads */
     int worker_threads;     /* --worker-threads: engine team per worker */
-    int blas_threads;       /* --blas-threads: OpenBLAS threads */
     char gemm[16];          /* --gemm: native|openblas|auto (validated) */
     int queue_depth;        /* --queue-depth: jobs waiting, not running */
     int http_threads;       /* --http-threads: libmicrohttpd threads */

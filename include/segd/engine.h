@@ -31,26 +31,34 @@
 
 #include <jansson.h>
 
-#include "segd/gemm.h"
-
 #define SEGD_MAX_CLASSES 8
 #define SEGD_DEFAULT_MAX_PIXELS (1024u * 1024u)
 
 typedef struct segd_model segd_model;
 typedef struct segd_worker segd_worker;
 
+/* How a model runs, chosen by the caller (the library reads no environment:
+ * `segd infer` and `segd serve` fill this from their flags and SEGD_*
+ * variables).  Zero-initialised means the defaults. */
+typedef struct segd_model_options {
+    const char *gemm; /* native|openblas|auto; NULL or "": auto */
+    int no_avx2;      /* 1: never use the AVX2+FMA kernels (as on a CPU without them) */
+} segd_model_options;
+
 /* Load and validate a safetensors weights file (every tensor's name, dtype,
  * shape and offsets checked against the architecture in its metadata; BN
- * folded into the convolutions).  The GEMM backend is $SEGD_GEMM
- * (native|openblas|auto; unset or empty: auto), as set by
- * segd_model_set_gemm; an invalid value fails the load with -EINVAL.  On
- * error *out is NULL and err names the offending tensor or field. */
+ * folded into the convolutions) with the options of opts (NULL: the
+ * defaults).  An invalid opts->gemm fails the load with -EINVAL.  On error
+ * *out is NULL and err names the offending tensor or field. */
+int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_model **out,
+                         char *err, size_t errlen);
+/* segd_model_load_opts() with the default options. */
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen);
 void segd_model_free(segd_model *m); /* NULL is fine */
 
-/* Choose the GEMM backend of m's forward passes by name (see segd/gemm.h):
+/* Choose the GEMM backend of m's forward passes by name (src/model/gemm.h):
  * "native", "openblas" or "auto" (native where the CPU has AVX2+FMA and
- * $SEGD_NO_AVX2 is unset, else openblas).  openblas builds row-major copies
+ * the model's options allow them, else openblas).  openblas builds row-major copies
  * of the transformed weights here (shared read-only by all workers), and
  * every worker created afterwards calls segd_gemm_blas_serial() (OpenBLAS
  * at 1 thread, process-wide) so that each BLAS call runs on the team thread
@@ -84,16 +92,6 @@ double segd_model_flops(const segd_model *m);
  * name, path; a new reference owned by the caller. */
 json_t *segd_model_info_json(const segd_model *m);
 
-/* CPUs this process may use: affinity mask capped by a cgroup v2 CPU quota.
- * Always >= 1.  The default for worker and thread counts. */
-int segd_cpu_count(void);
-
-/* Bytes of memory this process may use: the smallest cgroup v2 (or v1)
- * memory limit found (its own cgroup's, e.g. systemd MemoryMax=, or the
- * container's), else physical RAM.  Cannot fail (falls back to
- * 1 GiB when nothing can be read). */
-size_t segd_memory_bytes(void);
-
 /* Create a worker able to segment images of up to max_pixels pixels (width
  * * height).  All memory is allocated and touched here.  The worker runs
  * the network on the calling thread only. */
@@ -121,6 +119,11 @@ typedef struct segd_result {
     double ms_decode;            /* PNG decode + normalise + resize */
     double ms_infer;             /* network forward */
     double ms_post;              /* resample back, threshold, gate */
+    /* The worker's storage for the RLE text of segd_result_json() (rle_cap
+     * bytes, enough for any mask of the worker's largest input): valid,
+     * like the masks, until the worker's next call. */
+    char *rle;
+    size_t rle_cap;
 } segd_result;
 
 /* Decode a PNG (8/16-bit grey, RGB, palette, with or without alpha) and
@@ -134,10 +137,12 @@ int segd_worker_segment_gray(segd_worker *w, const float *img, int height,
                              int width, float threshold, segd_result *res,
                              char *err, size_t errlen);
 
-/* The response document shared by `segd infer` and POST /v1/segment:
+/* The response document shared by `segd infer` and POST /v1/segment
+ * (src/api/result_json.c):
  * {id, width, height, masks{organ: rle}, rle{order,base}, model{name,sha256},
  *  pixels{organ: n}, presence{organ: p}, timing_ms{decode, infer, post}}.
- * Returns a new reference, or NULL on OOM. */
+ * The RLE is written into r->rle (the worker's): no call runs on the same
+ * worker meanwhile.  Returns a new reference, or NULL on OOM. */
 json_t *segd_result_json(const segd_model *m, const segd_result *r, const char *id);
 
 #endif

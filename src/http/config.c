@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "segd/engine.h"
+#include "model/cpu.h"
+#include "model/gemm.h"
 
 typedef enum opt_kind { OPT_STR, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL } opt_kind;
 
@@ -35,8 +37,6 @@ static const opt OPTS[] = {
     {"workers", "SEGD_WORKERS", OPT_INT, F(workers), 1, 256, "one per CPU", "inference threads"},
     {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",
      "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
-    {"blas-threads", "SEGD_BLAS_THREADS", OPT_INT, F(blas_threads), 1, 256, "1",
-     "OpenBLAS threads per call; the openblas GEMM backend forces 1"},
     {"gemm", "SEGD_GEMM", OPT_STR, F(gemm), 0, 0, "auto",
      "native (AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
     {"queue-depth", "SEGD_QUEUE_DEPTH", OPT_INT, F(queue_depth), 1, 1 << 20, "2 x workers",
@@ -77,7 +77,6 @@ void segd_config_defaults(segd_config *cfg)
     int n = segd_cpu_count();
     cfg->workers = n > 256 ? 256 : n;
     cfg->worker_threads = 1;
-    cfg->blas_threads = 1;
     strcpy(cfg->gemm, "auto");
     cfg->queue_depth = 0; /* derived from workers after parsing */
     cfg->http_threads = 1;

@@ -1,6 +1,6 @@
 /* Pure helpers of the HTTP layer: request ids, query values, media types,
  * error documents, engine errno -> HTTP status. */
-#include "segd/http.h"
+#include "http/http.h"
 
 #include <ctype.h>
 #include <errno.h>

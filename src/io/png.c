@@ -9,7 +9,7 @@
 #include <png.h>
 #include <zlib.h>
 
-#include "segd/png.h"
+#include "io/png.h"
 
 #define PNG_CHUNK_MALLOC_MAX (8u << 20) /* ancillary chunks (iCCP, zTXt, ...) */
 
@@ -130,6 +130,10 @@ static void warning_fn(png_structp png, png_const_charp msg)
     }
 }
 
+/* Over 80 lines on purpose: libpng reports errors by longjmp() back to the
+ * setjmp() in here, so everything alive across the decode (the structs,
+ * rc) has to sit in this one frame; helpers would each need their own
+ * setjmp. */
 int segd_png_decode_gray(const void *data, size_t len, size_t max_pixels,
                          float *out, void *scratch, size_t scratch_cap,
                          int *height, int *width, char *err, size_t errlen)

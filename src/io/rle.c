@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "segd/rle.h"
+#include "io/rle.h"
 
 /* Decimal digits of n (n >= 0). */
 static size_t ndigits(size_t n)

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "io/sha256.h"
-#include "segd/weights.h"
+#include "io/weights.h"
 
 #define HEADER_MAX (64u << 20) /* a sane bound on the JSON header */
 
@@ -51,7 +51,10 @@ static int cmp_offset(const void *a, const void *b)
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
-/* Parse and validate the header of w->map; fills tensors. */
+/* Parse and validate the header of w->map; fills tensors.  Over 80 lines
+ * on purpose: a flat list of checks in the header's order, each with its
+ * own message, reads (and fuzzes) better than a maze of helpers that all
+ * need err and the partial state. */
 static int parse(segd_weights *w, char *err, size_t errlen)
 {
     if (w->map_len < 8) {

@@ -2,7 +2,7 @@
  * plus one reaper thread that expires jobs whose deadline passes while they
  * wait, so that a 504 goes out at the deadline rather than when a worker
  * frees up. */
-#include "segd/pool.h"
+#include "jobs/pool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -12,12 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segd/queue.h"
-
-/* OpenBLAS's own prototype (cblas.h is not on every include path).  The
- * setting is process-wide in OpenBLAS 0.3.21: it is the thread count of
- * each BLAS call, so with W workers up to W x N threads compute at once. */
-void openblas_set_num_threads(int num_threads);
+#include "jobs/queue.h"
 
 typedef struct worker_thread {
     segd_pool *pool;
@@ -97,7 +92,7 @@ int segd_pool_create(const segd_model *m, const segd_pool_config *cfg,
                      segd_pool **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (cfg->workers < 1 || cfg->worker_threads < 1 || cfg->blas_threads < 1 ||
+    if (cfg->workers < 1 || cfg->worker_threads < 1 ||
         cfg->queue_depth < 1 || !run || !expire) {
         snprintf(err, errlen, "invalid pool configuration");
         return -EINVAL;
@@ -123,7 +118,6 @@ int segd_pool_create(const segd_model *m, const segd_pool_config *cfg,
         snprintf(err, errlen, "cannot create the job queue: %s", strerror(-rc));
         goto fail;
     }
-    openblas_set_num_threads(cfg->blas_threads);
     for (int i = 0; i < cfg->workers; i++) {
         p->threads[i].pool = p;
         rc = segd_worker_create_threads(m, cfg->max_pixels, cfg->worker_threads,

@@ -1,7 +1,7 @@
 /* Bounded FIFO of (job, deadline) pairs on a ring buffer with one mutex and
  * two condition variables: "not empty" for the workers, "head changed" for
  * the deadline reaper. */
-#include "segd/queue.h"
+#include "jobs/queue.h"
 
 #include <assert.h>
 #include <errno.h>

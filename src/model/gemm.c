@@ -1,13 +1,24 @@
-/* GEMM backend names and the OpenBLAS kernels of the forward pass: the only
- * place inference calls into OpenBLAS. */
+/* The GEMMs of the forward pass and the choice between them: backend names,
+ * the native register-blocked micro-kernel (AVX2+FMA or portable C) with its
+ * packed GEMM, and the OpenBLAS calls (the only place inference calls into
+ * OpenBLAS). */
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include <strings.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define SEGD_X86 1
+#endif
 
 #include <cblas.h>
 
-#include "segd/gemm.h"
-#include "segd/kernels.h"
+#include "model/gemm.h"
+#include "model/kernels.h"
+
+#define MR SEGD_GEMM_MR
+#define NR SEGD_GEMM_NR
 
 /* OpenBLAS's own prototypes (cblas.h of other BLASes lacks them). */
 void openblas_set_num_threads(int num_threads);
@@ -49,6 +60,126 @@ int segd_gemm_blas_threads(void)
 {
     return openblas_get_num_threads();
 }
+
+/* ------------------------------------------------------- micro-kernels */
+
+/* C[MR][NR] (row stride ldc) = A (K, MR) packed x B (K, NR) packed. */
+static void kern_c(int K, const float *A, const float *B, float *C, size_t ldc)
+{
+    float acc[MR][NR];
+    memset(acc, 0, sizeof acc);
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < MR; i++) {
+            float a = A[k * MR + i];
+            for (int j = 0; j < NR; j++)
+                acc[i][j] += a * B[k * NR + j];
+        }
+    for (int i = 0; i < MR; i++)
+        memcpy(C + i * ldc, acc[i], sizeof acc[i]);
+}
+
+#if SEGD_X86
+__attribute__((target("avx2,fma"))) static void kern_avx2(int K, const float *A, const float *B,
+                                                          float *C, size_t ldc)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
+           c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    for (int k = 0; k < K; k++) {
+        __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8), b2 = _mm256_load_ps(B + 16);
+        __m256 a = _mm256_broadcast_ss(A);
+        c00 = _mm256_fmadd_ps(a, b0, c00);
+        c01 = _mm256_fmadd_ps(a, b1, c01);
+        c02 = _mm256_fmadd_ps(a, b2, c02);
+        a = _mm256_broadcast_ss(A + 1);
+        c10 = _mm256_fmadd_ps(a, b0, c10);
+        c11 = _mm256_fmadd_ps(a, b1, c11);
+        c12 = _mm256_fmadd_ps(a, b2, c12);
+        a = _mm256_broadcast_ss(A + 2);
+        c20 = _mm256_fmadd_ps(a, b0, c20);
+        c21 = _mm256_fmadd_ps(a, b1, c21);
+        c22 = _mm256_fmadd_ps(a, b2, c22);
+        a = _mm256_broadcast_ss(A + 3);
+        c30 = _mm256_fmadd_ps(a, b0, c30);
+        c31 = _mm256_fmadd_ps(a, b1, c31);
+        c32 = _mm256_fmadd_ps(a, b2, c32);
+        A += MR;
+        B += NR;
+    }
+    _mm256_storeu_ps(C, c00);
+    _mm256_storeu_ps(C + 8, c01);
+    _mm256_storeu_ps(C + 16, c02);
+    C += ldc;
+    _mm256_storeu_ps(C, c10);
+    _mm256_storeu_ps(C + 8, c11);
+    _mm256_storeu_ps(C + 16, c12);
+    C += ldc;
+    _mm256_storeu_ps(C, c20);
+    _mm256_storeu_ps(C + 8, c21);
+    _mm256_storeu_ps(C + 16, c22);
+    C += ldc;
+    _mm256_storeu_ps(C, c30);
+    _mm256_storeu_ps(C + 8, c31);
+    _mm256_storeu_ps(C + 16, c32);
+}
+#endif
+
+segd_gemm_micro_fn segd_gemm_micro(int avx2)
+{
+#if SEGD_X86
+    if (avx2)
+        return kern_avx2;
+#else
+    (void)avx2;
+#endif
+    return kern_c;
+}
+
+/* ---------------------------------------------------------- packed GEMM */
+
+/* m rounded up to a multiple of MR. */
+static int m_pad(int m)
+{
+    return (m + MR - 1) / MR * MR;
+}
+
+size_t segd_gemm_packed_floats(int m, int k)
+{
+    return (size_t)m_pad(m) * k;
+}
+
+void segd_gemm_pack_a(float *ap, const float *a, int m, int k)
+{
+    int mp = m_pad(m);
+    for (int mb = 0; mb < mp / MR; mb++)
+        for (int kk = 0; kk < k; kk++)
+            for (int i = 0; i < MR; i++) {
+                int r = mb * MR + i;
+                ap[((size_t)mb * k + kk) * MR + i] = r < m ? a[(size_t)r * k + kk] : 0.0f;
+            }
+}
+
+void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
+                      size_t ldb, int n0, int n1, float *tmp, int avx2)
+{
+    segd_gemm_micro_fn kern = segd_gemm_micro(avx2);
+    int mp = m_pad(m);
+    float *bp = tmp, *ct = tmp + (size_t)NR * k; /* packed B panel, C tile */
+    for (int nb = n0; nb < n1; nb += NR) {
+        int nn = n1 - nb < NR ? n1 - nb : NR;
+        for (int kk = 0; kk < k; kk++) {
+            memcpy(bp + (size_t)kk * NR, b + (size_t)kk * ldb + nb, sizeof(float) * nn);
+            if (nn < NR)
+                memset(bp + (size_t)kk * NR + nn, 0, sizeof(float) * (NR - nn));
+        }
+        for (int mb = 0; mb < mp / MR; mb++) {
+            kern(k, ap + (size_t)mb * k * MR, bp, ct, NR);
+            for (int i = 0; i < MR && mb * MR + i < m; i++)
+                memcpy(c + (size_t)(mb * MR + i) * ldc + nb, ct + i * NR, sizeof(float) * nn);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- OpenBLAS */
 
 void segd_gemm_blas(float *c, size_t ldc, const float *a, int m, int k, const float *b,
                     size_t ldb, int n)

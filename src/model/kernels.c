@@ -9,7 +9,7 @@
 #include <immintrin.h>
 #endif
 
-#include "segd/kernels.h"
+#include "model/kernels.h"
 #include "model/vec.h"
 
 /* max as PyTorch's max_pool2d: a NaN anywhere wins. */

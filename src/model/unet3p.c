@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segd/kernels.h"
-#include "segd/unet3p.h"
+#include "model/cpu.h"
+#include "model/kernels.h"
+#include "model/unet3p.h"
 #include "model/team.h"
 
 /* ---------------------------------------------------------------- layers */
@@ -201,7 +202,7 @@ static int load_conv(segd_conv *c, const char *prefix, void *ctx)
 }
 
 int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
-                     int nclass, float eps, char *err, size_t errlen)
+                     int nclass, float eps, int no_avx2, char *err, size_t errlen)
 {
     memset(net, 0, sizeof *net);
     if (width < 1 || width > 1024 || in_ch != 1 || nclass < 1) {
@@ -238,8 +239,7 @@ int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in
         return rc;
     }
     assert((size_t)(lc.next - net->block) == total);
-    const char *no = getenv("SEGD_NO_AVX2");
-    net->avx2 = segd_cpu_has_avx2() && !(no && *no);
+    net->avx2 = segd_cpu_has_avx2() && !no_avx2;
     if ((rc = segd_unet3p_set_gemm(net, SEGD_GEMM_AUTO))) {
         snprintf(err, errlen, "out of memory for the OpenBLAS weights");
         segd_unet3p_finalize(net);

@@ -12,20 +12,11 @@
 #define SEGD_X86 1
 #endif
 
-#include "segd/kernels.h"
+#include "model/kernels.h"
 #include "model/vec.h"
 
 #define MR SEGD_WINO_MR
 #define NR SEGD_WINO_NR
-
-int segd_cpu_has_avx2(void)
-{
-#if SEGD_X86
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
 
 int segd_wino_cout_pad(int cout)
 {
@@ -96,113 +87,6 @@ size_t segd_wino_band_floats(int cin, int cout, int rows, int w)
     size_t tp = pad_nr((size_t)rows * tiles_x_pad(w));
     /* V (36, T/NR, cin, NR) + M (36, cout_pad, T) + D and E (36, T) each */
     return 36 * tp * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
-}
-
-/* ------------------------------------------------------- micro-kernels */
-
-/* C[MR][NR] (row stride ldc) = A (K, MR) packed x B (K, NR) packed. */
-static void kern_c(int K, const float *A, const float *B, float *C, size_t ldc)
-{
-    float acc[MR][NR];
-    memset(acc, 0, sizeof acc);
-    for (int k = 0; k < K; k++)
-        for (int i = 0; i < MR; i++) {
-            float a = A[k * MR + i];
-            for (int j = 0; j < NR; j++)
-                acc[i][j] += a * B[k * NR + j];
-        }
-    for (int i = 0; i < MR; i++)
-        memcpy(C + i * ldc, acc[i], sizeof acc[i]);
-}
-
-#if SEGD_X86
-__attribute__((target("avx2,fma"))) static void kern_avx2(int K, const float *A, const float *B,
-                                                          float *C, size_t ldc)
-{
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
-           c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-    for (int k = 0; k < K; k++) {
-        __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8), b2 = _mm256_load_ps(B + 16);
-        __m256 a = _mm256_broadcast_ss(A);
-        c00 = _mm256_fmadd_ps(a, b0, c00);
-        c01 = _mm256_fmadd_ps(a, b1, c01);
-        c02 = _mm256_fmadd_ps(a, b2, c02);
-        a = _mm256_broadcast_ss(A + 1);
-        c10 = _mm256_fmadd_ps(a, b0, c10);
-        c11 = _mm256_fmadd_ps(a, b1, c11);
-        c12 = _mm256_fmadd_ps(a, b2, c12);
-        a = _mm256_broadcast_ss(A + 2);
-        c20 = _mm256_fmadd_ps(a, b0, c20);
-        c21 = _mm256_fmadd_ps(a, b1, c21);
-        c22 = _mm256_fmadd_ps(a, b2, c22);
-        a = _mm256_broadcast_ss(A + 3);
-        c30 = _mm256_fmadd_ps(a, b0, c30);
-        c31 = _mm256_fmadd_ps(a, b1, c31);
-        c32 = _mm256_fmadd_ps(a, b2, c32);
-        A += MR;
-        B += NR;
-    }
-    _mm256_storeu_ps(C, c00);
-    _mm256_storeu_ps(C + 8, c01);
-    _mm256_storeu_ps(C + 16, c02);
-    C += ldc;
-    _mm256_storeu_ps(C, c10);
-    _mm256_storeu_ps(C + 8, c11);
-    _mm256_storeu_ps(C + 16, c12);
-    C += ldc;
-    _mm256_storeu_ps(C, c20);
-    _mm256_storeu_ps(C + 8, c21);
-    _mm256_storeu_ps(C + 16, c22);
-    C += ldc;
-    _mm256_storeu_ps(C, c30);
-    _mm256_storeu_ps(C + 8, c31);
-    _mm256_storeu_ps(C + 16, c32);
-}
-#endif
-
-/* ---------------------------------------------------------- packed GEMM */
-
-size_t segd_gemm_packed_floats(int m, int k)
-{
-    return (size_t)segd_wino_cout_pad(m) * k;
-}
-
-void segd_gemm_pack_a(float *ap, const float *a, int m, int k)
-{
-    int mp = segd_wino_cout_pad(m);
-    for (int mb = 0; mb < mp / MR; mb++)
-        for (int kk = 0; kk < k; kk++)
-            for (int i = 0; i < MR; i++) {
-                int r = mb * MR + i;
-                ap[((size_t)mb * k + kk) * MR + i] = r < m ? a[(size_t)r * k + kk] : 0.0f;
-            }
-}
-
-void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
-                      size_t ldb, int n0, int n1, float *tmp, int avx2)
-{
-    void (*kern)(int, const float *, const float *, float *, size_t) = kern_c;
-#if SEGD_X86
-    if (avx2)
-        kern = kern_avx2;
-#else
-    (void)avx2;
-#endif
-    int mp = segd_wino_cout_pad(m);
-    float *bp = tmp, *ct = tmp + (size_t)NR * k; /* packed B panel, C tile */
-    for (int nb = n0; nb < n1; nb += NR) {
-        int nn = n1 - nb < NR ? n1 - nb : NR;
-        for (int kk = 0; kk < k; kk++) {
-            memcpy(bp + (size_t)kk * NR, b + (size_t)kk * ldb + nb, sizeof(float) * nn);
-            if (nn < NR)
-                memset(bp + (size_t)kk * NR + nn, 0, sizeof(float) * (NR - nn));
-        }
-        for (int mb = 0; mb < mp / MR; mb++) {
-            kern(k, ap + (size_t)mb * k * MR, bp, ct, NR);
-            for (int i = 0; i < MR && mb * MR + i < m; i++)
-                memcpy(c + (size_t)(mb * MR + i) * ldc + nb, ct + i * NR, sizeof(float) * nn);
-        }
-    }
 }
 
 /* ----------------------------------------------------------- transforms */
@@ -308,7 +192,10 @@ __attribute__((target("avx2,fma"))) static inline void phases8(const float *p, _
  * BT over the 6 input rows on whole rows, then BT over columns on the 8
  * tiles' column phases; results stored straight into V, where tile t of
  * channel c at Winograd point xi is V[xi * xs + c * cs + (t / NR) * bs + t % NR]
- * (panels: cs = NR, bs = cin * NR; rows: cs = tp, bs = NR). */
+ * (panels: cs = NR, bs = cin * NR; rows: cs = tp, bs = NR).
+ * Over 80 lines on purpose: the row and the column pass are one loop nest
+ * over the same 8 tiles and their registers, and read best checked as a
+ * whole against the scalar transform. */
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(
     float *V, size_t xs, size_t cs, size_t bs, int c, const float *plane, int in_r0, int h,
     int w, int ty0, int ty1, int txp, float *buf)
@@ -483,7 +370,10 @@ static void pack_v_rows(float *restrict V, const float *restrict D, size_t tp, i
 
 /* segd_wino_band (blas = 0: u packed, micro-kernel) and segd_wino_band_blas
  * (blas = 1: u row-major (36, cout, cin), V row-major, cblas_sgemm over the
- * nt real tiles only; padding lanes are never written nor read). */
+ * nt real tiles only; padding lanes are never written nor read).
+ * Over 80 lines on purpose: the scratch layout (V, M, D, E), the tile
+ * loops and the GEMM dispatch of both backends share a dozen strides that
+ * pieces would have to pass around; the phases are commented in place. */
 static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                       int in_r1, int h, int w, int ty0, int ty1, const float *u,
                       const float *bias, int cin, int cout, int relu, float *scratch, int avx2,
@@ -494,13 +384,7 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
     size_t tp = pad_nr((size_t)nt), ntb = tp / NR;
     int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
     float *V = scratch, *M = V + 36 * tp * cin, *D = M + 36 * tp * cp, *E = D + 36 * tp;
-    void (*kern)(int, const float *, const float *, float *, size_t) = kern_c;
-#if SEGD_X86
-    if (avx2)
-        kern = kern_avx2;
-#else
-    (void)avx2;
-#endif
+    segd_gemm_micro_fn kern = segd_gemm_micro(avx2);
     assert(in_r0 <= (4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0));
     assert(in_r1 >= (4 * ty1 + 1 < h ? 4 * ty1 + 1 : h));
 

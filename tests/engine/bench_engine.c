@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "segd/engine.h"
+#include "model/gemm.h"
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -61,7 +62,8 @@ int main(int argc, char **argv)
     char err[512];
     segd_model *m;
     segd_worker *w;
-    if (segd_model_load(weights, &m, err, sizeof err)) {
+    segd_model_options opts = {.gemm = getenv("SEGD_GEMM")};
+    if (segd_model_load_opts(weights, &opts, &m, err, sizeof err)) {
         fprintf(stderr, "segd-bench: %s\n", err);
         return 1;
     }

@@ -7,7 +7,7 @@ Run from the repository root with the system Python that has torch:
   /usr/bin/python3 tests/engine/make_golden.py --out tests/data/golden-w4 \
       --width 4 --seed 1234 IMAGE.png...
       (random UNet3Plus with randomised BN statistics, exported with
-       train/export.py to PREFIX.safetensors)
+       train/weights_io.py to PREFIX.safetensors)
   /usr/bin/python3 tests/engine/make_golden.py --weights FILE.safetensors \
       --out PREFIX IMAGE.png...
       (any exported weights file; the manifest points at it)
@@ -31,7 +31,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "train"))
-from export import export_model, load_model  # noqa: E402
+from weights_io import export_model, load_model  # noqa: E402
 from model import UNet3Plus, predict_probs  # noqa: E402
 from preprocess import DEFAULT_POLICY, load_png, postprocess, to_model_input  # noqa: E402
 

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "segd/png.h"
+#include "io/png.h"
 
 #define MAX_PIXELS (1u << 20)
 

@@ -11,10 +11,11 @@
 #include <unistd.h>
 
 #include "../harness.h"
-#include "segd/cli.h"
+#include "cli/cli.h"
 #include "segd/engine.h"
-#include "segd/png.h"
-#include "segd/rle.h"
+#include "io/png.h"
+#include "model/cpu.h"
+#include "io/rle.h"
 
 static char dir[1024];
 
@@ -240,6 +241,47 @@ static void test_weights_lookup(const char *datadir)
     rmdir(tmp);
 }
 
+/* The library reads no environment; the CLI's segd_cli_model_options()
+ * does, and a flag wins over its variable. */
+static void test_model_options(const char *path)
+{
+    char err[512] = "";
+    segd_model_options o;
+    setenv("SEGD_GEMM", "openblas", 1);
+    setenv("SEGD_NO_AVX2", "1", 1);
+    segd_model *m = NULL;
+    TEST_REQUIRE(segd_model_load(path, &m, err, sizeof err) == 0);
+    /* the defaults, whatever the environment says: auto, AVX2 if present */
+    const char *want = segd_cpu_has_avx2() ? "native" : "openblas";
+    TEST_EQ_STR(segd_model_gemm(m), want);
+    segd_model_free(m);
+
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), 0);
+    TEST_EQ_STR(o.gemm, "openblas");
+    TEST_EQ_INT(o.no_avx2, 1);
+    TEST_EQ_INT(segd_cli_model_options(&o, "native", err, sizeof err), 0);
+    TEST_EQ_STR(o.gemm, "native"); /* the flag wins */
+    TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
+    TEST_EQ_STR(segd_model_gemm(m), "native");
+    segd_model_free(m);
+    o = (segd_model_options){.gemm = "auto", .no_avx2 = 1};
+    TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
+    TEST_EQ_STR(segd_model_gemm(m), "openblas"); /* auto without AVX2 */
+    segd_model_free(m);
+    o.gemm = "blas";
+    TEST_EQ_INT(segd_model_load_opts(path, &o, &m, err, sizeof err), -EINVAL);
+    TEST_CHECK(m == NULL && strstr(err, "blas") != NULL);
+
+    setenv("SEGD_GEMM", "bogus", 1);
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "SEGD_GEMM 'bogus'") != NULL);
+    unsetenv("SEGD_GEMM");
+    setenv("SEGD_NO_AVX2", "", 1); /* empty: unset */
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), 0);
+    TEST_CHECK(o.gemm == NULL && o.no_avx2 == 0);
+    unsetenv("SEGD_NO_AVX2");
+}
+
 int main(int argc, char **argv)
 {
     TEST_REQUIRE(argc == 3); /* the tests/data directory, meson's installed data directory */
@@ -260,6 +302,7 @@ int main(int argc, char **argv)
     segd_worker_free(w);
     segd_worker_free(NULL);
     segd_model_free(m);
+    test_model_options(path);
     test_cli();
     test_weights_lookup(argv[2]);
     return test_report("test_engine");

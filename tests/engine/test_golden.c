@@ -19,7 +19,9 @@
 
 #include "../harness.h"
 #include "segd/engine.h"
-#include "segd/kernels.h"
+#include "model/cpu.h"
+#include "model/gemm.h"
+#include "model/kernels.h"
 
 #define PROB_TOL 1e-4
 #define EDGE_TOL 1e-5
@@ -65,7 +67,11 @@ static void run_fixture(const char *prefix, int threads)
     TEST_REQUIRE(man);
     join(path, sizeof path, dir, json_string_value(json_object_get(man, "weights")));
     segd_model *m = NULL;
-    int rc = segd_model_load(path, &m, err, sizeof err);
+    /* the library reads no environment: the test passes the variables of
+     * its meson test() entry on, as the CLI does */
+    const char *no_avx2 = getenv("SEGD_NO_AVX2");
+    segd_model_options opts = {.gemm = getenv("SEGD_GEMM"), .no_avx2 = no_avx2 && *no_avx2};
+    int rc = segd_model_load_opts(path, &opts, &m, err, sizeof err);
     if (rc)
         fprintf(stderr, "%s: %s\n", path, err);
     TEST_REQUIRE(rc == 0);
@@ -75,8 +81,7 @@ static void run_fixture(const char *prefix, int threads)
     if (want && *want && strcmp(want, "auto") != 0) {
         TEST_CHECK(strcmp(segd_model_gemm(m), want) == 0);
     } else { /* auto: native only with the AVX2 kernels */
-        const char *no = getenv("SEGD_NO_AVX2");
-        int avx2 = segd_cpu_has_avx2() && !(no && *no);
+        int avx2 = segd_cpu_has_avx2() && !opts.no_avx2;
         TEST_CHECK(strcmp(segd_model_gemm(m), avx2 ? "native" : "openblas") == 0);
     }
     if (strcmp(segd_model_gemm(m), "openblas") == 0)

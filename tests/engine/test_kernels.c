@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "../harness.h"
-#include "segd/kernels.h"
+#include "model/cpu.h"
+#include "model/kernels.h"
 
 static uint64_t rs = 88172645463325252ull;
 

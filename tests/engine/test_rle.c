@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "../harness.h"
-#include "segd/rle.h"
+#include "io/rle.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Build the libFuzzer harnesses of tests/fuzz with clang (not meson: the
-# fuzzer runtime needs clang): every libsegd source except src/main.c is
+# fuzzer runtime needs clang): every libsegd source except src/cli/main.c is
 # compiled once with ASan+UBSan and coverage into an archive, then each
 # fuzz_*.c is linked against it.  Objects are rebuilt only when their
 # source or a header is newer.
@@ -29,7 +29,7 @@ newest_header=$(find include src -name '*.h' -printf '%T@\n' | sort -n | tail -1
 #    source left out would let a harness link without the code it fuzzes).
 objs=()
 fail=0
-for src in $(find src -name '*.c' ! -path src/main.c | sort); do
+for src in $(find src -name '*.c' ! -path src/cli/main.c | sort); do
     obj="$OUT/obj/$(echo "${src%.c}" | tr / _).o"
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
        awk -v h="$newest_header" -v o="$(stat -c %Y "$obj")" 'BEGIN{exit !(h > o)}'; then

@@ -1,4 +1,4 @@
-/* libFuzzer harness: the pure helpers of the HTTP layer (segd/http.h) and
+/* libFuzzer harness: the pure helpers of the HTTP layer (http/http.h) and
  * the `segd serve` configuration parser (segd/config.h).  The input is
  * split at NUL bytes into strings; each helper gets them in turn, and
  * segd_config_parse() gets them as argv and as an environment.  Invariants:
@@ -16,7 +16,7 @@
 
 #include "segd/config.h"
 #include "segd/engine.h"
-#include "segd/http.h"
+#include "http/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

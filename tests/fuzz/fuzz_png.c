@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segd/png.h"
+#include "io/png.h"
 #include "pngfix.h"
 
 #define MAX_PIXELS (512u * 512u)

@@ -1,4 +1,4 @@
-/* libFuzzer harness: RLE (include/segd/rle.h) both ways.
+/* libFuzzer harness: RLE (src/io/rle.h) both ways.
  *   1. The input bytes as a mask (byte & 1): encode, check the length
  *      bound of segd_rle_max_len(), decode, compare.
  *   2. The input as a NUL-terminated string: strict decode against a small
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segd/rle.h"
+#include "io/rle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

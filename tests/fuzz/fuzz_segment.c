@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "segd/engine.h"
-#include "segd/rle.h"
+#include "io/rle.h"
 #include "pngfix.h"
 
 #define MAX_PIXELS (384u * 384u)

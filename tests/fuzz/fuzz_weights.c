@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "segd/engine.h"
-#include "segd/weights.h"
+#include "io/weights.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

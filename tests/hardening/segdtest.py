@@ -1,7 +1,8 @@
-"""Helpers of the hardening tests (standard library only): start a real
-`segd serve` on loopback and read its port, plain HTTP requests, /metrics,
-RSS, reference documents from `segd infer`, PNG crafting (valid, broken,
-bombs) and multipart bodies.
+"""The Python side's one daemon harness (standard library only), used by
+tests/hardening, train/tests, the viewer checks (tests/viewer), bench/load,
+bench/soak and the fuzz corpus: start a real `segd serve` on loopback and
+read its port, plain HTTP requests, /metrics, RSS, reference documents from
+`segd infer`, PNG crafting (valid, broken, bombs) and multipart bodies.
 
 Every test script imports this module, runs its checks with check(), and
 ends with finish(), which prints "N passed, N failed" for the script and
@@ -96,12 +97,18 @@ def _kill_children():
 class Daemon:
     """`segd serve --bind 127.0.0.1 --port 0 ...` as a child; the port
     comes from the stderr line 'listening on http://127.0.0.1:PORT'.
-    stderr is drained by a thread into self.lines."""
+    stderr is drained by a thread into self.lines.  binary: the segd to
+    run (default SEGD_BIN); weights: a file (default WEIGHTS), or False for
+    segd's own default-weights lookup (no --weights).  RuntimeError, with
+    the log, when it does not start."""
 
-    def __init__(self, *args, weights=None, wrapper=None, access_log=False, start_timeout=30.0):
-        cmd = list(wrapper or []) + [SEGD_BIN, "serve", "--bind", "127.0.0.1", "--port", "0",
-                                     "--weights", weights or WEIGHTS,
-                                     "--access-log", "on" if access_log else "off"]
+    def __init__(self, *args, weights=None, wrapper=None, access_log=False, start_timeout=30.0,
+                 binary=None):
+        cmd = list(wrapper or []) + [binary or SEGD_BIN, "serve", "--bind", "127.0.0.1",
+                                     "--port", "0"]
+        if weights is not False:
+            cmd += ["--weights", weights or WEIGHTS]
+        cmd += ["--access-log", "on" if access_log else "off"]
         cmd += [str(a) for a in args]
         self.cmd = cmd
         self.lines = []
@@ -171,6 +178,10 @@ class Daemon:
 
     def __exit__(self, *exc):
         self.kill()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
 
 
 # ---------------------------------------------------------------- HTTP

@@ -9,9 +9,9 @@
 #include "harness.h"
 #include "segd/config.h"
 #include "segd/engine.h"
-#include "segd/http.h"
+#include "http/http.h"
 #include "segd/metrics.h"
-#include "segd/queue.h"
+#include "jobs/queue.h"
 
 static void test_helpers(void)
 {
@@ -127,7 +127,6 @@ static void test_config(void)
     TEST_EQ_STR(c.bind, "0.0.0.0");
     TEST_CHECK(c.workers >= 1);
     TEST_EQ_INT(c.queue_depth, 2 * c.workers);
-    TEST_EQ_INT(c.blas_threads, 1);
     TEST_EQ_INT(c.worker_threads, 1);
     TEST_EQ_INT(c.max_body, 32u << 20);
     TEST_EQ_INT(c.max_parts, 16);

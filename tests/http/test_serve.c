@@ -6,6 +6,11 @@
  *
  * usage: test_serve SEGD_EXE WEIGHTS DATA_DIR */
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -506,8 +511,8 @@ static void test_parity_with_infer(const ctx *c, int port)
         char path[256], cmd[2048];
         snprintf(path, sizeof path, "/tmp/segd-test-%d-slice%d.png", (int)getpid(), i);
         TEST_REQUIRE(tc_write_file(path, c->png[i], c->len[i]) == 0);
-        /* the daemon runs --blas-threads 1; OpenBLAS's thread count changes
-         * the float summation order, so give infer the same */
+        /* the openblas backend runs OpenBLAS at 1 thread in both (the
+         * worker sets it); the variable keeps any other BLAS call serial */
         snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 '%s' infer --weights '%s' '%s'", c->exe,
                  c->weights, path);
         FILE *p = popen(cmd, "r");
@@ -1034,7 +1039,7 @@ static void test_startup(const ctx *c)
     TEST_EQ_INT(pclose(p), 0);
     const char *want[] = {"--port", "SEGD_PORT", "--workers", "--queue-depth", "SEGD_QUEUE_DEPTH",
                           "--request-timeout", "--worker-threads", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
-                          "--max-pixels", "--max-parts", "--drain-timeout", "--blas-threads",
+                          "--max-pixels", "--max-parts", "--drain-timeout", "--gemm",
                           "--bind", "--port-file", "--weights", "default: 8080"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         TEST_CHECK(out.p && strstr(out.p, want[i]));

@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DATA = os.path.join(ROOT, "tests", "data")
 EXAMPLES = os.path.join(ROOT, "examples")
+sys.path.insert(0, os.path.join(ROOT, "tests", "hardening"))
+import segdtest  # noqa: E402  the daemon harness of every Python test
 SLICES = {  # file in tests/data -> (Kaggle case, day folder, file name in scans/)
     "case110_day16_slice_0070_360_310_1.50_1.50.png": ("case110", "case110_day16", "slice_0070_360_310_1.50_1.50.png"),
     "case101_day20_slice_0090_266_266_1.50_1.50.png": ("case101", "case101_day20", "slice_0090_266_266_1.50_1.50.png"),
@@ -89,31 +90,22 @@ def main():
         return
 
     tmp = tempfile.mkdtemp(prefix="segd-clients-")
-    port_file = os.path.join(tmp, "port")
-    log = open(os.path.join(tmp, "log"), "w")
-    daemon = subprocess.Popen([exe, "serve", "--bind", "127.0.0.1", "--port", "0", "--port-file", port_file,
-                               "--weights", weights, "--workers", "1", "--access-log", "off"],
-                              stdout=log, stderr=log)
     try:
-        t0 = time.monotonic()
-        while not os.path.exists(port_file) and daemon.poll() is None and time.monotonic() - t0 < 30:
-            time.sleep(0.05)
-        if not check("segd serve starts", os.path.exists(port_file)):
-            return
-        url = "http://127.0.0.1:%d" % int(open(port_file).read())
+        daemon = segdtest.Daemon("--workers", "1", weights=weights, binary=exe)
+    except RuntimeError as e:
+        check("segd serve starts", False, str(e)[-300:])
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    rc = None
+    try:
+        url = daemon.url
         env = dict(os.environ, SEGD_URL=url)
         run_curl(env, files, ref)
         run_python_client(url, tmp, ref)
         run_snippet(url, ref)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            rc = daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            rc = daemon.wait()
+        rc = daemon.stop(timeout=20)
         check("daemon drains and exits 0", rc == 0, f"exit {rc}")
-        log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -4,19 +4,19 @@ agreement."""
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import HELDOUT, ROOT, TRAIN, shipped_weights
+sys.path.insert(0, os.path.join(ROOT, "tests", "hardening"))
+import segdtest  # noqa: E402  the daemon harness of every Python test
 import dataset
 import evaluate
-from export import export_model, load_model, read_safetensors
+from weights_io import export_model, load_model, read_safetensors
 from model import CLASSES, UNet3Plus
 from preprocess import (load_png, normalise, normalise_percentile, rle_decode, rle_encode,
                         to_model_input)
@@ -229,21 +229,6 @@ def test_two_step_training_smoke(data_root, tmp_path):
     assert "resumed at step 2" in r.stdout and "step 3/3" in r.stdout
 
 
-def _start_daemon(binary, weights):
-    p = subprocess.Popen([binary, "serve", "--port", "0", "--bind", "127.0.0.1", "--weights", weights,
-                          "--workers", "1"], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stderr.readline()
-        if "listening on http://" in line:
-            url = line.split("listening on ", 1)[1].split()[0]
-            return p, url
-        if p.poll() is not None:
-            break
-    p.kill()
-    raise RuntimeError("daemon did not start")
-
-
 def test_daemon_and_pytorch_evaluation_agree():
     """The held-out slices of tests/data/heldout (every clone has them)
     through a running segd give PyTorch's figures within 0.005 Dice per
@@ -258,12 +243,9 @@ def test_daemon_and_pytorch_evaluation_agree():
     model, md = load_model(weights)
     policy = json.loads(md["preprocess"])  # the weights' own normalisation
     ref = evaluate.evaluate(recs, lambda r: evaluate.predict_record(model, r, policy=policy)[1])
-    p, url = _start_daemon(binary, weights)
-    try:
-        got = evaluate.evaluate(recs, lambda r: evaluate.predict_server(url, r))
-    finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=30)
+    with segdtest.Daemon("--workers", "1", weights=weights, binary=binary, start_timeout=60) as d:
+        got = evaluate.evaluate(recs, lambda r: evaluate.predict_server(d.url, r))
+        d.stop(30)
     for c in CLASSES:
         assert abs(ref["organs"][c]["dice"] - got["organs"][c]["dice"]) <= 0.005, c
     assert abs(ref["mean_dice"] - got["mean_dice"]) <= 0.005

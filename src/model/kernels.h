@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "segd/gemm.h"
+#include "model/gemm.h"
 
 /* Floats of im2col scratch that segd_conv3x3 needs to process at least one
  * output row of a (cin, h, w) input. */
@@ -65,27 +65,6 @@ void segd_resize_bilinear_rows(float *out, const float *inp, int c, int ih, int 
 void segd_tapsum3x3(float *out, size_t out_cs, const float *z, int cout, int h, int w, int r0,
                     int r1, int z_r0, int z_rows, const float *bias, int relu);
 
-/* Packed GEMM on the Winograd micro-kernel: columns [n0, n1) of
- *   C (m_pad, n) row stride ldc = A (m_pad, k) x B (k, n) row stride ldb,
- * A packed as segd_gemm_pack_a; n0 a multiple of SEGD_WINO_NR.
- * tmp: SEGD_WINO_NR * (k + SEGD_WINO_MR) floats, 32-byte aligned. */
-size_t segd_gemm_packed_floats(int m, int k); /* floats of packed A, m padded to MR */
-void segd_gemm_pack_a(float *ap, const float *a, int m, int k);
-void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
-                      size_t ldb, int n0, int n1, float *tmp, int avx2);
-
-/* The same products on OpenBLAS (the openblas GEMM backend): one
- * cblas_sgemm call, single-threaded once segd_gemm_blas_serial() ran, so
- * that team threads may call it at once on disjoint parts of c.
- *   c: (m, n) row stride ldc   a: (m, k) row-major   b: (k, n) row stride ldb */
-void segd_gemm_blas(float *c, size_t ldc, const float *a, int m, int k, const float *b,
-                    size_t ldb, int n);
-
-/* segd_conv1x1 on segd_gemm_blas.
- *   out: (cout, n)   inp: (cin, n)   wt: (cout, cin)   bias: (cout) */
-void segd_conv1x1_blas(float *out, const float *inp, const float *wt, const float *bias,
-                       int cin, int cout, int n);
-
 /* Direct 3x3 convolution of a single-channel input (no im2col), bias, ReLU.
  *   out: (cout, h, w), channel stride out_cs   inp: (1, h, w)
  *   wt: (cout, 9)   bias: (cout) */
@@ -100,10 +79,10 @@ void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *w
  * rows [in_r0, in_r1) of each channel c at inp + c*in_cs + (y-in_r0)*w; it
  * needs rows [4*ty0-1, 4*ty1+1) clipped to [0, h).  scratch: 32-byte
  * aligned, segd_wino_band_floats(cin, cout, ty1 - ty0, w) floats.
- * avx2: use the AVX2+FMA micro-kernel (only if segd_cpu_has_avx2()). */
-#define SEGD_WINO_MR 4
-#define SEGD_WINO_NR 24
-int segd_cpu_has_avx2(void);
+ * avx2: use the AVX2+FMA micro-kernel (only if segd_cpu_has_avx2(), model/cpu.h). */
+/* the micro-kernel's blocking (model/gemm.h) */
+#define SEGD_WINO_MR SEGD_GEMM_MR
+#define SEGD_WINO_NR SEGD_GEMM_NR
 int segd_wino_cout_pad(int cout);
 size_t segd_wino_weights_floats(int cin, int cout);
 void segd_wino_weights(float *u, const float *wt, int cin, int cout);

@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 
-#include "segd/gemm.h"
-#include "segd/weights.h"
+#include "model/gemm.h"
+#include "io/weights.h"
 
 #define SEGD_UNET3P_LEVELS 5
 
@@ -42,14 +42,14 @@ typedef struct segd_unet3p {
 /* Check that wt holds exactly the tensors of UNet3Plus(width, in_ch, nclass)
  * (no more, no fewer, every shape right), fold BN (eps) and precompute the
  * Winograd weights into one malloc'd block.  The AVX2 kernels are used when
- * the CPU has them and $SEGD_NO_AVX2 is unset or empty.  The GEMM backend
+ * the CPU has them and no_avx2 is 0.  The GEMM backend
  * is SEGD_GEMM_AUTO (segd_unet3p_set_gemm).  On error net is left empty and
  * err names the tensor. */
 int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
-                     int nclass, float eps, char *err, size_t errlen);
+                     int nclass, float eps, int no_avx2, char *err, size_t errlen);
 void segd_unet3p_finalize(segd_unet3p *net);
 
-/* Select the GEMM backend (AUTO resolved with net->avx2, so $SEGD_NO_AVX2
+/* Select the GEMM backend (AUTO resolved with net->avx2, so no_avx2 at load
  * stands for a CPU without AVX2) and build the weights it needs: OPENBLAS
  * adds a second block of row-major weights (freed again by a switch back to
  * NATIVE).  The arena size does not depend on the backend.  Not

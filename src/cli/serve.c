@@ -17,12 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "segd/cli.h"
+#include "cli/cli.h"
 #include "segd/config.h"
 #include "segd/engine.h"
 #include "segd/log.h"
 #include "segd/metrics.h"
-#include "segd/queue.h"
+#include "jobs/queue.h"
 #include "segd/server.h"
 
 #ifndef SEGD_VERSION
@@ -61,6 +61,71 @@ static int wait_signal(const sigset_t *set, double seconds)
     }
 }
 
+/* Block SIGTERM, SIGINT and SIGQUIT (returned in *sigs, for
+ * sigtimedwait()) and ignore SIGPIPE, SIGUSR1 and SIGUSR2. */
+static void block_signals(sigset_t *sigs)
+{
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGQUIT); /* a drain like SIGTERM, not a core dump dropping accepted jobs */
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* SIGUSR1/2 would kill the process (and every accepted job) by
+     * default; they have no meaning yet, so they are ignored. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+}
+
+/* After the first drain signal: stop taking jobs and wait for the accepted
+ * ones, up to drain_timeout seconds or a second signal.  The exit status:
+ * 0 after a complete drain, 1 otherwise. */
+static int drain(segd_server *server, segd_log *log, const sigset_t *sigs, double drain_timeout)
+{
+    double t0 = segd_queue_now();
+    segd_server_drain(server);
+    segd_log_printf(log, "segd: draining (%ld accepted jobs unanswered, up to %g s)",
+                    segd_server_jobs_active(server), drain_timeout);
+    int status = 0;
+    for (;;) {
+        long left = segd_server_jobs_active(server);
+        if (left == 0)
+            break;
+        double remain = drain_timeout - (segd_queue_now() - t0);
+        if (remain <= 0 || wait_signal(sigs, remain < 0.02 ? remain : 0.02)) {
+            if (remain > 0)
+                segd_log_printf(log, "segd: second signal, stopping now");
+            size_t n = segd_server_cancel_queued(server);
+            segd_log_printf(log, "segd: drain incomplete: %ld jobs unanswered, %zu queued ones "
+                            "answered 503, running ones stop at their next slice (503); exit 1",
+                            left, n);
+            status = 1;
+            break;
+        }
+    }
+    if (status == 0)
+        segd_log_printf(log, "segd: drained in %.3f s", segd_queue_now() - t0);
+    return status;
+}
+
+/* The start-up lines: the model and the sizing, then where it listens. */
+static void log_started(segd_log *log, const segd_config *cfg, const segd_model *model,
+                        const segd_server *server)
+{
+    const char *host = cfg->bind;
+    int v6 = strchr(host, ':') != NULL;
+    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s), "
+                    "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
+                    segd_model_name(model), cfg->weights, cfg->workers, cfg->worker_threads,
+                    segd_model_gemm(model), cfg->queue_depth,
+                    cfg->max_body, cfg->max_body_total, cfg->max_pixels);
+    if (segd_server_probe_port(server) >= 0)
+        segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+                        segd_server_probe_port(server));
+    segd_log_printf(log, "segd: listening on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+                    segd_server_port(server));
+}
+
 int segd_cli_serve(int argc, char **argv)
 {
     segd_config cfg;
@@ -80,18 +145,9 @@ int segd_cli_serve(int argc, char **argv)
     }
 
     /* Block the drain signals before any thread exists so that every
-     * thread inherits the mask and only sigtimedwait() below sees them. */
+     * thread inherits the mask and only sigtimedwait() sees them. */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGQUIT); /* a drain like SIGTERM, not a core dump dropping accepted jobs */
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    /* SIGUSR1/2 would kill the process (and every accepted job) by
-     * default; they have no meaning yet, so they are ignored. */
-    signal(SIGUSR1, SIG_IGN);
-    signal(SIGUSR2, SIG_IGN);
+    block_signals(&sigs);
 
     int status = 1;
     segd_model *model = NULL;
@@ -99,17 +155,16 @@ int segd_cli_serve(int argc, char **argv)
     segd_server *server = NULL;
     segd_log *log = NULL;
 
-    if (segd_model_load(cfg.weights, &model, err, sizeof err)) {
+    segd_model_options opts;
+    /* cfg.gemm holds --gemm, else $SEGD_GEMM (both validated), else "auto" */
+    if (segd_cli_model_options(&opts, cfg.gemm, err, sizeof err) ||
+        segd_model_load_opts(cfg.weights, &opts, &model, err, sizeof err)) {
         fprintf(stderr, "segd serve: cannot load weights '%s': %s\n", cfg.weights, err);
         goto out;
     }
     if (!segd_model_data_verified(model))
         fprintf(stderr, "segd serve: warning: weights '%s' carry no tensor_sha256 (exported before "
                         "it existed): tensor data not verified\n", cfg.weights);
-    if (segd_model_set_gemm(model, cfg.gemm)) { /* the name was validated by the config */
-        fprintf(stderr, "segd serve: out of memory for the '%s' GEMM backend\n", cfg.gemm);
-        goto out;
-    }
     if (segd_metrics_create(SEGD_VERSION, segd_model_name(model), segd_model_sha256(model),
                             segd_model_width(model), &metrics)) {
         fprintf(stderr, "segd serve: out of memory\n");
@@ -126,18 +181,7 @@ int segd_cli_serve(int argc, char **argv)
         goto out;
     }
     int port = segd_server_port(server);
-    const char *host = cfg.bind;
-    int v6 = strchr(host, ':') != NULL;
-    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s, BLAS %d), "
-                    "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
-                    segd_model_name(model), cfg.weights, cfg.workers, cfg.worker_threads,
-                    segd_model_gemm(model), segd_gemm_blas_threads(), cfg.queue_depth,
-                    cfg.max_body, cfg.max_body_total, cfg.max_pixels);
-    if (segd_server_probe_port(server) >= 0)
-        segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
-                        segd_server_probe_port(server));
-    segd_log_printf(log, "segd: listening on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
-                    port);
+    log_started(log, &cfg, model, server);
     if (cfg.port_file[0]) {
         int rc = write_port_file(cfg.port_file, port);
         if (rc) {
@@ -149,29 +193,7 @@ int segd_cli_serve(int argc, char **argv)
 
     while (!wait_signal(&sigs, 3600.0))
         ;
-    double t0 = segd_queue_now();
-    segd_server_drain(server);
-    segd_log_printf(log, "segd: draining (%ld accepted jobs unanswered, up to %g s)",
-                    segd_server_jobs_active(server), cfg.drain_timeout);
-    status = 0;
-    for (;;) {
-        long left = segd_server_jobs_active(server);
-        if (left == 0)
-            break;
-        double remain = cfg.drain_timeout - (segd_queue_now() - t0);
-        if (remain <= 0 || wait_signal(&sigs, remain < 0.02 ? remain : 0.02)) {
-            if (remain > 0)
-                segd_log_printf(log, "segd: second signal, stopping now");
-            size_t n = segd_server_cancel_queued(server);
-            segd_log_printf(log, "segd: drain incomplete: %ld jobs unanswered, %zu queued ones "
-                            "answered 503, running ones stop at their next slice (503); exit 1",
-                            left, n);
-            status = 1;
-            break;
-        }
-    }
-    if (status == 0)
-        segd_log_printf(log, "segd: drained in %.3f s", segd_queue_now() - t0);
+    status = drain(server, log, &sigs, cfg.drain_timeout);
 
 out:
     segd_server_free(server);

@@ -1,9 +1,9 @@
 /* segd: organ segmentation for MR-Linac gut radiotherapy.  Thin dispatcher
- * onto the sub-commands in libsegd. */
+ * onto the sub-commands of src/cli. */
 #include <stdio.h>
 #include <string.h>
 
-#include "segd/cli.h"
+#include "cli/cli.h"
 
 static void usage(FILE *f)
 {

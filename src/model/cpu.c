@@ -1,7 +1,8 @@
-/* How many CPUs and how much memory this process may really use: the
- * affinity mask and RAM, further capped by cgroup limits (containers,
- * systemd CPUQuota=/MemoryMax=), so that defaults follow the container's
- * limits and not the host's. */
+/* What the machine gives this process: whether the CPU has AVX2+FMA, and
+ * how many CPUs and how much memory it may really use: the affinity mask
+ * and RAM, further capped by cgroup limits (containers, systemd
+ * CPUQuota=/MemoryMax=), so that defaults follow the container's limits
+ * and not the host's. */
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,7 +10,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "segd/engine.h"
+#include "model/cpu.h"
+
+int segd_cpu_has_avx2(void)
+{
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
 
 int segd_cpu_count(void)
 {

@@ -1,0 +1,454 @@
+/* POST /v1/segment: the request's checks before its body, the upload under
+ * --max-body and --max-body-total, the slices of the body, the enqueue
+ * with suspend; then, on a pool thread, running the job (or expiring it)
+ * and resuming the connection with the answer. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "http/server_impl.h"
+
+/* Upload memory budget (--max-body-total): reservations are taken before
+ * a buffer grows and given back when it is freed, so the bodies held at
+ * any moment never exceed the budget. */
+static bool budget_take(segd_server *s, size_t n)
+{
+    size_t cur = atomic_load(&s->body_reserved);
+    do {
+        if (cur > s->cfg.max_body_total || n > s->cfg.max_body_total - cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_reserved, &cur, cur + n));
+    segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, (long)n);
+    return true;
+}
+
+void segd_segment_budget_give(segd_server *s, size_t n)
+{
+    if (!n)
+        return;
+    atomic_fetch_sub(&s->body_reserved, n);
+    segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, -(long)n);
+}
+
+/* First call of POST /v1/segment: everything that can be checked before
+ * the body arrives. */
+enum MHD_Result segd_segment_begin(request *r)
+{
+    segd_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    if (atomic_load(&s->draining))
+        return segd_respond_error(r, 503, "draining: not accepting new jobs");
+
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (segd_http_media_type_is(ctype, "image/png")) {
+        r->multipart = false;
+    } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
+        r->multipart = true;
+        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
+            return segd_respond_reject(r, 400, "multipart/form-data without a valid boundary parameter");
+    } else {
+        return segd_respond_reject(r, 415, "Content-Type must be image/png or multipart/form-data");
+    }
+
+    r->threshold = -1.0f;
+    const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
+    if (t && segd_threshold_parse(t, &r->threshold))
+        return segd_respond_reject(r, 400, "threshold must be a decimal number with 0 < threshold < 1");
+    const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
+    if (id) {
+        bool ok = *id && strlen(id) <= SEGD_HTTP_REQUEST_ID_MAX;
+        for (const unsigned char *p = (const unsigned char *)id; ok && *p; p++)
+            ok = *p >= 0x20 && *p != 0x7f;
+        /* checked without allocating: an out-of-memory probe is not a bad id */
+        if (!ok || !segd_http_utf8_valid(id, strlen(id)))
+            return segd_respond_reject(r, 400, "id must be 1..128 bytes of UTF-8 text");
+        strcpy(r->doc_id, id);
+    }
+
+    /* Reserve the announced size against --max-body-total now (answered
+     * before the upload, connection closed, when it does not fit); the
+     * buffer itself grows as bytes arrive, so an announced but unsent body
+     * costs nothing. */
+    if (r->content_length > 0) {
+        if (!budget_take(s, (size_t)r->content_length)) {
+            segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
+            return segd_respond_error(r, 503, "upload memory in use (--max-body-total), retry later");
+        }
+        r->reserved = (size_t)r->content_length;
+        r->expected = (size_t)r->content_length;
+    }
+    r->state = ST_BODY;
+    segd_guard_phase(s, c, CP_BODY);
+    return MHD_YES;
+}
+
+/* Append a chunk of the body.  A body of unknown length (chunked) that
+ * crosses max_body is refused there and then (413, connection closed):
+ * reading the rest would cost the client and the server the whole upload
+ * (a Content-Length over the limit is refused before the body). */
+enum MHD_Result segd_segment_body(request *r, const char *data, size_t n)
+{
+    segd_server *s = r->srv;
+    r->received += n;
+    if (r->received > s->cfg.max_body) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "body is over the limit of %zu bytes", s->cfg.max_body);
+        return segd_respond_abort(r, 413, msg);
+    }
+    if (r->over_budget || r->body_oom)
+        return MHD_YES; /* dropped; answered 503 at the end of the upload */
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap ? r->cap : 64 * 1024;
+        while (cap < r->len + n)
+            cap *= 2;
+        if (cap > s->cfg.max_body)
+            cap = s->cfg.max_body;
+        if (r->expected && cap > r->expected && r->expected >= r->len + n)
+            cap = r->expected;
+        /* a chunked body reserves as it grows */
+        if (cap > r->reserved && !budget_take(s, cap - r->reserved)) {
+            free(r->body);
+            r->body = NULL;
+            r->cap = r->len = 0;
+            segd_segment_budget_give(s, r->reserved);
+            r->reserved = 0;
+            r->over_budget = true;
+            return MHD_YES; /* answered 503 at the end of the upload */
+        }
+        if (cap > r->reserved)
+            r->reserved = cap;
+        uint8_t *b = realloc(r->body, cap);
+        if (!b) { /* read and drop the rest; segd_segment_end answers 503 */
+            free(r->body);
+            r->body = NULL;
+            r->cap = r->len = 0;
+            segd_segment_budget_give(s, r->reserved);
+            r->reserved = 0;
+            r->body_oom = true;
+            return MHD_YES;
+        }
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+/* Fill r->slices from the body.  0, or an HTTP status with msg set. */
+static unsigned collect_slices(request *r, char *msg, size_t msglen)
+{
+    segd_server *s = r->srv;
+    if (!r->multipart) {
+        r->slices = calloc(1, sizeof *r->slices);
+        if (!r->slices) {
+            snprintf(msg, msglen, "out of memory");
+            return 503;
+        }
+        r->slices[0].png = r->body;
+        r->slices[0].len = r->len;
+        strcpy(r->slices[0].id, r->doc_id[0] ? r->doc_id : r->id);
+        r->nslices = 1;
+        return 0;
+    }
+    size_t max = (size_t)s->cfg.max_parts, n = 0;
+    segd_multipart_part *parts = malloc(max * sizeof *parts);
+    r->slices = calloc(max, sizeof *r->slices);
+    unsigned status = 0;
+    if (!parts || !r->slices) {
+        snprintf(msg, msglen, "out of memory");
+        status = 503;
+        goto out;
+    }
+    int rc = segd_multipart_parse(r->body, r->len, r->boundary, parts, max, &n);
+    if (rc == -E2BIG) {
+        snprintf(msg, msglen, "more than %zu multipart parts", max);
+        status = 413;
+        goto out;
+    }
+    if (rc) {
+        snprintf(msg, msglen, "malformed multipart/form-data body");
+        status = 400;
+        goto out;
+    }
+    const char *base = r->doc_id[0] ? r->doc_id : r->id;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(parts[i].name, "file") != 0)
+            continue; /* other form fields are ignored */
+        slice *sl = &r->slices[r->nslices];
+        sl->png = parts[i].data;
+        sl->len = parts[i].len;
+        segd_http_id_from_filename(parts[i].filename, strlen(parts[i].filename), sl->id,
+                                   sizeof sl->id);
+        if (!sl->id[0])
+            snprintf(sl->id, sizeof sl->id, "%s-%zu", base, r->nslices + 1);
+        r->nslices++;
+        if (sl->len == 0) {
+            snprintf(msg, msglen, "part %zu (%.64s) is empty", r->nslices, sl->id);
+            status = 400;
+            goto out;
+        }
+    }
+    if (r->nslices == 0) {
+        snprintf(msg, msglen, "no part named \"file\" in the multipart body");
+        status = 400;
+    }
+out:
+    free(parts);
+    return status;
+}
+
+/* Last call of POST /v1/segment: whole body in memory; enqueue. */
+enum MHD_Result segd_segment_end(request *r)
+{
+    segd_server *s = r->srv;
+    if (r->over_budget) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
+        return segd_respond_error(r, 503, "upload memory in use (--max-body-total), retry later");
+    }
+    if (r->body_oom)
+        return segd_respond_error(r, 503, "out of memory for the request body");
+    if (r->len == 0)
+        return segd_respond_error(r, 400, "empty body");
+    char msg[256];
+    unsigned status = collect_slices(r, msg, sizeof msg);
+    if (status)
+        return segd_respond_error(r, status, msg);
+
+    /* Refuse what the decoder would refuse anyway without taking a queue
+     * slot: not a PNG (400), zero size (422), too many pixels (413). */
+    for (size_t i = 0; i < r->nslices; i++) {
+        const slice *sl = &r->slices[i];
+        unsigned w, h;
+        char where[96] = "";
+        if (r->multipart)
+            snprintf(where, sizeof where, "part %zu (%.64s): ", i + 1, sl->id);
+        if (segd_http_png_size(sl->png, sl->len, &w, &h)) {
+            snprintf(msg, sizeof msg, "%snot a PNG image", where);
+            return segd_respond_error(r, 400, msg);
+        }
+        if (w == 0 || h == 0) {
+            snprintf(msg, sizeof msg, "%sPNG has zero size (%ux%u)", where, w, h);
+            return segd_respond_error(r, 422, msg);
+        }
+        if ((unsigned long long)w * h > s->cfg.max_pixels) {
+            snprintf(msg, sizeof msg, "%simage %ux%u is over the limit of %zu pixels", where, w, h,
+                     s->cfg.max_pixels);
+            return segd_respond_error(r, 413, msg);
+        }
+    }
+
+    r->t_enqueue = segd_queue_now();
+    r->deadline = r->t_start + s->cfg.request_timeout;
+    if (r->t_enqueue >= r->deadline) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_TIMED_OUT);
+        return segd_respond_error(r, 504, "request deadline passed while the body was uploaded");
+    }
+
+    /* Submit, then suspend, both under the lock: a worker that finishes
+     * (or the reaper that expires) the job at once resumes the connection
+     * only under the same lock, so it always finds it suspended; and a
+     * refused job needs no suspend/resume round trip. */
+    int rc;
+    pthread_mutex_lock(&s->lock);
+    if (s->pool_closed || atomic_load(&s->draining)) {
+        rc = -ESHUTDOWN;
+    } else {
+        atomic_fetch_add(&r->refs, 1); /* the job's reference */
+        r->state = ST_QUEUED;
+        rc = segd_pool_submit(s->pool, r, r->deadline);
+        if (rc == 0) {
+            r->job_accepted = true;
+            atomic_fetch_add(&s->jobs_active, 1);
+            MHD_suspend_connection(r->conn);
+        } else {
+            r->state = ST_BODY;
+            atomic_fetch_sub(&r->refs, 1);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc == 0) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_ACCEPTED);
+        return MHD_YES;
+    }
+    if (rc == -EAGAIN) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_REJECTED);
+        return segd_respond_error(r, 503, "queue full, retry later");
+    }
+    return segd_respond_error(r, 503, "draining: not accepting new jobs");
+}
+
+/* Hand a finished job's response to its connection (any thread). */
+static void finish_job(request *r, unsigned status, struct MHD_Response *resp, size_t bytes)
+{
+    segd_server *s = r->srv;
+    pthread_mutex_lock(&s->lock);
+    if (!r->cancelled && resp) {
+        r->resp = resp;
+        r->status = status;
+        r->resp_bytes = bytes;
+        r->state = ST_DONE;
+        resp = NULL;
+        MHD_resume_connection(r->conn);
+    } else if (!r->cancelled) {
+        /* OOM building any response: the connection thread answers the
+         * 503 built at start-up (segd_respond_send with no response) */
+        r->resp = NULL;
+        r->status = 503;
+        r->state = ST_DONE;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (resp)
+        MHD_destroy_response(resp);
+    segd_request_unref(r);
+}
+
+static void finish_job_error(request *r, unsigned status, const char *message)
+{
+    size_t bytes = 0;
+    const char *hn = status == 503 ? "Retry-After" : NULL;
+    struct MHD_Response *resp =
+        segd_respond_make_error(r->srv, r->id, (int)status, message, hn, RETRY_AFTER_S, &bytes);
+    finish_job(r, status, resp, bytes);
+}
+
+void segd_segment_expire(void *job, int reason, void *arg)
+{
+    request *r = job;
+    segd_server *s = arg;
+    if (reason == -ETIMEDOUT) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_TIMED_OUT);
+        segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, segd_queue_now() - r->t_enqueue);
+        char msg[96];
+        snprintf(msg, sizeof msg, "request deadline of %g s passed before a worker was free",
+                 s->cfg.request_timeout);
+        finish_job_error(r, 504, msg);
+    } else {
+        finish_job_error(r, 503, "server shutting down");
+    }
+}
+
+/* Segment slice i of r into *doc: its document, with the queue wait and
+ * the encoding time added to timing_ms.  0; -ENOMEM (nothing answered);
+ * or 1: the slice's error was answered (the job is finished). */
+static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json_t **doc)
+{
+    segd_server *s = r->srv;
+    segd_result res;
+    char err[256] = "";
+    *doc = NULL;
+    double t0 = segd_queue_now();
+    int rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
+                                     &res, err, sizeof err);
+    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+    if (rc) {
+        char msg[400];
+        if (r->multipart)
+            snprintf(msg, sizeof msg, "part %zu (%.64s): %.255s", i + 1, r->slices[i].id,
+                     err[0] ? err : strerror(-rc));
+        else
+            snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
+        finish_job_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        return 1;
+    }
+    double t_enc = segd_queue_now();
+    json_t *d = segd_result_json(s->model, &res, r->slices[i].id);
+    if (!d)
+        return -ENOMEM;
+    json_t *timing = json_object_get(d, "timing_ms");
+    if (!json_is_object(timing)) {
+        timing = json_object();
+        if (!timing || json_object_set_new(d, "timing_ms", timing)) {
+            json_decref(d);
+            return -ENOMEM;
+        }
+    }
+    if (json_object_set_new(timing, "queue", json_real(queue_ms)) ||
+        json_object_set_new(timing, "encode", json_real(segd_ms_since(t_enc)))) {
+        json_decref(d);
+        return -ENOMEM;
+    }
+    *doc = d;
+    return 0;
+}
+
+/* Answer the job with top (reference taken over; NULL: out of memory). */
+static void finish_job_json(request *r, json_t *top)
+{
+    char *text = top ? segd_json_text(top, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(top);
+    if (!text) {
+        finish_job_error(r, 503, "out of memory building the response");
+        return;
+    }
+    size_t len = strlen(text);
+    struct MHD_Response *resp = segd_respond_buffer(r->srv, r->id, text, len, "application/json");
+    if (!resp) {
+        finish_job_error(r, 503, "out of memory building the response");
+        return;
+    }
+    finish_job(r, 200, resp, len);
+}
+
+void segd_segment_run(void *job, segd_worker *w, void *arg)
+{
+    request *r = job;
+    segd_server *s = arg;
+    /* testing aid: a long job, in steps so that the end of the drain time
+     * stops it like a real multi-slice job */
+    for (int ms = 0; ms < s->cfg.debug_job_delay_ms && !atomic_load(&s->aborting); ms += 10) {
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    double t_run = segd_queue_now();
+    double queue_ms = (t_run - r->t_enqueue) * 1e3;
+    segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, queue_ms / 1e3);
+
+    pthread_mutex_lock(&s->lock);
+    bool cancelled = r->cancelled;
+    pthread_mutex_unlock(&s->lock);
+    if (cancelled) { /* nobody to answer: skip the work */
+        finish_job(r, 0, NULL, 0);
+        return;
+    }
+
+    json_t *results = r->multipart ? json_array() : NULL;
+    json_t *single = NULL;
+    if (r->multipart && !results)
+        goto oom;
+    for (size_t i = 0; i < r->nslices; i++) {
+        if (atomic_load(&s->aborting)) { /* drain time up: answer now, not after every slice */
+            json_decref(results);
+            finish_job_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
+            return;
+        }
+        json_t *doc;
+        int rc = run_slice(r, w, i, queue_ms, &doc);
+        if (rc == 1) {
+            json_decref(results);
+            return;
+        }
+        if (rc)
+            goto oom;
+        if (r->multipart) {
+            if (json_array_append_new(results, doc))
+                goto oom;
+        } else {
+            single = doc;
+        }
+    }
+    /* "o" steals results, even on failure */
+    finish_job_json(r, r->multipart ? json_pack("{s:o}", "results", results) : single);
+    return;
+
+oom:
+    json_decref(results);
+    json_decref(single);
+    finish_job_error(r, 503, "out of memory building the response");
+}

@@ -1,0 +1,246 @@
+/* The HTTP server's insides, shared by its files and private to
+ * src/http: the server and request state, the route table, and the entry
+ * points each file offers the others.
+ *
+ *   server.c   lifecycle, libmicrohttpd callbacks, routing, request lifetime
+ *   head.c     the checks every request head passes before routing
+ *   segment.c  POST /v1/segment: upload, checks, enqueue, run, expire
+ *   guard.c    slow clients: per-connection deadlines and the sweeper
+ *   respond.c  response headers, errors, sending, the access log
+ *
+ * Ownership of a segment request: the request struct (MHD's con_cls) holds
+ * two references while its job is in the pool, one for the connection and
+ * one for the job.  MHD's completion callback sets `cancelled` (under
+ * s->lock) and drops the first; the worker drops the second after resuming
+ * the connection, which it does only while holding s->lock and only when
+ * not cancelled, so a vanished connection is never touched. */
+#ifndef SEGD_HTTP_SERVER_IMPL_H
+#define SEGD_HTTP_SERVER_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <microhttpd.h>
+
+#include "segd/config.h"
+#include "segd/engine.h"
+#include "segd/log.h"
+#include "segd/metrics.h"
+#include "segd/server.h"
+#include "http/http.h"
+#include "http/multipart.h"
+#include "jobs/pool.h"
+#include "jobs/queue.h"
+
+#define RETRY_AFTER_S "1"
+/* The answer when no other can be built (out of memory): made at start-up. */
+#define OOM_BODY "{\"error\":{\"code\":\"unavailable\",\"message\":\"out of memory\"}}"
+
+/* The NUL-byte checks of the request head rely on how libmicrohttpd up to
+ * 0.9.76 lays the head out in its read buffer (parsed in place, line ends
+ * zeroed); later versions parse differently and refuse NUL bytes
+ * themselves, and have MHD_OPTION_CLIENT_DISCIPLINE_LVL (from 0.9.77),
+ * which also refuses a repeated or malformed Content-Length. */
+#if MHD_VERSION < 0x00097700
+#define HEAD_IN_PLACE 1
+#define MHD_DISCIPLINE_OPTION
+#else
+#define HEAD_IN_PLACE 0
+#define MHD_DISCIPLINE_OPTION MHD_OPTION_CLIENT_DISCIPLINE_LVL, (int)1,
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Routes (server.c)                                                   */
+/* ------------------------------------------------------------------ */
+
+/* R_STATIC: a file of the embedded web viewer (src/http/assets.h), looked
+ * up after the API routes. */
+typedef enum route_id { R_SEGMENT, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_STATIC, R_NONE } route_id;
+
+typedef struct segd_route {
+    const char *path;
+    bool post;          /* POST only, else GET/HEAD */
+    const char *allow;  /* Allow header */
+} segd_route;
+
+extern const segd_route segd_routes[R_NONE];
+#define ROUTE_UNMATCHED "unmatched" /* metrics label of 404s */
+
+/* ------------------------------------------------------------------ */
+/* State                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Slow clients.  libmicrohttpd's connection timeout is an idle timeout,
+ * reset by every byte received, so a client that sends its headers (or its
+ * body) a byte at a time would hold a connection for ever (slowloris), and
+ * enough of them every connection slot.  Each connection is therefore
+ * tracked from its start (its socket_context); a sweeper thread shuts down
+ * the socket of one whose request headers are not complete within
+ * --connection-timeout of the connection's start or of its previous
+ * request's end, or whose body is not complete within --request-timeout of
+ * its headers.  shutdown() only: libmicrohttpd sees the end of the stream
+ * and closes the connection itself (the fd stays valid until the
+ * MHD_CONNECTION_NOTIFY_CLOSED callback, which unlinks the entry under
+ * conn_lock before libmicrohttpd closes it). */
+typedef enum conn_phase { CP_HEADERS, CP_BODY, CP_BUSY } conn_phase;
+
+typedef struct conn_track {
+    struct conn_track *prev, *next; /* segd_server.conns, under conn_lock */
+    int fd;
+    conn_phase phase;
+    double since;                   /* start of the phase */
+    bool cut;                       /* shut down already */
+} conn_track;
+
+struct segd_server {
+    segd_config cfg;
+    const segd_model *model;
+    segd_metrics *metrics;
+    segd_pool *pool;
+    struct MHD_Daemon *mhd;
+    struct MHD_Daemon *probe_mhd; /* --probe-port listener, or NULL */
+    int port, probe_port;
+    segd_log *log;             /* borrowed; access log and libmicrohttpd messages */
+    atomic_size_t body_reserved; /* bytes reserved by bodies, <= cfg.max_body_total */
+    atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
+    char *model_info;          /* GET /v1/model body, built once */
+    struct MHD_Response *oom_resp; /* 503 built at start-up: the answer when no other can be built */
+    pthread_mutex_t lock;      /* request->cancelled, resume, pool_closed */
+    bool pool_closed;          /* under lock: no more submits */
+    atomic_bool draining;
+    atomic_long jobs_active;
+    atomic_uint_fast64_t next_id;
+    uint64_t id_seed;
+    pthread_mutex_t conn_lock; /* conns, conn_track fields, sweep_stop */
+    pthread_cond_t sweep_cond;
+    conn_track *conns;
+    bool sweep_stop;
+    bool sweeper_started;
+    pthread_t sweeper;
+};
+
+/* Keep-alive: libmicrohttpd 0.9.75 treats any response queued in the
+ * first call of the access handler (headers just parsed) as "early": it
+ * refuses the rest of the request and closes the connection after the
+ * answer, so a pipelined request behind it is never answered.  segd
+ * therefore answers in the final call (ST_DEFER: the body, if any, read
+ * and dropped), and answers early only when it must not read the body
+ * (unknown framing, a Content-Length over --max-body, Expect:
+ * 100-continue before an error). */
+typedef enum req_state {
+    ST_DEFER,    /* answer (r->pend_status, or the route) once the request is read */
+    ST_BODY,     /* receiving the body of POST /v1/segment */
+    ST_QUEUED,   /* suspended, job in the pool */
+    ST_DONE,     /* resumed with r->resp to queue */
+    ST_ANSWERED, /* response queued */
+} req_state;
+
+typedef struct slice {
+    const uint8_t *png;
+    size_t len;
+    char id[256];       /* from the part's file name, shortened on a UTF-8 boundary */
+} slice;
+
+typedef struct request {
+    segd_server *srv;
+    struct MHD_Connection *conn;
+    atomic_int refs;
+    bool cancelled;             /* under srv->lock */
+    bool job_accepted;          /* counted in srv->jobs_active */
+    req_state state;
+    route_id route;
+    char method[16];
+    char path[128];             /* for the access log of unmatched routes */
+    char id[SEGD_HTTP_REQUEST_ID_MAX + 1];
+    double t_start;
+    /* POST /v1/segment parameters */
+    bool multipart;
+    char boundary[SEGD_MULTIPART_BOUNDARY_MAX + 1];
+    float threshold;
+    char doc_id[SEGD_HTTP_REQUEST_ID_MAX + 1]; /* ?id=, "" if none */
+    uint8_t *body;
+    size_t len, cap;
+    size_t expected;            /* Content-Length, 0 when chunked */
+    size_t received;            /* body bytes received so far (kept or dropped) */
+    size_t reserved;            /* bytes taken from srv->body_reserved */
+    bool over_budget;           /* --max-body-total reached: body dropped, 503 at its end */
+    bool body_oom;              /* body dropped because its buffer could not grow: 503 at its end */
+    size_t discarded;           /* body bytes dropped in ST_DEFER */
+    bool sent_directly;         /* answered on the socket (segd_respond_abort) or by libmicrohttpd itself */
+    /* request head, as the client sent it */
+    bool started;               /* on_request has seen it (uri_log allocates it first) */
+    bool uri_nul, uri_nul_path; /* a %00 in the raw target */
+    size_t uri_len;             /* raw target length */
+    const char *uri_end;        /* end of the raw target in libmicrohttpd's buffer */
+    bool has_body, expect_continue;
+    unsigned long long content_length; /* 0 when absent (or chunked) */
+    unsigned pend_status;       /* ST_DEFER: the error to answer, 0 for the route's answer */
+    char pend_msg[256];
+    slice *slices;
+    size_t nslices;
+    double t_enqueue, deadline;
+    /* response */
+    struct MHD_Response *resp;  /* set by a worker before resuming */
+    unsigned status;
+    size_t resp_bytes;
+} request;
+
+/* Milliseconds since t0 (segd_queue_now() clock). */
+static inline double segd_ms_since(double t0) { return (segd_queue_now() - t0) * 1e3; }
+
+/* ------------------------------------------------------------------ */
+/* Entry points between the files                                      */
+/* ------------------------------------------------------------------ */
+
+/* server.c: drop a reference; the last frees the request (and gives its
+ * body's reservation back). */
+void segd_request_unref(request *r);
+
+/* head.c: checks of the request head before any route.  Returns 0, or a
+ * status with msg set and *fatal telling whether the body's framing is
+ * unknown or refused (answer at once and close) or the request can be
+ * read to its end first; *bad_headers: a header held a NUL byte. */
+unsigned segd_head_check(request *r, const char *method, const char *version, char *msg,
+                         size_t msglen, bool *fatal, bool *bad_headers);
+
+/* segment.c: POST /v1/segment on the connection thread (first call, body
+ * chunks, last call) and on the pool's threads (run, expire). */
+enum MHD_Result segd_segment_begin(request *r);
+enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
+enum MHD_Result segd_segment_end(request *r);
+void segd_segment_run(void *job, segd_worker *w, void *arg);
+void segd_segment_expire(void *job, int reason, void *arg);
+/* Give n bytes of upload budget (--max-body-total) back; 0 is fine. */
+void segd_segment_budget_give(segd_server *s, size_t n);
+
+/* guard.c: the phase of c's connection (its deadline starts now), the
+ * sweeper thread, and libmicrohttpd's connection callback that tracks
+ * each connection from its start. */
+void segd_guard_phase(segd_server *s, struct MHD_Connection *c, conn_phase phase);
+void *segd_guard_sweeper(void *arg);
+void segd_guard_on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe);
+
+/* respond.c: building responses (each NULL on OOM, the body taken over),
+ * queueing them (MHD_YES/MHD_NO for libmicrohttpd), and the access log. */
+struct MHD_Response *segd_respond_static(segd_server *s, const char *id, const void *body,
+                                         size_t len, const char *ctype);
+struct MHD_Response *segd_respond_buffer(segd_server *s, const char *id, char *body, size_t len,
+                                         const char *ctype);
+struct MHD_Response *segd_respond_make_error(segd_server *s, const char *id, int status,
+                                             const char *message, const char *extra_name,
+                                             const char *extra_value, size_t *bytes);
+const char *segd_respond_route_label(const request *r);
+enum MHD_Result segd_respond_send(request *r, unsigned status, struct MHD_Response *resp,
+                                  size_t bytes);
+enum MHD_Result segd_respond_error(request *r, unsigned status, const char *message);
+enum MHD_Result segd_respond_text(request *r, unsigned status, char *body, const char *ctype);
+enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *message);
+enum MHD_Result segd_respond_reject(request *r, unsigned status, const char *message);
+void segd_respond_access_log(segd_server *s, const request *r,
+                             enum MHD_RequestTerminationCode toe);
+
+#endif

@@ -1,0 +1,22 @@
+/* What the machine gives this process: CPU features (the AVX2+FMA kernels),
+ * CPUs and memory, cgroup limits included.  The one place segd asks. */
+#ifndef SEGD_MODEL_CPU_H
+#define SEGD_MODEL_CPU_H
+
+#include <stddef.h>
+
+/* 1 when the CPU has AVX2 and FMA (the native micro-kernel and the AVX2
+ * transforms may run), else 0; always 0 off x86-64.  Cannot fail. */
+int segd_cpu_has_avx2(void);
+
+/* CPUs this process may use: affinity mask capped by a cgroup v2 CPU quota.
+ * Always >= 1.  The default for worker and thread counts. */
+int segd_cpu_count(void);
+
+/* Bytes of memory this process may use: the smallest cgroup v2 (or v1)
+ * memory limit found (its own cgroup's, e.g. systemd MemoryMax=, or the
+ * container's), else physical RAM.  Cannot fail (falls back to
+ * 1 GiB when nothing can be read). */
+size_t segd_memory_bytes(void);
+
+#endif

@@ -1,0 +1,57 @@
+/* The model and worker structs, private to src/model: model.c loads the
+ * first, worker.c sizes the second, pipeline.c runs one over the other.
+ * Everything outside src/model sees them only through segd/engine.h. */
+#ifndef SEGD_MODEL_MODEL_H
+#define SEGD_MODEL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "segd/engine.h"
+#include "model/unet3p.h"
+#include "model/team.h"
+
+/* Read-only after segd_model_load_opts() (segd_model_set_gemm aside):
+ * shared by every worker. */
+struct segd_model {
+    segd_unet3p net;
+    char *path;
+    char name[64];
+    char sha256[65];
+    int data_verified;  /* tensor_sha256 checked at load (0: old file without it) */
+    int grid_h, grid_w;
+    int nclass;
+    char classes[SEGD_MAX_CLASSES][32];
+    float threshold, presence_threshold, bn_eps;
+    int norm_percentile;         /* 0: minmax; 1: percentile clipping */
+    double pct_lo, pct_hi;       /* percentiles, 0 <= lo < hi <= 100 */
+    json_t *info; /* metadata with nested JSON parsed, + sha256/name/path */
+};
+
+/* One per thread: every buffer points into one arena (allocated and
+ * touched at creation), so that a request allocates nothing in here. */
+struct segd_worker {
+    const segd_model *m;
+    size_t max_pixels;
+    unsigned char *arena;
+    size_t arena_bytes;
+    float *img;       /* (max_pixels) native grey, normalised in place */
+    float *prob;      /* (nclass, max_pixels); also the PNG decode scratch */
+    size_t prob_bytes;
+    uint8_t *mask;    /* (nclass, max_pixels) */
+    float *grid;      /* (1, gh, gw) model input */
+    float *logits;    /* (nclass, gh, gw) */
+    float *net_arena; /* segd_unet3p_arena_floats */
+    segd_team *team;  /* NULL: single-threaded */
+    int threads;
+    /* The response's RLE text (segd_result.rle): malloc'd apart from the
+     * arena and not touched at creation, since its worst case
+     * (segd_rle_max_len(max_pixels), ~8 MB at the default limit) is far
+     * beyond what real masks use and would only add resident memory. */
+    char *rle;
+    size_t rle_cap;
+};
+
+#endif

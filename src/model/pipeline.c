@@ -1,0 +1,252 @@
+/* segd pipeline: one slice through the steps of train/preprocess.py (its
+ * twin: keep the two in step): decode -> normalise ->
+ * resize to the model grid -> forward -> check -> sigmoid and resample back
+ * -> threshold -> presence gate.  One function per step, all working in
+ * the worker's arena: nothing here allocates. */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "segd/engine.h"
+#include "model/kernels.h"
+#include "io/png.h"
+#include "model/unet3p.h"
+#include "model/model.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* minmax normalisation in place, exactly as preprocess.normalise. */
+static void normalise(float *img, size_t n)
+{
+    float mn = img[0], mx = img[0];
+    for (size_t i = 1; i < n; i++) {
+        mn = img[i] < mn ? img[i] : mn;
+        mx = img[i] > mx ? img[i] : mx;
+    }
+    if (!(mx > mn)) {
+        memset(img, 0, n * sizeof(float));
+        return;
+    }
+    float range = (float)((double)mx - (double)mn); /* Python float, then float32 */
+    for (size_t i = 0; i < n; i++)
+        img[i] = (img[i] - mn) / range;
+}
+
+/* k-th smallest of a[0..n-1] (0-based), reordering a: Wirth's version of
+ * Hoare's FIND (Wirth, "Algorithms + Data Structures = Programs", 1976,
+ * 2.3.4).  The order statistic is unique, so the value equals what
+ * numpy.partition returns; equal keys (the black background) stop both
+ * scans, which keeps the partition balanced. */
+static float select_kth(float *a, size_t n, size_t k)
+{
+    ptrdiff_t l = 0, r = (ptrdiff_t)n - 1, kk = (ptrdiff_t)k;
+    while (l < r) {
+        float x = a[kk];
+        ptrdiff_t i = l, j = r;
+        do {
+            while (a[i] < x)
+                i++;
+            while (x < a[j])
+                j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        } while (i <= j);
+        if (j < kk)
+            l = i;
+        if (kk < i)
+            r = j;
+    }
+    return a[kk];
+}
+
+/* Percentile clipping in place, exactly as preprocess.normalise_percentile:
+ * lo/hi are the order statistics of rank floor((n-1) p_lo / 100) and
+ * ceil((n-1) p_hi / 100); scratch holds n floats (a copy is reordered). */
+static void normalise_percentile(float *img, size_t n, double p_lo, double p_hi, float *scratch)
+{
+    size_t k_lo = (size_t)floor((double)(n - 1) * p_lo / 100.0);
+    size_t k_hi = (size_t)ceil((double)(n - 1) * p_hi / 100.0);
+    memcpy(scratch, img, n * sizeof(float));
+    float hi = select_kth(scratch, n, k_hi);
+    float lo = select_kth(scratch, n, k_lo);
+    if (!(hi > lo)) {
+        normalise(img, n);
+        return;
+    }
+    float range = hi - lo;
+    for (size_t i = 0; i < n; i++) {
+        float v = (img[i] - lo) / range;
+        img[i] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    }
+}
+
+/* Index of the first non-finite value of x[0..n), or n. */
+static size_t first_nonfinite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return n;
+}
+
+/* Step 2: normalise the native image in place with the model's policy. */
+static void step_normalise(segd_worker *wk, size_t n)
+{
+    const segd_model *m = wk->m;
+    if (m->norm_percentile)
+        normalise_percentile(wk->img, n, m->pct_lo, m->pct_hi, wk->prob);
+    else
+        normalise(wk->img, n);
+}
+
+/* Step 3: bilinear resize (align_corners=False) of the image onto the grid. */
+static void step_to_grid(segd_worker *wk, int h, int w)
+{
+    const segd_model *m = wk->m;
+    segd_resize_bilinear(wk->grid, wk->img, 1, h, w, m->grid_h, m->grid_w, NULL);
+}
+
+/* Step 4: the network: segmentation logits into wk->logits, presence
+ * logits into pres (nclass). */
+static void step_forward(segd_worker *wk, float *pres)
+{
+    const segd_model *m = wk->m;
+    segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, m->grid_h, m->grid_w,
+                        wk->net_arena, wk->team);
+}
+
+/* Step 5: refuse a non-finite output.  A NaN would otherwise turn into an
+ * empty or full mask (comparisons with NaN are false) and an unencodable
+ * presence value.  0, or -ERANGE (weights that overflow in float: finite at
+ * load, inf or NaN after a few layers) with err naming the output. */
+static int step_check_finite(const segd_worker *wk, const float *pres, char *err, size_t errlen)
+{
+    const segd_model *m = wk->m;
+    size_t grid = (size_t)m->grid_h * m->grid_w;
+    for (int c = 0; c < m->nclass; c++) {
+        size_t at = first_nonfinite(wk->logits + (size_t)c * grid, grid);
+        if (!isfinite(pres[c]) || at < grid) {
+            snprintf(err, errlen, "the network produced a non-finite %s for class '%s' (%s): "
+                     "the weights overflow in float", at < grid ? "segmentation logit" : "presence logit",
+                     m->classes[c], at < grid ? "segmentation head" : "presence head");
+            return -ERANGE;
+        }
+    }
+    return 0;
+}
+
+/* Step 6: probabilities, resampled from the grid back to h x w (wk->prob). */
+static void step_to_native(segd_worker *wk, float *pres, int h, int w)
+{
+    const segd_model *m = wk->m;
+    segd_sigmoid(wk->logits, (size_t)m->nclass * m->grid_h * m->grid_w);
+    segd_sigmoid(pres, (size_t)m->nclass);
+    segd_resize_bilinear(wk->prob, wk->logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
+}
+
+/* Step 7: masks = prob > threshold, emptied where the class's presence is
+ * under the model's presence threshold; the result points into the arena. */
+static void step_threshold_gate(segd_worker *wk, const float *pres, int h, int w,
+                                float threshold, segd_result *res)
+{
+    const segd_model *m = wk->m;
+    size_t n = (size_t)h * w;
+    memset(res, 0, sizeof *res);
+    res->width = w;
+    res->height = h;
+    res->nclass = m->nclass;
+    res->rle = wk->rle;
+    res->rle_cap = wk->rle_cap;
+    for (int c = 0; c < m->nclass; c++) {
+        const float *p = wk->prob + (size_t)c * n;
+        uint8_t *mk = wk->mask + (size_t)c * n;
+        size_t cnt = 0;
+        if (pres[c] < m->presence_threshold) {
+            memset(mk, 0, n);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                mk[i] = p[i] > threshold;
+                cnt += mk[i];
+            }
+        }
+        res->presence[c] = pres[c];
+        res->pixels[c] = cnt;
+        res->mask[c] = mk;
+        res->prob[c] = p;
+    }
+}
+
+/* Steps 2-7 from the raw grey image in wk->img (h x w); t0 is when step 1
+ * began.  0 or -ERANGE (step 5). */
+static int run(segd_worker *wk, int h, int w, float threshold, segd_result *res, double t0,
+               char *err, size_t errlen)
+{
+    float pres[SEGD_MAX_CLASSES];
+    step_normalise(wk, (size_t)h * w);
+    step_to_grid(wk, h, w);
+    double t1 = now_ms();
+    step_forward(wk, pres);
+    double t2 = now_ms();
+    int rc = step_check_finite(wk, pres, err, errlen);
+    if (rc)
+        return rc;
+    step_to_native(wk, pres, h, w);
+    step_threshold_gate(wk, pres, h, w, threshold < 0 ? wk->m->threshold : threshold, res);
+    double t3 = now_ms();
+    res->ms_decode = t1 - t0;
+    res->ms_infer = t2 - t1;
+    res->ms_post = t3 - t2;
+    return 0;
+}
+
+/* Step 1 for a PNG: decode to grey floats in wk->img (wk->prob is the
+ * decoder's scratch). */
+int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
+                            segd_result *res, char *err, size_t errlen)
+{
+    double t0 = now_ms();
+    int h, w;
+    int rc = segd_png_decode_gray(png, len, wk->max_pixels, wk->img, wk->prob, wk->prob_bytes,
+                                  &h, &w, err, errlen);
+    if (rc)
+        return rc;
+    return run(wk, h, w, threshold, res, t0, err, errlen);
+}
+
+/* Step 1 for a raw image: check and copy it into wk->img. */
+int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int width,
+                             float threshold, segd_result *res, char *err, size_t errlen)
+{
+    double t0 = now_ms();
+    if (height <= 0 || width <= 0) {
+        snprintf(err, errlen, "image has zero size");
+        return -EDOM;
+    }
+    size_t n = (size_t)height * width;
+    if (n > wk->max_pixels) {
+        snprintf(err, errlen, "image %dx%d larger than %zu pixels", width, height,
+                 wk->max_pixels);
+        return -E2BIG;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(img[i])) {
+            snprintf(err, errlen, "non-finite pixel at %zu", i);
+            return -EDOM;
+        }
+    memcpy(wk->img, img, n * sizeof(float));
+    return run(wk, height, width, threshold, res, t0, err, errlen);
+}
