@@ -194,7 +194,7 @@ int write_seg(const segd_dicom_image *const *slices, size_t n, const uint8_t *co
     const size_t npix = (size_t)s0->rows * (size_t)s0->cols;
     IODGeneralEquipmentModule::EquipmentInfo eq("segd", "segd", "0",
                                                 software_versions(alg).c_str());
-    ContentIdentificationMacro ci("1", "SEGD_ORGANS", "Gut organs segmented by segd", "segd");
+    ContentIdentificationMacro ci("1", "SEGD_ORGANS", "Gut organs segmented by segd", "segd^");
     DcmSegmentation *raw = NULL;
     must(DcmSegmentation::createBinarySegmentation(raw, (Uint16)s0->rows, (Uint16)s0->cols, eq,
                                                    ci),
@@ -404,6 +404,9 @@ int write_rtstruct(const segd_dicom_image *const *slices, size_t n, const uint8_
     put(ds, DCM_SeriesTime, tm);
     put(ds, DCM_SeriesDescription, series_description(alg, "RTSTRUCT").c_str());
     put(ds, DCM_OperatorsName, "");
+    /* Frame of Reference (the standard added it to the RTSTRUCT IOD in 2019) */
+    put(ds, DCM_FrameOfReferenceUID, s0->frame_of_reference_uid);
+    put(ds, DCM_PositionReferenceIndicator, "");
     /* General Equipment */
     put(ds, DCM_Manufacturer, "segd");
     put(ds, DCM_ManufacturerModelName, "segd");
