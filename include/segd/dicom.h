@@ -100,13 +100,18 @@ typedef struct segd_dicom_image {
     char series_number[SEGD_DICOM_SH_LEN];          /* SeriesNumber (IS) */
 } segd_dicom_image;
 
-/* Decode one Part-10 file (with the 128-byte preamble and "DICM") or, as a
- * fallback, a bare dataset, from len bytes at buf (not kept; the caller
- * keeps ownership).  Accepted: one frame (NumberOfFrames absent or 1),
- * SamplesPerPixel 1, PhotometricInterpretation MONOCHROME1/2, BitsAllocated
- * 8 or 16 (signed or not), transfer syntaxes Implicit VR Little Endian,
- * Explicit VR Little Endian, Deflated Explicit VR Little Endian, JPEG
- * Lossless (Process 14 and its SV1), JPEG-LS Lossless and RLE Lossless.
+/* Decode one Part-10 file (128-byte preamble, "DICM", meta header) from len
+ * bytes at buf (not kept; the caller keeps ownership).  Before DCMTK parses
+ * it, every element header is checked to fit the input (lengths, nesting
+ * under 16 levels), so that parsing allocates no more than the input's size
+ * whatever the headers claim.  Accepted: one frame (NumberOfFrames absent
+ * or 1), SamplesPerPixel 1, PhotometricInterpretation MONOCHROME1/2,
+ * BitsAllocated 8 or 16 (signed or not), transfer syntaxes Implicit VR
+ * Little Endian, Explicit VR Little Endian, JPEG Lossless (Process 14 and
+ * its SV1), JPEG-LS Lossless and RLE Lossless.  Pixels: the BitsStored
+ * bits below HighBit (sign-extended when PixelRepresentation is 1) times
+ * RescaleSlope plus RescaleIntercept; MONOCHROME1 is inverted first over
+ * the stored range (v -> min + max - v).
  * Required (Type 1 here): Rows, Columns, SOPClassUID, SOPInstanceUID,
  * SeriesInstanceUID, StudyInstanceUID, PixelData; the geometry attributes
  * (PixelSpacing, ImagePositionPatient, ImageOrientationPatient,

@@ -80,7 +80,6 @@ bool xfer_supported(E_TransferSyntax x)
     switch (x) {
     case EXS_LittleEndianImplicit:
     case EXS_LittleEndianExplicit:
-    case EXS_DeflatedLittleEndianExplicit:
     case EXS_JPEGProcess14:
     case EXS_JPEGProcess14SV1:
     case EXS_JPEGLSLossless:
@@ -89,6 +88,179 @@ bool xfer_supported(E_TransferSyntax x)
     default:
         return false;
     }
+}
+
+/* ---- structure pre-check ------------------------------------------------
+ * DCMTK allocates an element's value at the length its header claims before
+ * reading it, so 200 bytes claiming a 4 GB element cost 4 GB.  Before DCMTK
+ * sees the input, this walk checks every element header of the Part-10 file:
+ * each defined length fits in the bytes left and in its enclosing item or
+ * sequence, nesting stays under MAX_DEPTH, delimiters match.  After it,
+ * nothing DCMTK allocates while parsing exceeds the input's size. */
+
+const int MAX_DEPTH = 16;
+const uint32_t UNDEF = 0xffffffffu;
+
+uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+bool long_vr(const unsigned char *vr)
+{
+    static const char *const vrs[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV",
+                                      "UC", "UN", "UR", "UT", "UV"};
+    for (const char *v : vrs)
+        if (vr[0] == v[0] && vr[1] == v[1])
+            return true;
+    return false;
+}
+
+enum frame_kind { F_DATASET, F_SEQ, F_ITEM, F_PIXSEQ };
+
+/* Walk the elements of buf[start, len) in the given encoding (the meta
+ * group: explicit, stopping at the first group other than 0002). *stop:
+ * where the walk ended. */
+int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, bool meta,
+         size_t *stop, char *err, size_t errlen)
+{
+    struct frame {
+        frame_kind kind;
+        size_t end; /* SIZE_MAX: undefined length */
+    } st[MAX_DEPTH + 1];
+    int top = 0;
+    st[0] = {F_DATASET, len};
+    size_t pos = start;
+    while (true) {
+        while (top > 0 && st[top].end != SIZE_MAX && pos == st[top].end)
+            top--; /* a defined-length item or sequence ends here */
+        if (pos == len)
+            break;
+        if (top > 0 && st[top].end != SIZE_MAX && pos > st[top].end)
+            return fail(err, errlen, -EINVAL, "not DICOM or truncated: an element at byte %zu "
+                        "crosses the end of its item or sequence", pos);
+        if (len - pos < 8)
+            return fail(err, errlen, -EINVAL, "not DICOM or truncated: %zu bytes left at byte "
+                        "%zu, less than an element header", len - pos, pos);
+        const size_t limit = st[top].end == SIZE_MAX ? len : st[top].end;
+        uint16_t group = le16(b + pos), elem = le16(b + pos + 2);
+        if (meta && group != 0x0002)
+            break;
+        if (group == 0xfffe) { /* item or delimiter: no VR in either encoding */
+            uint32_t ilen = le32(b + pos + 4);
+            pos += 8;
+            frame_kind k = st[top].kind;
+            if (elem == 0xe000 && (k == F_SEQ || k == F_PIXSEQ)) {
+                if (ilen != UNDEF && ilen > limit - pos)
+                    return fail(err, errlen, -EINVAL, "not DICOM or truncated: an item at byte "
+                                "%zu claims %u bytes, %zu left", pos - 8, ilen, limit - pos);
+                if (k == F_PIXSEQ) { /* a fragment of encapsulated pixel data: raw bytes */
+                    if (ilen == UNDEF)
+                        return fail(err, errlen, -EINVAL, "malformed PixelData: a fragment of "
+                                    "undefined length");
+                    pos += ilen;
+                    continue;
+                }
+                if (top == MAX_DEPTH)
+                    return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
+                st[++top] = {F_ITEM, ilen == UNDEF ? SIZE_MAX : pos + ilen};
+            } else if (elem == 0xe00d && k == F_ITEM && st[top].end == SIZE_MAX) {
+                top--;
+            } else if (elem == 0xe0dd && (k == F_SEQ || k == F_PIXSEQ) && st[top].end == SIZE_MAX) {
+                top--;
+            } else {
+                return fail(err, errlen, -EINVAL, "not DICOM or malformed: unexpected "
+                            "(FFFE,%04X) at byte %zu", elem, pos - 8);
+            }
+            continue;
+        }
+        if (st[top].kind == F_SEQ || st[top].kind == F_PIXSEQ)
+            return fail(err, errlen, -EINVAL, "not DICOM or malformed: element (%04X,%04X) at "
+                        "byte %zu inside a sequence, outside any item", group, elem, pos);
+        uint32_t vlen;
+        bool sq;
+        size_t hdr;
+        if (explicit_vr) {
+            const unsigned char *vr = b + pos + 4;
+            if (vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z')
+                return fail(err, errlen, -EINVAL, "not DICOM or malformed: element "
+                            "(%04X,%04X) at byte %zu has no valid VR", group, elem, pos);
+            if (long_vr(vr)) {
+                if (len - pos < 12)
+                    return fail(err, errlen, -EINVAL, "not DICOM or truncated: element header "
+                                "cut at byte %zu", pos);
+                vlen = le32(b + pos + 8);
+                hdr = 12;
+            } else {
+                vlen = le16(b + pos + 6);
+                hdr = 8;
+            }
+            sq = vr[0] == 'S' && vr[1] == 'Q';
+        } else {
+            vlen = le32(b + pos + 4);
+            hdr = 8;
+            sq = DcmTag(group, elem).getEVR() == EVR_SQ;
+        }
+        pos += hdr;
+        bool pixel = group == 0x7fe0 && elem == 0x0010 && top == 0;
+        if (vlen == UNDEF || sq) {
+            if (vlen != UNDEF && vlen > limit - pos)
+                return fail(err, errlen, -EINVAL, "not DICOM or truncated: sequence (%04X,%04X) "
+                            "claims %u bytes, %zu left", group, elem, vlen, limit - pos);
+            if (top == MAX_DEPTH)
+                return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
+            st[top + 1] = {pixel && vlen == UNDEF ? F_PIXSEQ : F_SEQ,
+                           vlen == UNDEF ? SIZE_MAX : pos + vlen};
+            top++;
+            continue;
+        }
+        if (vlen > limit - pos)
+            return fail(err, errlen, -EINVAL, "not DICOM or truncated: element (%04X,%04X) "
+                        "claims %u bytes, %zu left", group, elem, vlen, limit - pos);
+        pos += vlen;
+    }
+    if (!meta && top > 0)
+        return fail(err, errlen, -EINVAL, "not DICOM or truncated: input ends inside a "
+                    "sequence");
+    *stop = pos;
+    return 0;
+}
+
+/* The Part-10 framing and the transfer syntax, checked before DCMTK parses:
+ * ts receives the meta header's TransferSyntaxUID. */
+int precheck(const unsigned char *b, size_t len, std::string &ts, char *err, size_t errlen)
+{
+    if (len < 132 || memcmp(b + 128, "DICM", 4) != 0)
+        return fail(err, errlen, -EINVAL, "not DICOM: no Part-10 header (\"DICM\" at byte 128)");
+    size_t pos = 0;
+    int rc = walk(b, len, 132, true, true, &pos, err, errlen);
+    if (rc < 0)
+        return rc;
+    /* find (0002,0010) again, now that every header in the group is known sound */
+    ts.clear();
+    for (size_t p = 132; p < pos;) {
+        uint16_t e = le16(b + p + 2);
+        bool lv = long_vr(b + p + 4);
+        uint32_t vlen = lv ? le32(b + p + 8) : le16(b + p + 6);
+        size_t hdr = lv ? 12 : 8;
+        if (e == 0x0010 && vlen != UNDEF) {
+            ts.assign((const char *)b + p + hdr, vlen);
+            while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' '))
+                ts.pop_back();
+        }
+        if (vlen == UNDEF)
+            break; /* a sequence in the meta group: DCMTK will refuse it */
+        p += hdr + vlen;
+    }
+    if (ts.empty())
+        return fail(err, errlen, -EINVAL, "TransferSyntaxUID missing from the meta header");
+    E_TransferSyntax x = DcmXfer(ts.c_str()).getXfer();
+    if (!xfer_supported(x))
+        return fail(err, errlen, -ENOTSUP, "unsupported transfer syntax %.64s (%s)", ts.c_str(),
+                    x == EXS_Unknown ? "unknown" : DcmXfer(x).getXferName());
+    size_t end;
+    return walk(b, len, pos, x != EXS_LittleEndianImplicit, false, &end, err, errlen);
 }
 
 /* Copy the attribute's whole value (all values, backslash-separated) into
@@ -137,6 +309,11 @@ int read_impl(const void *buf, size_t len, size_t max_pixels, segd_dicom_image *
     if (!buf || len == 0)
         return fail(err, errlen, -EINVAL, "not DICOM: empty input");
     segd_dicom::init_codecs();
+    std::string ts_uid;
+    int rc = precheck((const unsigned char *)buf, len, ts_uid, err, errlen);
+    if (rc < 0)
+        return rc;
+    E_TransferSyntax xfer = DcmXfer(ts_uid.c_str()).getXfer();
 
     DcmInputBufferStream is;
     is.setBuffer(buf, (offile_off_t)len);
@@ -145,36 +322,19 @@ int read_impl(const void *buf, size_t len, size_t max_pixels, segd_dicom_image *
     ff.transferInit();
     OFCondition c = ff.read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
     ff.transferEnd();
+    if (c == EC_StreamNotifyClient)
+        return fail(err, errlen, -EINVAL, "not DICOM or truncated: input ends inside an element");
+    if (c.bad())
+        return fail(err, errlen, -EINVAL, "not DICOM or malformed: %s", c.text());
     DcmDataset &ds = *ff.getDataset();
-
-    /* transfer syntax: of the meta header when there is one (checked first:
-     * DCMTK may fail on a dataset it cannot parse in an unsupported one),
-     * else as detected */
-    OFString ts_uid;
-    ff.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, ts_uid);
-    if (c.bad() && (ts_uid.empty() || xfer_supported(DcmXfer(ts_uid.c_str()).getXfer()))) {
-        if (c == EC_StreamNotifyClient)
-            return fail(err, errlen, -EINVAL, "not DICOM or truncated: input ends inside an element");
-        return fail(err, errlen, -EINVAL, "not DICOM or truncated: %s", c.text());
-    }
-    E_TransferSyntax xfer = ds.getOriginalXfer();
-    DcmXfer xf(xfer);
-    if (ts_uid.empty())
-        ts_uid = xf.getXferID();
-    if (!ts_uid.empty() && DcmXfer(ts_uid.c_str()).getXfer() != xfer)
-        xfer = DcmXfer(ts_uid.c_str()).getXfer();
-    if (!xfer_supported(xfer)) {
-        const char *name = DcmXfer(ts_uid.c_str()).getXferName();
-        return fail(err, errlen, -ENOTSUP, "unsupported transfer syntax %s (%s)",
-                    ts_uid.empty() ? "(none)" : ts_uid.c_str(),
-                    xfer == EXS_Unknown ? "unknown" : name);
-    }
+    if (ds.getOriginalXfer() != xfer)
+        return fail(err, errlen, -EINVAL, "dataset not encoded in its TransferSyntaxUID %s",
+                    ts_uid.c_str());
     if (ts_uid.length() >= sizeof im->transfer_syntax_uid)
         return fail(err, errlen, -EINVAL, "TransferSyntaxUID too long");
     strcpy(im->transfer_syntax_uid, ts_uid.c_str());
 
     /* identity first: an object without SOP identity is no DICOM instance */
-    int rc;
     struct {
         const DcmTagKey &tag;
         const char *kw;

@@ -108,7 +108,15 @@ try:
             "JPEG 2000")
     refused(os.path.join(D, "JPEG-lossy.dcm"), -95, ["1.2.840.10008.1.2.4.51"], "JPEG lossy")
     refused(os.path.join(D, "MR_truncated.dcm"), -22, ["truncated"], "truncated")
-    refused(os.path.join(D, "rtstruct.dcm"), -22, ["not an image", "PixelData"], "RTSTRUCT")
+    rts = pydicom.dcmread(os.path.join(D, "rtstruct.dcm"), force=True)
+    rts.file_meta = pydicom.dataset.FileMetaDataset()
+    rts.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    rts.file_meta.MediaStorageSOPClassUID = rts.SOPClassUID
+    rts.file_meta.MediaStorageSOPInstanceUID = rts.SOPInstanceUID
+    rts.is_implicit_VR, rts.is_little_endian = True, True
+    rts.save_as(os.path.join(tmp, "rts.dcm"), write_like_original=False)
+    refused(os.path.join(tmp, "rts.dcm"), -22, ["not an image", "PixelData"], "RTSTRUCT")
+    refused(os.path.join(D, "ExplVR_LitEndNoMeta.dcm"), -22, ["Part-10"], "no Part-10 header")
     refused(os.path.join(D, "SC_rgb_small_odd.dcm"), -95, ["not greyscale", "SamplesPerPixel"], "RGB")
     refused(mr, -7, ["Rows x Columns", "100"], "over max_pixels")
     notdicom = os.path.join(tmp, "x.dcm")

@@ -308,6 +308,26 @@ static void test_reader(void)
     TEST_CHECK(strstr(err, "SOPInstanceUID") != NULL);
     TEST_EQ_INT(read_spec(&s, px, 4, 100, &im, err, sizeof err), -EINVAL); /* short PixelData */
     TEST_CHECK(strstr(err, "PixelData") != NULL);
+    /* headers claiming more than the input holds never reach DCMTK */
+    struct dcm big = make_dicom(&s, px, sizeof px);
+    uint8_t huge[4] = {0xf0, 0xff, 0xff, 0x7f};
+    put_u16(&big, 0x7fe1);
+    put_u16(&big, 0x0010);
+    put_bytes(&big, "UN\0\0", 4);
+    put_bytes(&big, huge, 4);
+    TEST_EQ_INT(segd_dicom_read(big.b, big.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "(7FE1,0010) claims 2147483632 bytes") != NULL);
+    free(big.b);
+    struct dcm deep = make_dicom(&s, px, sizeof px);
+    for (int k = 0; k < 20; k++) { /* (0009,1010) SQ, undefined length, one item */
+        uint8_t sq[12] = {0x09, 0, 0x10, 0x10, 'S', 'Q', 0, 0, 0xff, 0xff, 0xff, 0xff};
+        uint8_t item[8] = {0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff};
+        put_bytes(&deep, sq, sizeof sq);
+        put_bytes(&deep, item, sizeof item);
+    }
+    TEST_EQ_INT(segd_dicom_read(deep.b, deep.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "nested deeper") != NULL);
+    free(deep.b);
     /* truncated file */
     struct dcm d = make_dicom(&s, px, sizeof px);
     for (size_t cut = 0; cut < d.n; cut += 7) {
