@@ -14,8 +14,8 @@ namespace segd_dicom {
 int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Register DCMTK's lossless decoders (JPEG, JPEG-LS, RLE) once per process;
- * thread-safe (std::call_once).  May throw std::bad_alloc / std::system_error. */
+/* Register DCMTK's lossless decoders (JPEG, JPEG-LS, RLE) and set DCMTK's
+ * logger to FATAL, once per process; thread-safe (std::call_once).  May throw std::bad_alloc / std::system_error. */
 void init_codecs();
 
 /* segd_dicom_series_order's checks for slices already in order: the same

@@ -98,6 +98,8 @@ int check_args(const segd_dicom_image *const *slices, size_t n, const uint8_t *c
     int rc = segd_dicom::check_ordered_series(slices, n, err, errlen);
     if (rc < 0)
         return rc;
+    if (slices[0]->rows > 65535 || slices[0]->cols > 65535)
+        return fail(err, errlen, -EINVAL, "Rows/Columns over 65535");
     for (size_t i = 0; i < n; i++)
         if (!masks[i])
             return fail(err, errlen, -EINVAL, "no mask for slice %zu", i);
@@ -504,8 +506,10 @@ int segd_dicom_write_seg(const segd_dicom_image *const *slices, size_t n,
     int rc = check_args(slices, n, masks, alg, out, outlen, err, errlen);
     if (rc < 0)
         return rc;
-    return guarded("Segmentation", err, errlen,
-                   [&] { return write_seg(slices, n, masks, alg, out, outlen); });
+    return guarded("Segmentation", err, errlen, [&] {
+        segd_dicom::init_codecs(); /* and DCMTK's logger quiet */
+        return write_seg(slices, n, masks, alg, out, outlen);
+    });
 }
 
 int segd_dicom_write_rtstruct(const segd_dicom_image *const *slices, size_t n,
@@ -516,6 +520,7 @@ int segd_dicom_write_rtstruct(const segd_dicom_image *const *slices, size_t n,
     if (rc < 0)
         return rc;
     return guarded("RT Structure Set", err, errlen, [&] {
+        segd_dicom::init_codecs(); /* and DCMTK's logger quiet */
         return write_rtstruct(slices, n, masks, alg, out, outlen, err, errlen);
     });
 }
