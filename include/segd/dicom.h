@@ -174,16 +174,19 @@ int segd_dicom_write_seg(const segd_dicom_image *const *slices, size_t n,
  * contour referencing its slice's SOPInstanceUID in ContourImageSequence;
  * ReferencedFrameOfReferenceSequence lists every slice of the series.
  *
- * Contour tracing: marching squares on the pixel-corner lattice (Lorensen
- * and Cline 1987, in its 2-D form; the ambiguous saddle cases resolved
- * towards 4-connectivity, i.e. diagonal-only neighbours are separate
- * regions), as implemented in scikit-image's find_contours and used for
- * RTSTRUCT export by e.g. plastimatch and rt-utils.  The iso-line at 0.5 of
- * the binary mask padded with 0 passes through the midpoints between inside
- * and outside pixel centres, so every outer boundary and every hole boundary
- * becomes one closed polygon (holes are separate contours: planning systems
- * combine contours on a slice by XOR / even-odd).  Rasterising the polygons
- * back at pixel centres with the even-odd rule gives the mask exactly.
+ * Contour tracing: crack following on the pixel-corner lattice (the border
+ * between inside and outside pixels walked along pixel sides; A. Rosenfeld
+ * and A. C. Kak, Digital Picture Processing, 2nd ed., 1982, vol. 2, ch. 11;
+ * the same polygons as marching squares run on the corner lattice with each
+ * pixel taken as a square rather than a point sample).  Each boundary side
+ * is walked once with the inside on its right; where two inside pixels
+ * touch only at a corner the walk turns to keep them apart (4-connected
+ * regions, 8-connected holes).  Every outer boundary and every hole becomes
+ * its own closed polygon with vertices on pixel corners (half a pixel from
+ * the centres), outer boundaries clockwise on screen, holes anticlockwise;
+ * planning systems combine a slice's contours by even-odd (XOR), which
+ * gives the mask back exactly at pixel centres, and the polygons enclose
+ * exactly the mask's pixel area, so volumes agree with the SEG.
  * Collinear vertices are dropped.  Same ownership and errors as
  * segd_dicom_write_seg. */
 int segd_dicom_write_rtstruct(const segd_dicom_image *const *slices, size_t n,
