@@ -128,6 +128,7 @@ def check_case(name, series_dir, series, masks, shuffle_seed, rect):
     for r in ds.StructureSetROISequence:
         T.check(r.ROIGenerationAlgorithm == "AUTOMATIC", "ROIGenerationAlgorithm AUTOMATIC")
     polys = {}  # (organ, slice) -> list of (col, row) polygons
+    mm = {}  # (organ, slice) -> list of (N, 3) patient points
     max_err_mm = 0.0
     max_off_mm = 0.0
     for roi in ds.ROIContourSequence:
@@ -153,6 +154,7 @@ def check_case(name, series_dir, series, masks, shuffle_seed, rect):
                     T.check(False, f"{name}: contour point ({a}, {b}) not on the boundary")
                     break
             polys.setdefault((organ, k), []).append(list(zip(col, r)))
+            mm.setdefault((organ, k), []).append(pts)
     half_px = 0.5 * min(sl[0]["pixel_spacing"])
     T.check(max_err_mm < half_px, f"{name}: contour points {max_err_mm:.3g} mm off")
     T.check(max_off_mm < 1e-3, f"{name}: contour points {max_off_mm:.3g} mm off the slice plane")
@@ -171,6 +173,12 @@ def check_case(name, series_dir, series, masks, shuffle_seed, rect):
         want = {(r0 - 0.5, c0 - 0.5), (r0 - 0.5, c1 + 0.5), (r1 + 0.5, c1 + 0.5), (r1 + 0.5, c0 - 0.5)}
         have = {(round(rr, 6), round(cc, 6)) for cc, rr in got[0]}
         T.check(have == want, f"{name}: rectangle corners {sorted(have)} != {sorted(want)}")
+        # in mm: each written point against the nearest corner computed here
+        exp = np.array([corner_mm(sl[k], a, b) for a, b in want])
+        pts = mm[(organ, k)][0]
+        rect_err = max(np.linalg.norm(exp - p, axis=1).min() for p in pts)
+        T.check(rect_err < half_px, f"{name}: rectangle corners {rect_err:.3g} mm off")
+        stats["rect_corner_err_mm"] = float(f"{rect_err:.2g}")
     stats.update(min_dice=round(worst, 4), max_point_err_mm=float(f"{max_err_mm:.2g}"),
                  max_off_plane_mm=float(f"{max_off_mm:.2g}"))
     print(f"  {stats}")
@@ -192,6 +200,8 @@ try:
         # a rectangle for the stomach on the first slice: rows 20..31, columns 40..69
         masks[0, 2] = 0
         masks[0, 2, 20:32, 40:70] = 1
+        if name == "coronal":
+            masks[:, 0] = 0  # an organ absent from the whole series: an ROI without contours
         check_case(name, d, s, masks, seed + 100, (2, 0, 20, 40, 31, 69))
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
