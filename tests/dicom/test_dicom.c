@@ -1,8 +1,9 @@
 /* Unit test of the DICOM module without Python: the contour tracer against
  * even-odd rasterisation, the reader on DICOM built here byte by byte (pixel
  * formats, rescale, MONOCHROME1, each refusal and its errno), the series
- * ordering, the writers' argument checks, and concurrent first reads (the
- * codecs registered once). */
+ * ordering, the writers' argument checks, concurrent first reads (the
+ * codecs registered once) and concurrent decodes of the compressed files
+ * given as arguments. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -471,9 +472,60 @@ static void test_threads(void)
     free(g_dcm.b);
 }
 
-int main(void)
+/* Compressed files (argv) decoded by 4 threads at once give the pixels of
+ * a lone decode: DCMTK's codec list is shared by all workers. */
+struct file_job {
+    const char *path;
+    const float *want;
+    size_t n;
+    int bad;
+};
+
+static void *decode_thread(void *arg)
+{
+    struct file_job *j = arg;
+    for (int i = 0; i < 20; i++) {
+        segd_dicom_image *im = NULL;
+        char err[256];
+        if (segd_dicom_read_file(j->path, 1u << 20, &im, err, sizeof err) != 0 ||
+            (size_t)im->rows * (size_t)im->cols != j->n ||
+            memcmp(im->pixels, j->want, j->n * sizeof(float)) != 0)
+            j->bad = 1;
+        segd_dicom_image_free(im);
+    }
+    return NULL;
+}
+
+static void test_threads_codecs(int argc, char **argv)
+{
+    for (int f = 1; f < argc; f++) {
+        segd_dicom_image *ref = NULL;
+        char err[256];
+        TEST_EQ_INT(segd_dicom_read_file(argv[f], 1u << 20, &ref, err, sizeof err), 0);
+        if (!ref) {
+            fprintf(stderr, "%s: %s\n", argv[f], err);
+            continue;
+        }
+        struct file_job j[4];
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) {
+            j[i] = (struct file_job){argv[f], ref->pixels, (size_t)ref->rows * ref->cols, 0};
+            TEST_REQUIRE(pthread_create(&t[i], NULL, decode_thread, &j[i]) == 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            TEST_CHECK(!j[i].bad);
+        }
+        fprintf(stderr, "  %s: 4 threads x 20 decodes equal (%s)\n", argv[f],
+                ref->transfer_syntax_uid);
+        segd_dicom_image_free(ref);
+    }
+}
+
+int main(int argc, char **argv)
 {
     test_threads(); /* first: the codecs get registered under contention */
+    test_threads_codecs(argc, argv);
     test_contours();
     test_reader();
     test_series();
