@@ -67,6 +67,29 @@ void now_da_tm(char *da, char *tm)
     strftime(tm, 7, "%H%M%S", &u);
 }
 
+/* RecommendedDisplayCIELabValue of an sRGB colour (D65 white; PS3.3
+ * C.10.7.1.1: L* scaled 0..100 to 0..65535, a* and b* -128..127 likewise). */
+void srgb_to_dicom_lab(const Uint16 rgb[3], Uint16 lab[3])
+{
+    double lin[3];
+    for (int i = 0; i < 3; i++) {
+        double c = rgb[i] / 255.0;
+        lin[i] = c <= 0.04045 ? c / 12.92 : pow((c + 0.055) / 1.055, 2.4);
+    }
+    double xyz[3] = {
+        (0.4124564 * lin[0] + 0.3575761 * lin[1] + 0.1804375 * lin[2]) / 0.95047,
+        0.2126729 * lin[0] + 0.7151522 * lin[1] + 0.0721750 * lin[2],
+        (0.0193339 * lin[0] + 0.1191920 * lin[1] + 0.9503041 * lin[2]) / 1.08883};
+    double f[3];
+    for (int i = 0; i < 3; i++)
+        f[i] = xyz[i] > 216.0 / 24389.0 ? cbrt(xyz[i]) : xyz[i] * 841.0 / 108.0 + 4.0 / 29.0;
+    double v[3] = {(116 * f[1] - 16) * 65535.0 / 100.0,
+                   (500 * (f[0] - f[1]) + 128) * 65535.0 / 255.0,
+                   (200 * (f[1] - f[2]) + 128) * 65535.0 / 255.0};
+    for (int i = 0; i < 3; i++)
+        lab[i] = (Uint16)(v[i] < 0 ? 0 : v[i] > 65535 ? 65535 : lround(v[i]));
+}
+
 std::string ds_list(const double *v, int n)
 {
     std::string s;
@@ -231,6 +254,10 @@ int write_seg(const segd_dicom_image *const *slices, size_t n, const uint8_t *co
              "AlgorithmFamilyCodeSequence");
         must(ai.setAlgorithmName(alg->name), "AlgorithmName");
         must(ai.setAlgorithmVersion(alg->version), "AlgorithmVersion");
+        Uint16 lab[3];
+        srgb_to_dicom_lab(organs[k].rgb, lab); /* the RTSTRUCT's colour */
+        must(segment->setRecommendedDisplayCIELabValue(lab[0], lab[1], lab[2]),
+             "RecommendedDisplayCIELabValue");
         Uint16 number = 0;
         must(seg->addSegment(segment.get(), number), "adding a segment");
         segment.release(); /* owned by seg now */

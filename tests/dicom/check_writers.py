@@ -91,6 +91,7 @@ def check_case(name, series_dir, series, masks, shuffle_seed, rect):
                 "category Anatomical Structure")
         T.check(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "unet3p-16",
                 "SegmentAlgorithmType/Name")
+        T.check(len(s.RecommendedDisplayCIELabValue) == 3, "RecommendedDisplayCIELabValue")
         ai = s.SegmentationAlgorithmIdentificationSequence[0]
         T.check(ai.AlgorithmName == "unet3p-16" and ai.AlgorithmVersion == SHA, "AlgorithmVersion")
     frames = ds.pixel_array.reshape(-1, sl[0]["rows"], sl[0]["cols"])
