@@ -49,9 +49,43 @@ targets=("$@")
 if [ ${#targets[@]} = 0 ]; then
     for f in tests/fuzz/fuzz_*.c; do t=${f##*/fuzz_}; targets+=("${t%.c}"); done
 fi
+# The DICOM module is C++ over DCMTK (src/dicom/*.cc): its objects are built
+# with $CXX and the same instrumentation, and fuzz_dicom links with $CXX
+# against the (uninstrumented) DCMTK libraries of the system.
+CXX=${CXX:-clang++}
+DCMTK_LIBS="-ldcmseg -ldcmfg -ldcmiod -ldcmjpeg -ldcmjpls -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd"
+dicom_objs() { # build src/dicom/*.cc; prints the objects, fails when one does not compile
+    local src obj objs=()
+    for src in src/dicom/*.cc; do
+        obj="$OUT/obj/$(echo "${src%.cc}" | tr / _).o"
+        if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
+           awk -v h="$newest_header" -v o="$(stat -c %Y "$obj")" 'BEGIN{exit !(h > o)}'; then
+            $CXX -std=c++17 -O1 -g $SAN -Iinclude -Isrc -fsanitize=fuzzer-no-link \
+                -c "$src" -o "$obj" 2>"$obj.log" || { echo "build.sh: $src does not compile:" >&2
+                head -20 "$obj.log" >&2; rm -f "$obj"; return 1; }
+        fi
+        objs+=("$obj")
+    done
+    echo "${objs[@]}"
+}
+
 for t in "${targets[@]}"; do
     rm -f "$OUT/fuzz_$t" # never run a stale binary of a harness that no longer builds
     [ -f "tests/fuzz/fuzz_$t.c" ] || { echo "build.sh: no harness tests/fuzz/fuzz_$t.c"; fail=1; continue; }
+    if [ "$t" = dicom ]; then
+        command -v "$CXX" >/dev/null || { echo "build.sh: fuzz_dicom needs $CXX"; fail=1; continue; }
+        [ -f /usr/include/dcmtk/dcmseg/segdoc.h ] || {
+            echo "build.sh: fuzz_dicom needs DCMTK (apt-get install libdcmtk-dev)"; fail=1; continue; }
+        if objs_cc=$(dicom_objs) && $CC $CFLAGS -fsanitize=fuzzer-no-link -c tests/fuzz/fuzz_dicom.c \
+                -o "$OUT/obj/fuzz_dicom.o" &&
+            $CXX $SAN -fsanitize=fuzzer "$OUT/obj/fuzz_dicom.o" $objs_cc "$OUT/libsegd-fuzz.a" \
+                $DCMTK_LIBS -lm -lpthread -o "$OUT/fuzz_dicom"; then
+            echo "built $OUT/fuzz_dicom"
+        else
+            echo "build.sh: fuzz_dicom FAILED to build"; fail=1
+        fi
+        continue
+    fi
     if $CC $CFLAGS -fsanitize=fuzzer -DSEGD_FUZZ_WEIGHTS="\"$ROOT/tests/data/golden-w4-odd.safetensors\"" \
         "tests/fuzz/fuzz_$t.c" "$OUT/libsegd-fuzz.a" $LIBS -o "$OUT/fuzz_$t"; then
         echo "built $OUT/fuzz_$t"
