@@ -133,13 +133,18 @@ enum MHD_Result segd_respond_text(request *r, unsigned status, char *body, const
     return segd_respond_send(r, status, segd_respond_buffer(r->srv, r->id, body, len, ctype), len);
 }
 
-/* Answer mid-upload and close: libmicrohttpd 0.9.75 cannot queue a
- * response while it reads a body (MHD_queue_response refuses that state),
- * so the error is written to the socket here, on the connection's thread,
- * where nothing else is being written (a 100 Continue, if any, is sent
- * completely before the body is read), and MHD_NO then makes
- * libmicrohttpd close the connection without reading the rest.  Used when
- * a body of unknown length (chunked) crosses --max-body. */
+/* Answer mid-upload: libmicrohttpd 0.9.75 cannot queue a response while
+ * it reads a body (MHD_queue_response refuses that state), so the error is
+ * written to the socket here, on the connection's thread, where nothing
+ * else is being written (a 100 Continue, if any, is sent completely before
+ * the body is read), with "Connection: close" and a FIN after it.  The
+ * request then goes to ST_ABORTED: what the client still sends is dropped
+ * (a client that reads while it sends, as curl does, stops at once), up to
+ * another --max-body, and the connection closes when the client does.
+ * Closing at once instead would reset the connection while body bytes
+ * arrive, and a reset can discard the answer before the client reads it.
+ * Used when a body of unknown length (chunked) crosses --max-body.
+ * MHD_YES when the answer went out, MHD_NO (close) when it could not. */
 enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *message)
 {
     segd_server *s = r->srv;
@@ -172,12 +177,15 @@ enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *mess
          * close (with unread body bytes) resets the connection */
         shutdown(ci->connect_fd, SHUT_WR);
         if (w == (ssize_t)(n + blen)) {
-            r->state = ST_ANSWERED;
+            r->state = ST_ABORTED;
+            r->discarded = 0;
             r->status = status;
             r->resp_bytes = blen;
             r->sent_directly = true; /* counted in on_completed */
             if (r->route == R_SEGMENT)
                 segd_metrics_observe(s->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
+            free(body);
+            return MHD_YES;
         }
     }
     free(body);

@@ -316,6 +316,12 @@ static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Con
     }
     case ST_QUEUED:
         return MHD_NO; /* resumed without a response: close */
+    case ST_ABORTED: /* answered on the socket: drop the rest, bounded */
+        r->discarded += *upload_data_size;
+        if (*upload_data_size == 0 || r->discarded > s->cfg.max_body)
+            return MHD_NO; /* request complete (nothing to queue) or a client that ignores the answer */
+        *upload_data_size = 0;
+        return MHD_YES;
     case ST_ANSWERED:
     default:
         *upload_data_size = 0; /* a body after an early answer is ignored */

@@ -136,6 +136,7 @@ typedef enum req_state {
     ST_QUEUED,   /* suspended, job in the pool */
     ST_DONE,     /* resumed with r->resp to queue */
     ST_ANSWERED, /* response queued */
+    ST_ABORTED,  /* error written on the socket mid-upload: the rest dropped until the client stops */
 } req_state;
 
 typedef struct slice {
