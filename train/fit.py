@@ -24,18 +24,34 @@ RECIPE = {
 }
 
 
+X_SCALE = 32767.0  # images kept as int16 steps of 1/32767 (15 bits: every 8-bit level, 16-bit to 2 ppm of range)
+Y_SCALE = 255.0    # soft masks kept as uint8 steps of 1/255
+
+
 def preload(recs, size):
     """Images min-max scaled (all information kept; the policy's percentile
     normalisation is applied after augmentation) and resized to the grid;
-    masks resized (soft).  Returns X (N,1,S,S), Y (N,C,S,S), G (N,) bool."""
-    xs, ys = [], []
-    for r in recs:
+    masks resized (soft).  Stored compactly, so that the full Kaggle data
+    (38,496 slices) fits in memory at 192 px (7 GB instead of 23 GB in
+    float32); batch() turns a selection back into float32.
+    Returns X (N,1,S,S) int16, Y (N,C,S,S) uint8, G (N,) bool."""
+    X = torch.empty((len(recs), 1) + tuple(size), dtype=torch.int16)
+    Y = None
+    for i, r in enumerate(recs):
         img = torch.from_numpy(normalise(load_png(r["path"])))[None, None]
         m = torch.from_numpy(dataset.load_masks(r).astype(np.float32))[None]
-        xs.append(resize(img, size)[0])
-        ys.append(resize(m, size)[0])
+        X[i] = torch.round(resize(img, size)[0].clamp(0, 1) * X_SCALE).to(torch.int16)
+        y = torch.round(resize(m, size)[0].clamp(0, 1) * Y_SCALE).to(torch.uint8)
+        if Y is None:
+            Y = torch.empty((len(recs),) + tuple(y.shape), dtype=torch.uint8)
+        Y[i] = y
     gif = torch.tensor([r["group"] in dataset.UNTRUSTED_FOR_EVAL for r in recs])
-    return torch.stack(xs), torch.stack(ys), gif
+    return X, Y, gif
+
+
+def batch(X, Y, idx):
+    """float32 images (n,1,S,S) in [0,1] and soft masks (n,C,S,S) of rows idx."""
+    return X[idx].float() / X_SCALE, Y[idx].float() / Y_SCALE
 
 
 def percentile_normalise_batch(x, p_lo, p_hi):
@@ -173,7 +189,8 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
             perm, pos = torch.randperm(len(X), generator=gen), 0
         idx = perm[pos:pos + recipe["batch"]]
         pos += recipe["batch"]
-        x, y, pres = augment(X[idx].clone(), Y[idx], G[idx], gen, recipe["p_coarsen"])
+        xb, yb = batch(X, Y, idx)
+        x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"])
         x, y, pres = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev), pres.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe["bf16"]):
             logits, plog, aux = model(x, deep_supervision=True)
