@@ -87,6 +87,17 @@ enum MHD_Result segd_segment_begin(request *r)
     return MHD_YES;
 }
 
+/* Free what a body holds, buffer and budget, when the rest of it is to be
+ * dropped (the request is answered 503 at its end). */
+static void drop_body(request *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->cap = r->len = 0;
+    segd_segment_budget_give(r->srv, r->reserved);
+    r->reserved = 0;
+}
+
 /* Append a chunk of the body.  A body of unknown length (chunked) that
  * crosses max_body is refused there and then (413, connection closed):
  * reading the rest would cost the client and the server the whole upload
@@ -112,11 +123,7 @@ enum MHD_Result segd_segment_body(request *r, const char *data, size_t n)
             cap = r->expected;
         /* a chunked body reserves as it grows */
         if (cap > r->reserved && !budget_take(s, cap - r->reserved)) {
-            free(r->body);
-            r->body = NULL;
-            r->cap = r->len = 0;
-            segd_segment_budget_give(s, r->reserved);
-            r->reserved = 0;
+            drop_body(r);
             r->over_budget = true;
             return MHD_YES; /* answered 503 at the end of the upload */
         }
@@ -124,11 +131,7 @@ enum MHD_Result segd_segment_body(request *r, const char *data, size_t n)
             r->reserved = cap;
         uint8_t *b = realloc(r->body, cap);
         if (!b) { /* read and drop the rest; segd_segment_end answers 503 */
-            free(r->body);
-            r->body = NULL;
-            r->cap = r->len = 0;
-            segd_segment_budget_give(s, r->reserved);
-            r->reserved = 0;
+            drop_body(r);
             r->body_oom = true;
             return MHD_YES;
         }
