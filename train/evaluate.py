@@ -38,6 +38,16 @@ def predict_record(model, rec, device="cpu", threshold=0.5, presence_threshold=0
     return p, masks, pres.numpy()
 
 
+def weights_predictor(path):
+    """rec -> masks (C,H,W) with an exported file's network, preprocessing
+    policy and thresholds, as the engine applies them."""
+    from weights_io import load_model
+    model, md = load_model(path)
+    policy = json.loads(md["preprocess"])
+    thr, pthr = float(md.get("threshold", 0.5)), float(md.get("presence_threshold", 0.5))
+    return lambda r: predict_record(model, r, threshold=thr, presence_threshold=pthr, policy=policy)[1]
+
+
 def predict_server(url, rec):
     with open(rec["path"], "rb") as f:
         body = f.read()
@@ -193,10 +203,7 @@ def main():
         predict = lambda r: predict_server(args.server, r)  # noqa: E731
         source = args.server
     else:
-        from weights_io import load_model
-        model, md = load_model(args.weights)
-        policy = json.loads(md["preprocess"])
-        predict = lambda r: predict_record(model, r, policy=policy)[1]  # noqa: E731
+        predict = weights_predictor(args.weights)
         source = args.weights
     res = evaluate(recs, predict)
     score, nvol = competition_score(res, complete_volumes(recs, args.data))

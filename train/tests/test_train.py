@@ -240,12 +240,26 @@ def test_daemon_and_pytorch_evaluation_agree():
     recs = dataset.discover_folder(HELDOUT)
     assert len(recs) >= 8
     torch.set_num_threads(2)
-    model, md = load_model(weights)
-    policy = json.loads(md["preprocess"])  # the weights' own normalisation
-    ref = evaluate.evaluate(recs, lambda r: evaluate.predict_record(model, r, policy=policy)[1])
+    ref = evaluate.evaluate(recs, evaluate.weights_predictor(weights))  # the file's policy and thresholds
     with segdtest.Daemon("--workers", "1", weights=weights, binary=binary, start_timeout=60) as d:
         got = evaluate.evaluate(recs, lambda r: evaluate.predict_server(d.url, r))
         d.stop(30)
     for c in CLASSES:
         assert abs(ref["organs"][c]["dice"] - got["organs"][c]["dice"]) <= 0.005, c
     assert abs(ref["mean_dice"] - got["mean_dice"]) <= 0.005
+
+
+def test_thresholds_choice_never_sees_the_scored_patient():
+    """train/thresholds.py: figures are means over organs of per-slice Dice
+    (None rows ignored), and the pair chosen for a patient depends only on
+    the other patients' rows."""
+    import thresholds
+    rows_a = [("p1", o, 0.9) for o in CLASSES] + [("p2", o, 0.1) for o in CLASSES]
+    rows_b = [("p1", o, 0.2) for o in CLASSES] + [("p2", o, 0.8) for o in CLASSES] + [("p2", "stomach", None)]
+    res = {(0.5, 0.5): rows_a, (0.2, 0.2): rows_b}
+    mean, per = thresholds.figure(rows_b, {"p2"})
+    assert mean == pytest.approx(0.8) and set(per) == set(CLASSES)
+    assert thresholds.choose(res, {"p1"}) == (0.5, 0.5)
+    assert thresholds.choose(res, {"p2"}) == (0.2, 0.2)
+    # best on both pooled: (0.9 + 0.1) / 2 = 0.5 against (0.2 + 0.8) / 2 = 0.5: ties go to the larger pair
+    assert thresholds.choose(res, {"p1", "p2"}) == (0.5, 0.5)
