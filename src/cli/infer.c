@@ -1,5 +1,5 @@
-/* `segd infer`: segment PNG slices from the command line, one compact JSON
- * document per line on stdout. */
+/* `segd infer`: segment PNG slices and DICOM images from the command line,
+ * one compact JSON document per line on stdout. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,12 +11,17 @@
 #include "model/cpu.h"
 #include "model/gemm.h"
 #include "http/http.h"
+#ifdef SEGD_HAVE_DICOM
+#include "segd/dicom.h"
+#endif
 
 static void usage(FILE *f)
 {
     fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] [--threads N]\n"
-          "                  [--gemm native|openblas|auto] SLICE.png...\n"
-          "Segments each slice and prints one JSON document per line.\n"
+          "                  [--gemm native|openblas|auto] SLICE.png|IMAGE.dcm...\n"
+          "Segments each slice and prints one JSON document per line.  A DICOM file\n"
+          "(Part 10, one greyscale frame) is read after Rescale Slope/Intercept and\n"
+          "its document also carries the instance's UIDs and PixelSpacing.\n"
           "--threads: threads sharing each forward pass (default: online CPUs, at most 8).\n"
           "--gemm: GEMM backend (default: $SEGD_GEMM, else auto = native with AVX2+FMA,\n"
           "        else openblas).\n"
@@ -130,20 +135,78 @@ static int parse_args(int argc, char **argv, infer_args *a)
     return -1;
 }
 
+/* 1 when data is a DICOM Part-10 file: "DICM" after the 128-byte preamble
+ * (PS3.10 7.1). */
+static int is_dicom(const unsigned char *data, size_t len)
+{
+    return len >= 132 && memcmp(data + 128, "DICM", 4) == 0;
+}
+
+/* Segment a DICOM image: its pixels (after Rescale Slope/Intercept,
+ * MONOCHROME1 inverted) go through the pipeline a PNG's grey values take.
+ * *dicom receives the identity of the instance for the document (NULL
+ * with no DICOM support).  0 or a negative errno with err set. */
+static int segment_dicom(segd_worker *w, const unsigned char *data, size_t len, size_t max_pixels,
+                         float threshold, segd_result *res, json_t **dicom, char *err,
+                         size_t errlen)
+{
+    *dicom = NULL;
+#ifdef SEGD_HAVE_DICOM
+    segd_dicom_image *im = NULL;
+    int rc = segd_dicom_read(data, len, max_pixels, &im, err, errlen);
+    if (rc)
+        return rc;
+    rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, threshold, res, err, errlen);
+    if (rc == 0) {
+        json_t *d = json_object();
+        const char *keys[] = {"SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID",
+                              "StudyInstanceUID", "FrameOfReferenceUID"};
+        const char *vals[] = {im->sop_class_uid, im->sop_instance_uid, im->series_instance_uid,
+                              im->study_instance_uid, im->frame_of_reference_uid};
+        for (size_t i = 0; d && i < sizeof keys / sizeof keys[0]; i++)
+            if (vals[i][0] && json_object_set_new(d, keys[i], json_string(vals[i])))
+                rc = -ENOMEM;
+        if (d && im->pixel_spacing[0] > 0 && im->pixel_spacing[1] > 0 &&
+            json_object_set_new(d, "PixelSpacing",
+                                json_pack("[f,f]", im->pixel_spacing[0], im->pixel_spacing[1])))
+            rc = -ENOMEM;
+        if (!d || rc) {
+            json_decref(d);
+            snprintf(err, errlen, "out of memory");
+            rc = -ENOMEM;
+        } else {
+            *dicom = d;
+        }
+    }
+    segd_dicom_image_free(im);
+    return rc;
+#else
+    (void)w, (void)data, (void)len, (void)max_pixels, (void)threshold, (void)res;
+    snprintf(err, errlen, "a DICOM file, and this segd was built without DICOM support "
+                          "(DCMTK: apt-get install g++ libdcmtk-dev, then rebuild)");
+    return -ENOTSUP;
+#endif
+}
+
 /* Segment the file at path and print its document as one line.  0, or 1
  * with the reason on stderr. */
-static int infer_one(const segd_model *m, segd_worker *w, const char *path, float threshold)
+static int infer_one(const segd_model *m, segd_worker *w, const char *path, float threshold,
+                     size_t max_pixels)
 {
     unsigned char *data;
     size_t len;
     segd_result res;
+    json_t *dicom = NULL;
     char id[256], err[512];
     int rc = read_file(path, &data, &len);
     if (rc) {
         fprintf(stderr, "segd infer: %s: %s\n", path, strerror(-rc));
         return 1;
     }
-    rc = segd_worker_segment_png(w, data, len, threshold, &res, err, sizeof err);
+    if (is_dicom(data, len))
+        rc = segment_dicom(w, data, len, max_pixels, threshold, &res, &dicom, err, sizeof err);
+    else
+        rc = segd_worker_segment_png(w, data, len, threshold, &res, err, sizeof err);
     free(data);
     if (rc) {
         fprintf(stderr, "segd infer: %s: %s\n", path, err);
@@ -154,6 +217,11 @@ static int infer_one(const segd_model *m, segd_worker *w, const char *path, floa
      * so that the id is always valid JSON text */
     segd_http_id_from_filename(path, strlen(path), id, sizeof id);
     json_t *doc = segd_result_json(m, &res, id);
+    if (doc && dicom && json_object_set(doc, "dicom", dicom)) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    json_decref(dicom);
     char *s = doc ? segd_json_text(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (!s) {
@@ -199,7 +267,7 @@ int segd_cli_infer(int argc, char **argv)
         goto out;
     }
     for (int i = a.first; i < argc; i++)
-        status |= infer_one(m, w, argv[i], a.threshold);
+        status |= infer_one(m, w, argv[i], a.threshold, a.max_pixels);
     if (fflush(stdout) != 0)
         status = 1;
 out:
