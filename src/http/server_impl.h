@@ -169,7 +169,7 @@ typedef struct request {
     size_t reserved;            /* bytes taken from srv->body_reserved */
     bool over_budget;           /* --max-body-total reached: body dropped, 503 at its end */
     bool body_oom;              /* body dropped because its buffer could not grow: 503 at its end */
-    size_t discarded;           /* body bytes dropped in ST_DEFER */
+    size_t discarded;           /* body bytes dropped in ST_DEFER, then in ST_ABORTED */
     bool sent_directly;         /* answered on the socket (segd_respond_abort) or by libmicrohttpd itself */
     /* request head, as the client sent it */
     bool started;               /* on_request has seen it (uri_log allocates it first) */
