@@ -12,6 +12,7 @@
 #include "model/gemm.h"
 #include "http/http.h"
 #ifdef SEGD_HAVE_DICOM
+#include "api/dicom_json.h"
 #include "segd/dicom.h"
 #endif
 
@@ -158,24 +159,10 @@ static int segment_dicom(segd_worker *w, const unsigned char *data, size_t len, 
         return rc;
     rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, threshold, res, err, errlen);
     if (rc == 0) {
-        json_t *d = json_object();
-        const char *keys[] = {"SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID",
-                              "StudyInstanceUID", "FrameOfReferenceUID"};
-        const char *vals[] = {im->sop_class_uid, im->sop_instance_uid, im->series_instance_uid,
-                              im->study_instance_uid, im->frame_of_reference_uid};
-        for (size_t i = 0; d && i < sizeof keys / sizeof keys[0]; i++)
-            if (vals[i][0] && json_object_set_new(d, keys[i], json_string(vals[i])))
-                rc = -ENOMEM;
-        if (d && im->pixel_spacing[0] > 0 && im->pixel_spacing[1] > 0 &&
-            json_object_set_new(d, "PixelSpacing",
-                                json_pack("[f,f]", im->pixel_spacing[0], im->pixel_spacing[1])))
-            rc = -ENOMEM;
-        if (!d || rc) {
-            json_decref(d);
+        *dicom = segd_dicom_image_json(im);
+        if (!*dicom) {
             snprintf(err, errlen, "out of memory");
             rc = -ENOMEM;
-        } else {
-            *dicom = d;
         }
     }
     segd_dicom_image_free(im);
