@@ -259,6 +259,8 @@ void segd_respond_access_log(segd_server *s, const request *r, enum MHD_RequestT
                              "ms", round(segd_ms_since(r->t_start) * 1000.0) / 1000.0);
     if (line && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         json_object_set_new(line, "aborted", json_true());
+    if (line && r->dropped) /* its job never ran: the client had gone */
+        json_object_set_new(line, "dropped", json_string("client disconnected"));
     char *text = line ? segd_json_text(line, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(line);
     if (text) {
