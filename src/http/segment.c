@@ -43,6 +43,16 @@ void segd_segment_budget_give(segd_server *s, size_t n)
 int segd_upload_params(request *r, enum MHD_Result *ret)
 {
     struct MHD_Connection *c = r->conn;
+    /* the client's deadline, never beyond the server's */
+    r->timeout = r->srv->cfg.request_timeout;
+    const char *rt = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Timeout");
+    double v;
+    if (rt && segd_http_seconds_parse(rt, &v)) {
+        *ret = segd_respond_reject(r, 400, "X-Request-Timeout must be a number of seconds > 0");
+        return 1;
+    }
+    if (rt && v < r->timeout)
+        r->timeout = v;
     r->threshold = -1.0f;
     const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
     if (t && segd_threshold_parse(t, &r->threshold)) {
@@ -311,7 +321,7 @@ enum MHD_Result segd_job_enqueue(request *r)
 {
     segd_server *s = r->srv;
     r->t_enqueue = segd_queue_now();
-    r->deadline = r->t_start + s->cfg.request_timeout;
+    r->deadline = r->t_start + r->timeout;
     if (r->t_enqueue >= r->deadline) {
         segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_TIMED_OUT);
         return segd_respond_error(r, 504, "request deadline passed while the body was uploaded");
@@ -444,7 +454,7 @@ void segd_segment_expire(void *job, int reason, void *arg)
         segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, segd_queue_now() - r->t_enqueue);
         char msg[96];
         snprintf(msg, sizeof msg, "request deadline of %g s passed before a worker was free",
-                 s->cfg.request_timeout);
+                 r->timeout);
         segd_job_finish_error(r, 504, msg);
     } else if (reason == -ECONNRESET) { /* the sweeper saw the client go */
         segd_job_drop(r);

@@ -174,7 +174,10 @@ typedef struct request {
     char method[16];
     char path[128];             /* for the access log of unmatched routes */
     char id[SEGD_HTTP_REQUEST_ID_MAX + 1];
+    /* W3C Trace Context: the client's trace (or a new one) and segd's span */
+    char trace_id[33], span_id[17], trace_flags[3];
     double t_start;
+    double timeout;             /* seconds: X-Request-Timeout capped by --request-timeout */
     /* POST /v1/segment and /v1/series parameters */
     bool multipart;             /* multipart/form-data or (series) multipart/related */
     bool related;               /* multipart/related: DICOM instances */
