@@ -64,6 +64,8 @@ static const opt OPTS[] = {
      "slices (instances) per POST /v1/series, 413 beyond"},
     {"min-volume-ml", "SEGD_MIN_VOLUME_ML", OPT_REAL, F(min_volume_ml), 0, 1e6, "0.5",
      "series 3D clean-up: connected components under this volume (mL) dropped; 0 = off"},
+    {"api-key-file", "SEGD_API_KEY_FILE", OPT_STR, F(api_key_file), 0, 0, "none",
+     "file of API keys, one per line: POST /v1/* then needs Authorization: Bearer <key>"},
     {"cors-origin", "SEGD_CORS_ORIGIN", OPT_STR, F(cors_origin), 0, 0, "off",
      "Access-Control-Allow-Origin value ('*' allowed)"},
     {"access-log", "SEGD_ACCESS_LOG", OPT_BOOL, F(access_log), 0, 1, "on", "one JSON line per request on stderr (on|off)"},

@@ -353,6 +353,7 @@ const char *segd_http_error_code(int status)
 {
     switch (status) {
     case 400: return "bad_request";
+    case 401: return "unauthorized";
     case 404: return "not_found";
     case 405: return "method_not_allowed";
     case 406: return "not_acceptable";

@@ -151,6 +151,10 @@ enum MHD_Result segd_respond_error(request *r, unsigned status, const char *mess
     } else if (status == 405) {
         hn = "Allow";
         hv = segd_routes[r->route].allow;
+    } else if (status == 401) { /* RFC 6750 3 */
+        hn = "WWW-Authenticate";
+        hv = strstr(message, "invalid") ? "Bearer realm=\"segd\", error=\"invalid_token\""
+                                        : "Bearer realm=\"segd\"";
     }
     struct MHD_Response *resp = segd_respond_make_error(r->srv, r->id, (int)status, message, hn, hv, &bytes);
     return segd_respond_send(r, status, resp, bytes);

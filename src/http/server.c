@@ -28,6 +28,7 @@
 #include <microhttpd.h>
 
 #include "http/assets.h"
+#include "http/auth.h"
 #include "http/server_impl.h"
 
 #define CORS_MAX_AGE "600"
@@ -174,8 +175,8 @@ static enum MHD_Result answer_options(request *r)
     if (s->cfg.cors_origin[0])
         ok = ok && MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow) == MHD_YES &&
              MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                     "Content-Type, Accept, X-Request-Id, X-Request-Timeout, "
-                                     "traceparent") == MHD_YES &&
+                                     "Content-Type, Accept, Authorization, X-Request-Id, "
+                                     "X-Request-Timeout, traceparent") == MHD_YES &&
              MHD_add_response_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE) == MHD_YES;
     if (!ok) {
         MHD_destroy_response(resp);
@@ -277,6 +278,15 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
     bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     if (segd_routes[r->route].post ? !is_post : !is_get)
         return segd_respond_reject(r, 405, "method not allowed");
+    /* API keys guard the inference routes (POST); probes, metrics, the
+     * model document, the viewer and preflights stay open */
+    if (s->keys && segd_routes[r->route].post) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                       MHD_HTTP_HEADER_AUTHORIZATION);
+        if (!segd_auth_check(s->keys, auth))
+            return segd_respond_reject(r, 401, auth ? "invalid API key"
+                                                    : "Authorization: Bearer <API key> required");
+    }
     if (r->route == R_SEGMENT)
         return segd_segment_begin(r);
     if (r->route == R_SERIES)
@@ -602,6 +612,9 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         goto fail;
     }
 
+    if (cfg->api_key_file[0] && (rc = segd_auth_load(cfg->api_key_file, &s->keys, err, errlen)))
+        goto fail;
+
     segd_pool_config pc = {cfg->workers, cfg->worker_threads,
                            (size_t)cfg->queue_depth, cfg->max_pixels};
     rc = segd_pool_create(model, &pc, segd_segment_run, segd_segment_expire, s, &s->pool, err,
@@ -627,6 +640,7 @@ fail:
     if (s->mhd)
         MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
+    segd_auth_free(s->keys);
     free(s->model_info);
     if (s->oom_resp)
         MHD_destroy_response(s->oom_resp);
@@ -754,6 +768,7 @@ void segd_server_free(segd_server *s)
         answer_backlog(s, lfd);
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
+    segd_auth_free(s->keys);
     free(s->model_info);
     MHD_destroy_response(s->oom_resp);
     pthread_cond_destroy(&s->sweep_cond);

@@ -110,6 +110,7 @@ struct segd_server {
     atomic_size_t body_reserved; /* bytes reserved by bodies, <= cfg.max_body_total */
     atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
     char *model_info;          /* GET /v1/model body, built once */
+    struct segd_keys *keys;    /* --api-key-file, or NULL: no key needed */
     struct MHD_Response *oom_resp; /* 503 built at start-up: the answer when no other can be built */
     pthread_mutex_t lock;      /* request->cancelled, resume, pool_closed */
     bool pool_closed;          /* under lock: no more submits */

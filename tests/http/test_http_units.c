@@ -5,10 +5,16 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <unistd.h>
+#include <time.h>
+#include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
 
 #include "harness.h"
 #include "segd/config.h"
 #include "segd/engine.h"
+#include "http/auth.h"
 #include "http/http.h"
 #include "segd/metrics.h"
 #include "segd/series.h"
@@ -121,6 +127,86 @@ static void test_accept(void)
     TEST_CHECK(!segd_http_accepts("application/dicom;q=2", "application/dicom"));
     TEST_CHECK(!segd_http_accepts("", "application/json"));
     TEST_CHECK(!segd_http_accepts("application/dicomx", "application/dicom"));
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* API keys: loading, matching, and a comparison whose time does not
+ * depend on how much of a key the token matches (tokens that differ from
+ * a key in the first byte and in the last take the same time: medians of
+ * interleaved batches within 30 %; the check hashes the token and compares
+ * whole digests with every key, so the expected ratio is 1). */
+static void test_api_keys(void)
+{
+    char path[] = "/tmp/segd-keys-XXXXXX";
+    int fd = mkstemp(path);
+    TEST_CHECK(fd >= 0);
+    const char *text = "# keys\n\n   abcdefghijklmnopqrstuvwxyz0123456789  \nsecond-key-0123456789==\n";
+    TEST_CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    segd_keys *k = NULL;
+    char err[256];
+    TEST_EQ_INT(segd_auth_load(path, &k, err, sizeof err), 0);
+    TEST_EQ_INT(segd_auth_count(k), 2);
+    TEST_CHECK(segd_auth_check(k, "Bearer abcdefghijklmnopqrstuvwxyz0123456789"));
+    TEST_CHECK(segd_auth_check(k, "BEARER   second-key-0123456789==  "));
+    TEST_CHECK(!segd_auth_check(k, NULL));
+    TEST_CHECK(!segd_auth_check(k, "abcdefghijklmnopqrstuvwxyz0123456789"));
+    TEST_CHECK(!segd_auth_check(k, "Bearer abcdefghijklmnopqrstuvwxyz012345678"));
+    TEST_CHECK(!segd_auth_check(k, "Bearer abcdefghijklmnopqrstuvwxyz01234567890"));
+    TEST_CHECK(!segd_auth_check(k, "Bearer ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"));
+    TEST_CHECK(!segd_auth_check(k, "Bearerabcdefghijklmnopqrstuvwxyz0123456789"));
+    TEST_CHECK(!segd_auth_check(k, "Bearer second-key-0123456789=x"));
+
+    const char *late = "Bearer abcdefghijklmnopqrstuvwxyz012345678X";  /* last byte differs */
+    const char *early = "Bearer Xbcdefghijklmnopqrstuvwxyz0123456789"; /* first byte differs */
+    enum { ROUNDS = 41, BATCH = 3000 };
+    double tl[ROUNDS], te[ROUNDS];
+    volatile bool sink = false;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now_s();
+        for (int i = 0; i < BATCH; i++)
+            sink |= segd_auth_check(k, late);
+        double t1 = now_s();
+        for (int i = 0; i < BATCH; i++)
+            sink |= segd_auth_check(k, early);
+        double t2 = now_s();
+        tl[r] = t1 - t0;
+        te[r] = t2 - t1;
+    }
+    TEST_CHECK(!sink);
+    qsort(tl, ROUNDS, sizeof tl[0], cmp_double);
+    qsort(te, ROUNDS, sizeof te[0], cmp_double);
+    double ratio = tl[ROUNDS / 2] / te[ROUNDS / 2];
+    fprintf(stderr, "  api keys: %.0f ns per check (mismatch at the end), %.0f ns (at the start), "
+                    "ratio %.3f\n", tl[ROUNDS / 2] / BATCH * 1e9, te[ROUNDS / 2] / BATCH * 1e9, ratio);
+    TEST_CHECK(ratio > 0.7 && ratio < 1.43);
+    segd_auth_free(k);
+
+    /* refusals name the line */
+    FILE *f = fopen(path, "w");
+    fputs("# c\nshort\n", f);
+    fclose(f);
+    TEST_EQ_INT(segd_auth_load(path, &k, err, sizeof err), -EINVAL);
+    TEST_CHECK(k == NULL && strstr(err, "line 2") != NULL);
+    f = fopen(path, "w");
+    fputs("# nothing\n", f);
+    fclose(f);
+    TEST_EQ_INT(segd_auth_load(path, &k, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "no key") != NULL);
+    unlink(path);
+    TEST_EQ_INT(segd_auth_load(path, &k, err, sizeof err), -ENOENT);
 }
 
 /* W3C traceparent and X-Request-Timeout parsing. */
@@ -451,6 +537,7 @@ int main(void)
     test_helpers();
     test_accept();
     test_trace_deadline();
+    test_api_keys();
     test_series();
     test_config();
     test_queue();
