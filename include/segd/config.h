@@ -50,6 +50,8 @@ typedef struct segd_config {
     int max_series_slices;  /* --max-series-slices: instances per POST /v1/series */
     double min_volume_ml;   /* --min-volume-ml: series 3D clean-up, mL; 0 = off */
     char api_key_file[4096]; /* --api-key-file: "" = no key needed */
+    char tls_cert[4096];    /* --tls-cert: PEM file, "" = plain HTTP */
+    char tls_key[4096];     /* --tls-key: PEM file */
     char cors_origin[512];  /* --cors-origin: "" = CORS off */
     int access_log;         /* --access-log on|off */
     int debug_job_delay_ms; /* --debug-job-delay: testing aid, 0 = off */

@@ -122,8 +122,8 @@ static void log_started(segd_log *log, const segd_config *cfg, const segd_model 
     if (segd_server_probe_port(server) >= 0)
         segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
                         segd_server_probe_port(server));
-    segd_log_printf(log, "segd: listening on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
-                    segd_server_port(server));
+    segd_log_printf(log, "segd: listening on %s://%s%s%s:%d", cfg->tls_cert[0] ? "https" : "http",
+                    v6 ? "[" : "", host, v6 ? "]" : "", segd_server_port(server));
 }
 
 int segd_cli_serve(int argc, char **argv)

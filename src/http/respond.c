@@ -183,6 +183,8 @@ enum MHD_Result segd_respond_text(request *r, unsigned status, char *body, const
 enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *message)
 {
     segd_server *s = r->srv;
+    if (s->tls_key) /* the socket carries TLS records: no plain answer on it, close */
+        return MHD_NO;
     char *body = segd_http_error_body(segd_http_error_code((int)status), message);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);

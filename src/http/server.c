@@ -481,6 +481,74 @@ static int bind_address(const segd_config *cfg, struct sockaddr_storage *ss, uns
     return 0;
 }
 
+/* The whole of a small text file (a PEM) into a new NUL-terminated buffer.
+ * 0 or -errno; -EINVAL for a file over 1 MiB or holding a NUL. */
+static int read_pem(const char *path, char **out)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    size_t cap = 1 << 20, n = 0;
+    char *buf = malloc(cap + 1);
+    int rc = 0;
+    if (!buf) {
+        rc = -ENOMEM;
+    } else {
+        n = fread(buf, 1, cap + 1, f);
+        if (ferror(f))
+            rc = -EIO;
+        else if (n > cap || memchr(buf, '\0', n))
+            rc = -EINVAL;
+    }
+    fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return 0;
+}
+
+/* --tls-cert and --tls-key: both or neither; read here so that a missing
+ * file stops the start with its name.  0 or a negative errno. */
+static int load_tls(segd_server *s, char *err, size_t errlen)
+{
+    const segd_config *cfg = &s->cfg;
+    if (!cfg->tls_cert[0] && !cfg->tls_key[0])
+        return 0;
+    if (!cfg->tls_cert[0] || !cfg->tls_key[0]) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return -EINVAL;
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(err, errlen, "this libmicrohttpd was built without TLS (GnuTLS)");
+        return -ENOTSUP;
+    }
+    int rc = read_pem(cfg->tls_cert, &s->tls_cert);
+    if (rc) {
+        snprintf(err, errlen, "--tls-cert %s: %s", cfg->tls_cert, strerror(-rc));
+        return rc;
+    }
+    rc = read_pem(cfg->tls_key, &s->tls_key);
+    if (rc) {
+        snprintf(err, errlen, "--tls-key %s: %s", cfg->tls_key, strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
+/* Free the PEM buffers, the key's bytes wiped first. */
+static void free_tls(segd_server *s)
+{
+    if (s->tls_key)
+        memset(s->tls_key, 0, strlen(s->tls_key));
+    free(s->tls_key);
+    free(s->tls_cert);
+    s->tls_key = s->tls_cert = NULL;
+}
+
 /* errno of a failed MHD_start_daemon() as segd_server_create's error. */
 static int listen_error(const segd_config *cfg, const char *what, int port, char *err,
                         size_t errlen)
@@ -520,9 +588,19 @@ static int start_listeners(segd_server *s, char *err, size_t errlen)
      * connections (with other weights, perhaps).  Without it the second
      * bind fails with EADDRINUSE; SO_REUSEADDR (MHD's default) still
      * allows a restart while old connections are in TIME_WAIT. */
+    /* TLS on the main listener only (libmicrohttpd over GnuTLS); the
+     * probe listener stays plain HTTP for the kubelet and balancers */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!s->tls_key)
+        tls[0].option = MHD_OPTION_END;
     errno = 0;
     s->mhd = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        flags | (s->tls_key ? MHD_USE_TLS : 0), (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        MHD_OPTION_ARRAY, tls,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -614,6 +692,8 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
 
     if (cfg->api_key_file[0] && (rc = segd_auth_load(cfg->api_key_file, &s->keys, err, errlen)))
         goto fail;
+    if ((rc = load_tls(s, err, errlen)))
+        goto fail;
 
     segd_pool_config pc = {cfg->workers, cfg->worker_threads,
                            (size_t)cfg->queue_depth, cfg->max_pixels};
@@ -641,6 +721,7 @@ fail:
         MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
     segd_auth_free(s->keys);
+    free_tls(s);
     free(s->model_info);
     if (s->oom_resp)
         MHD_destroy_response(s->oom_resp);
@@ -768,7 +849,9 @@ void segd_server_free(segd_server *s)
         answer_backlog(s, lfd);
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
+    free_tls(s);
     segd_auth_free(s->keys);
+    free_tls(s);
     free(s->model_info);
     MHD_destroy_response(s->oom_resp);
     pthread_cond_destroy(&s->sweep_cond);

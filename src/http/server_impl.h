@@ -111,6 +111,7 @@ struct segd_server {
     atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
     char *model_info;          /* GET /v1/model body, built once */
     struct segd_keys *keys;    /* --api-key-file, or NULL: no key needed */
+    char *tls_cert, *tls_key;  /* PEM of --tls-cert/--tls-key, or NULL: plain HTTP */
     struct MHD_Response *oom_resp; /* 503 built at start-up: the answer when no other can be built */
     pthread_mutex_t lock;      /* request->cancelled, resume, pool_closed */
     bool pool_closed;          /* under lock: no more submits */

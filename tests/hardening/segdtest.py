@@ -132,7 +132,7 @@ class Daemon:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             if len(self.lines) < 200000:
                 self.lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening on https?://127\.0\.0\.1:(\d+)", line)
             if m and self.port is None:
                 self.port = int(m.group(1))
                 self._ready.set()
