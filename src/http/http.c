@@ -370,15 +370,32 @@ const char *segd_http_error_code(int status)
     }
 }
 
-char *segd_http_error_body(const char *code, const char *message)
+/* messages may quote client bytes: keep them printable ASCII so that the
+ * document is always valid UTF-8 */
+static void printable(const char *message, char *clean, size_t cap)
 {
-    /* messages may quote client bytes: keep them printable ASCII so that
-     * the document is always valid UTF-8 */
-    char clean[512];
     size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)message; *p && n + 1 < sizeof clean; p++)
+    for (const unsigned char *p = (const unsigned char *)message; *p && n + 1 < cap; p++)
         clean[n++] = (*p >= 0x20 && *p < 0x7f) ? (char)*p : '?';
     clean[n] = '\0';
+}
+
+char *segd_http_oip_error_body(const char *message)
+{
+    char clean[512];
+    printable(message, clean, sizeof clean);
+    json_t *doc = json_pack("{s:s}", "error", clean);
+    if (!doc)
+        return NULL;
+    char *text = segd_json_text(doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}
+
+char *segd_http_error_body(const char *code, const char *message)
+{
+    char clean[512];
+    printable(message, clean, sizeof clean);
     json_t *doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", clean);
     if (!doc)
         return NULL;

@@ -94,6 +94,10 @@ const char *segd_http_error_code(int status);
  * malloc'ed NUL-terminated JSON text, or NULL on OOM. */
 char *segd_http_error_body(const char *code, const char *message);
 
+/* The Open Inference Protocol's error document {"error": message}, or
+ * NULL on OOM (message made printable ASCII as above). */
+char *segd_http_oip_error_body(const char *message);
+
 /* doc as a malloc'ed NUL-terminated JSON text (json_dumpb flags), or NULL
  * on OOM: never a document with a part missing, which json_dumps() can
  * return when an allocation fails. */

@@ -83,9 +83,10 @@ struct MHD_Response *segd_respond_dicom(segd_server *s, const char *id, void *bo
  * (Allow, Retry-After).  NULL on OOM. */
 struct MHD_Response *segd_respond_make_error(segd_server *s, const char *id, int status,
                                        const char *message, const char *extra_name,
-                                       const char *extra_value, size_t *bytes)
+                                       const char *extra_value, size_t *bytes, bool oip)
 {
-    char *body = segd_http_error_body(segd_http_error_code(status), message);
+    char *body = oip ? segd_http_oip_error_body(message)
+                     : segd_http_error_body(segd_http_error_code(status), message);
     if (!body)
         return NULL;
     size_t len = strlen(body);
@@ -145,7 +146,7 @@ enum MHD_Result segd_respond_error(request *r, unsigned status, const char *mess
 {
     size_t bytes = 0;
     const char *hn = NULL, *hv = NULL;
-    if (status == 503 && (r->route == R_SEGMENT || r->route == R_SERIES)) {
+    if (status == 503 && segd_routes[r->route < R_NONE ? r->route : R_STATIC].post) {
         hn = "Retry-After";
         hv = RETRY_AFTER_S;
     } else if (status == 405) {
@@ -156,7 +157,8 @@ enum MHD_Result segd_respond_error(request *r, unsigned status, const char *mess
         hv = strstr(message, "invalid") ? "Bearer realm=\"segd\", error=\"invalid_token\""
                                         : "Bearer realm=\"segd\"";
     }
-    struct MHD_Response *resp = segd_respond_make_error(r->srv, r->id, (int)status, message, hn, hv, &bytes);
+    struct MHD_Response *resp = segd_respond_make_error(r->srv, r->id, (int)status, message, hn, hv,
+                                                        &bytes, segd_route_is_oip(r->route));
     return segd_respond_send(r, status, resp, bytes);
 }
 
@@ -185,7 +187,9 @@ enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *mess
     segd_server *s = r->srv;
     if (s->tls_key) /* the socket carries TLS records: no plain answer on it, close */
         return MHD_NO;
-    char *body = segd_http_error_body(segd_http_error_code((int)status), message);
+    char *body = segd_route_is_oip(r->route)
+                     ? segd_http_oip_error_body(message)
+                     : segd_http_error_body(segd_http_error_code((int)status), message);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!body || !ci) {

@@ -441,7 +441,8 @@ void segd_job_finish_error(request *r, unsigned status, const char *message)
     size_t bytes = 0;
     const char *hn = status == 503 ? "Retry-After" : NULL;
     struct MHD_Response *resp =
-        segd_respond_make_error(r->srv, r->id, (int)status, message, hn, RETRY_AFTER_S, &bytes);
+        segd_respond_make_error(r->srv, r->id, (int)status, message, hn, RETRY_AFTER_S, &bytes,
+                                segd_route_is_oip(r->route));
     segd_job_finish(r, status, resp, bytes);
 }
 
@@ -581,6 +582,10 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
     }
     if (r->route == R_SERIES) {
         segd_series_run(r, w, queue_ms);
+        return;
+    }
+    if (r->route == R_V2_INFER) {
+        segd_oip_run(r, w, queue_ms);
         return;
     }
 

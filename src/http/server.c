@@ -53,14 +53,23 @@ const segd_route segd_routes[R_NONE] = {
     [R_HEALTHZ] = {"/healthz", false, "GET, HEAD, OPTIONS"},
     [R_READYZ] = {"/readyz", false, "GET, HEAD, OPTIONS"},
     [R_METRICS] = {"/metrics", false, "GET, HEAD, OPTIONS"},
+    [R_V2_SERVER] = {"/v2", false, "GET, HEAD, OPTIONS"},
+    [R_V2_LIVE] = {"/v2/health/live", false, "GET, HEAD, OPTIONS"},
+    [R_V2_READY] = {"/v2/health/ready", false, "GET, HEAD, OPTIONS"},
+    [R_V2_MODEL] = {"/v2/models/{name}", false, "GET, HEAD, OPTIONS"},
+    [R_V2_MODEL_READY] = {"/v2/models/{name}/ready", false, "GET, HEAD, OPTIONS"},
+    [R_V2_INFER] = {"/v2/models/{name}/infer", true, "POST, OPTIONS"},
     [R_STATIC] = {"static", false, "GET, HEAD, OPTIONS"}, /* path is the metrics label */
 };
 
 static route_id route_lookup(const char *url)
 {
-    for (int i = 0; i < R_STATIC; i++)
+    for (int i = 0; i < R_V2_SERVER; i++)
         if (strcmp(url, segd_routes[i].path) == 0)
             return (route_id)i;
+    route_id v2 = segd_oip_route(url);
+    if (v2 != R_NONE)
+        return v2;
     const unsigned char *data;
     size_t len;
     const char *ctype;
@@ -82,6 +91,8 @@ void segd_request_unref(request *r)
         MHD_destroy_response(r->resp);
     free(r->slices);
     free(r->body);
+    free(r->oip_png);
+    free(r->oip_pixels);
     free(r);
 }
 
@@ -144,6 +155,12 @@ static enum MHD_Result answer_get(request *r)
         return segd_respond_send(r, 200, segd_respond_buffer(s, r->id, text, len, SEGD_METRICS_CONTENT_TYPE),
                              len);
     }
+    case R_V2_SERVER:
+    case R_V2_LIVE:
+    case R_V2_READY:
+    case R_V2_MODEL:
+    case R_V2_MODEL_READY:
+        return segd_oip_get(r);
     case R_STATIC: {
         const unsigned char *data;
         size_t len;
@@ -291,6 +308,8 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
         return segd_segment_begin(r);
     if (r->route == R_SERIES)
         return segd_series_begin(r);
+    if (r->route == R_V2_INFER)
+        return segd_oip_begin(r);
     return segd_respond_reject(r, 0, ""); /* GET, HEAD: answered in the final call */
 }
 
@@ -339,7 +358,9 @@ static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Con
             return segd_segment_body(r, upload_data, n);
         }
         segd_guard_phase(s, c, CP_BUSY); /* body complete */
-        return r->route == R_SERIES ? segd_series_end(r) : segd_segment_end(r);
+        return r->route == R_SERIES    ? segd_series_end(r)
+               : r->route == R_V2_INFER ? segd_oip_end(r)
+                                        : segd_segment_end(r);
     case ST_DONE: {
         struct MHD_Response *resp = r->resp;
         r->resp = NULL;

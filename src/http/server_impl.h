@@ -60,7 +60,16 @@
 
 /* R_STATIC: a file of the embedded web viewer (src/http/assets.h), looked
  * up after the API routes. */
-typedef enum route_id { R_SEGMENT, R_SERIES, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_STATIC, R_NONE } route_id;
+/* R_V2_*: the Open Inference Protocol (oip.c); the model routes' paths
+ * are templates ("{name}"), matched by segd_oip_route(). */
+typedef enum route_id {
+    R_SEGMENT, R_SERIES, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS,
+    R_V2_SERVER, R_V2_LIVE, R_V2_READY, R_V2_MODEL, R_V2_MODEL_READY, R_V2_INFER,
+    R_STATIC, R_NONE
+} route_id;
+
+/* 1 for the Open Inference Protocol routes: their errors are {"error": "..."}. */
+static inline int segd_route_is_oip(route_id r) { return r >= R_V2_SERVER && r <= R_V2_INFER; }
 
 typedef struct segd_route {
     const char *path;
@@ -187,6 +196,13 @@ typedef struct request {
     series_format format;
     double min_volume_ml;       /* series: 3D clean-up threshold */
     double slice_spacing;       /* PNG series: mm between slices */
+    /* POST /v2/models/{name}/infer (oip.c): the input tensor, the outputs asked */
+    uint8_t *oip_png;           /* BYTES input, base64-decoded (owned) */
+    size_t oip_png_len;
+    float *oip_pixels;          /* FP32/UINT16/UINT8 [H, W] input (owned) */
+    int oip_h, oip_w;
+    bool oip_masks, oip_rle;    /* outputs: "masks" UINT8 [C, H, W], "rle" BYTES [C] */
+    char oip_id[SEGD_HTTP_REQUEST_ID_MAX + 1]; /* the request's "id", echoed; "" if none */
     char boundary[SEGD_MULTIPART_BOUNDARY_MAX + 1];
     float threshold;
     char doc_id[SEGD_HTTP_REQUEST_ID_MAX + 1]; /* ?id=, "" if none */
@@ -263,6 +279,15 @@ enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
 enum MHD_Result segd_segment_end(request *r);
 void segd_segment_run(void *job, segd_worker *w, void *arg);
 void segd_segment_expire(void *job, int reason, void *arg);
+/* oip.c: the Open Inference Protocol (KServe V2) routes.  route:
+ * R_V2_* for a /v2 path (the model's name and version are checked by the
+ * handlers), else R_NONE. */
+route_id segd_oip_route(const char *url);
+enum MHD_Result segd_oip_get(request *r);
+enum MHD_Result segd_oip_begin(request *r);
+enum MHD_Result segd_oip_end(request *r);
+void segd_oip_run(request *r, segd_worker *w, double queue_ms);
+
 /* series.c: POST /v1/series on the connection thread (first call, last
  * call) and on a pool thread (run; queue_ms: its wait). */
 enum MHD_Result segd_series_begin(request *r);
@@ -289,9 +314,11 @@ struct MHD_Response *segd_respond_buffer(segd_server *s, const char *id, char *b
  * taken over and freed with segd_dicom_buffer_free(); application/dicom.
  * NULL on OOM. */
 struct MHD_Response *segd_respond_dicom(segd_server *s, const char *id, void *body, size_t len);
+/* oip: the Open Inference Protocol's form {"error": message}, else segd's
+ * {"error": {"code", "message"}}. */
 struct MHD_Response *segd_respond_make_error(segd_server *s, const char *id, int status,
                                              const char *message, const char *extra_name,
-                                             const char *extra_value, size_t *bytes);
+                                             const char *extra_value, size_t *bytes, bool oip);
 const char *segd_respond_route_label(const request *r);
 enum MHD_Result segd_respond_send(request *r, unsigned status, struct MHD_Response *resp,
                                   size_t bytes);
