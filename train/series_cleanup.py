@@ -37,7 +37,7 @@ from model import CLASSES  # noqa: E402
 from thresholds import figure, meta_json, unseen_records  # noqa: E402
 from weights_io import read_safetensors  # noqa: E402
 
-VOLUMES_ML = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+VOLUMES_ML = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -62,7 +62,7 @@ static const opt OPTS[] = {
     {"max-parts", "SEGD_MAX_PARTS", OPT_INT, F(max_parts), 1, 1024, "16", "multipart parts per request, 413 beyond"},
     {"max-series-slices", "SEGD_MAX_SERIES_SLICES", OPT_INT, F(max_series_slices), 1, 4096, "512",
      "slices (instances) per POST /v1/series, 413 beyond"},
-    {"min-volume-ml", "SEGD_MIN_VOLUME_ML", OPT_REAL, F(min_volume_ml), 0, 1e6, "0.5",
+    {"min-volume-ml", "SEGD_MIN_VOLUME_ML", OPT_REAL, F(min_volume_ml), 0, 1e6, "4",
      "series 3D clean-up: connected components under this volume (mL) dropped; 0 = off"},
     {"api-key-file", "SEGD_API_KEY_FILE", OPT_STR, F(api_key_file), 0, 0, "none",
      "file of API keys, one per line: POST /v1/* then needs Authorization: Bearer <key>"},
