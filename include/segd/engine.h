@@ -102,6 +102,8 @@ int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out
 int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threads,
                                segd_worker **out);
 int segd_worker_threads(const segd_worker *w);
+/* The model w runs (the one it was created for). */
+const segd_model *segd_worker_model(const segd_worker *w);
 void segd_worker_free(segd_worker *w); /* NULL is fine */
 size_t segd_worker_arena_bytes(const segd_worker *w);
 size_t segd_worker_max_pixels(const segd_worker *w);

@@ -25,6 +25,8 @@ typedef enum segd_metrics_counter {
     SEGD_COUNTER_UNDELIVERED,    /* segd_http_responses_undelivered_total */
     SEGD_COUNTER_LOG_DROPPED,    /* segd_log_lines_dropped_total */
     SEGD_COUNTER_UPLOADS_REFUSED, /* segd_uploads_refused_total (body budget) */
+    SEGD_COUNTER_RELOADS,        /* segd_model_reloads_total */
+    SEGD_COUNTER_RELOAD_FAILURES, /* segd_model_reload_failures_total */
     SEGD_COUNTER_JOBS_ABANDONED, /* segd_jobs_abandoned_total (client gone) */
     SEGD_COUNTER_COUNT
 } segd_metrics_counter;
@@ -43,6 +45,9 @@ int segd_metrics_create(const char *version, const char *model_name,
                         const char *model_sha256, int model_width,
                         segd_metrics **out);
 void segd_metrics_free(segd_metrics *m); /* NULL is fine */
+/* The model segd_model_info names (after a weights reload).  Cannot fail
+ * (longer values are cut). */
+void segd_metrics_set_model(segd_metrics *m, const char *name, const char *sha256, int width);
 
 /* Add one observation (seconds) to a histogram. */
 void segd_metrics_observe(segd_metrics *m, segd_metrics_hist h, double seconds);

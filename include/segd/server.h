@@ -73,6 +73,24 @@ long segd_server_jobs_active(segd_server *s);
  * slice boundary.  Returns how many queued jobs were answered. */
 size_t segd_server_cancel_queued(segd_server *s);
 
+/* Load the weights anew (the file --weights names), validated as at
+ * start-up; the caller's options (GEMM backend, CPU paths) applied.  0 or
+ * a negative errno with the reason in err; *out owned by the server. */
+typedef int (*segd_server_loader)(void *ctx, segd_model **out, char *err, size_t errlen);
+
+/* Give the server its loader (before any reload; ctx must outlive it). */
+void segd_server_set_loader(segd_server *s, segd_server_loader fn, void *ctx);
+
+/* Reload the weights (and the --api-key-file keys) without dropping a
+ * request: load and validate beside the running model, then switch in one
+ * step; requests already started finish on the model they started with
+ * (and name it), workers move to the new model between jobs.  On error
+ * the old model (and keys) stay in service, err says why, and the failure
+ * is logged, counted (segd_model_reload_failures_total) and shown in GET
+ * /v1/model.  Thread-safe; reloads are serialized.  0 or a negative
+ * errno. */
+int segd_server_reload(segd_server *s, char *err, size_t errlen);
+
 /* Stop the HTTP daemon (open connections are closed), then the pool.
  * NULL is fine. */
 void segd_server_free(segd_server *s);

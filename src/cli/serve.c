@@ -5,8 +5,10 @@
  *
  * Signals: SIGTERM, SIGINT and SIGQUIT drain (a second one stops the
  * drain: queued jobs 503, running ones 503 at their next slice);
- * SIGUSR1 and SIGUSR2 are ignored (reserved); SIGPIPE is ignored; SIGHUP
- * keeps its default for now (reload work).  Exit status: 0 after a
+ * SIGHUP reloads the weights (and the API keys) from the same paths
+ * without dropping a request (segd_server_reload; ignored while draining);
+ * SIGUSR1 and SIGUSR2 are ignored (reserved); SIGPIPE is ignored.  Exit
+ * status: 0 after a
  * complete drain, 1 when jobs were still unanswered at --drain-timeout (or
  * on a second signal) and on start-up errors, 2 on a usage error. */
 #include <errno.h>
@@ -47,14 +49,14 @@ static int write_port_file(const char *path, int port)
     return 0;
 }
 
-/* Wait up to `seconds` for a signal of set.  1 when one arrived. */
+/* Wait up to `seconds` for a signal of set.  The signal, or 0. */
 static int wait_signal(const sigset_t *set, double seconds)
 {
     struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     for (;;) {
         int sig = sigtimedwait(set, NULL, &ts);
         if (sig > 0)
-            return 1;
+            return sig;
         if (errno == EAGAIN)
             return 0;
         /* EINTR: another signal; wait again (the timeout restarts: fine) */
@@ -62,14 +64,17 @@ static int wait_signal(const sigset_t *set, double seconds)
 }
 
 /* Block SIGTERM, SIGINT and SIGQUIT (returned in *sigs, for
- * sigtimedwait()) and ignore SIGPIPE, SIGUSR1 and SIGUSR2. */
+ * sigtimedwait()) and SIGHUP (waited for by the main loop only), and
+ * ignore SIGPIPE, SIGUSR1 and SIGUSR2. */
 static void block_signals(sigset_t *sigs)
 {
     sigemptyset(sigs);
     sigaddset(sigs, SIGTERM);
     sigaddset(sigs, SIGINT);
     sigaddset(sigs, SIGQUIT); /* a drain like SIGTERM, not a core dump dropping accepted jobs */
-    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    sigset_t all = *sigs;
+    sigaddset(&all, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     signal(SIGPIPE, SIG_IGN);
     /* SIGUSR1/2 would kill the process (and every accepted job) by
      * default; they have no meaning yet, so they are ignored. */
@@ -124,6 +129,19 @@ static void log_started(segd_log *log, const segd_config *cfg, const segd_model 
                         segd_server_probe_port(server));
     segd_log_printf(log, "segd: listening on %s://%s%s%s:%d", cfg->tls_cert[0] ? "https" : "http",
                     v6 ? "[" : "", host, v6 ? "]" : "", segd_server_port(server));
+}
+
+/* What the server's loader needs: the weights path and the options. */
+typedef struct reload_ctx {
+    const segd_config *cfg;
+    const segd_model_options *opts;
+} reload_ctx;
+
+/* segd_server_loader: --weights anew, with the start-up options. */
+static int load_weights(void *ctx, segd_model **out, char *err, size_t errlen)
+{
+    const reload_ctx *c = ctx;
+    return segd_model_load_opts(c->cfg->weights, c->opts, out, err, errlen);
 }
 
 int segd_cli_serve(int argc, char **argv)
@@ -191,8 +209,20 @@ int segd_cli_serve(int argc, char **argv)
         }
     }
 
-    while (!wait_signal(&sigs, 3600.0))
-        ;
+    reload_ctx rctx = {&cfg, &opts};
+    segd_server_set_loader(server, load_weights, &rctx);
+    sigset_t main_sigs = sigs;
+    sigaddset(&main_sigs, SIGHUP);
+    for (;;) {
+        int sig = wait_signal(&main_sigs, 3600.0);
+        if (sig == SIGHUP) {
+            char rerr[512];
+            segd_log_printf(log, "segd: SIGHUP: reloading '%s'", cfg.weights);
+            (void)segd_server_reload(server, rerr, sizeof rerr); /* logged by the server */
+        } else if (sig) {
+            break;
+        }
+    }
     status = drain(server, log, &sigs, cfg.drain_timeout);
 
 out:

@@ -82,7 +82,7 @@ static void model_version(const segd_model *m, char out[VERSION_HEX + 1])
  * not, msg says so. */
 static bool model_matches(request *r, char *msg, size_t msglen)
 {
-    const segd_model *m = r->srv->model;
+    const segd_model *m = r->slot->model;
     char name[SEGD_HTTP_REQUEST_ID_MAX], ver[80], want[VERSION_HEX + 1];
     const char *suffix;
     if (model_path(r->path, name, sizeof name, ver, sizeof ver, &suffix) ||
@@ -114,7 +114,7 @@ static enum MHD_Result answer_json(request *r, unsigned status, json_t *doc)
 enum MHD_Result segd_oip_get(request *r)
 {
     segd_server *s = r->srv;
-    const segd_model *m = s->model;
+    const segd_model *m = r->slot->model;
     bool ready = !atomic_load(&s->draining);
     char msg[256], ver[VERSION_HEX + 1];
     model_version(m, ver);
@@ -475,7 +475,7 @@ static char *masks_output(const segd_model *m, const segd_result *res, size_t *l
 void segd_oip_run(request *r, segd_worker *w, double queue_ms)
 {
     segd_server *s = r->srv;
-    const segd_model *m = s->model;
+    const segd_model *m = r->slot->model;
     segd_result res;
     char err[256] = "";
     double t0 = segd_queue_now();

@@ -519,7 +519,7 @@ static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json
         return 1;
     }
     double t_enc = segd_queue_now();
-    json_t *d = segd_result_json(s->model, &res, r->slices[i].id);
+    json_t *d = segd_result_json(r->slot->model, &res, r->slices[i].id);
     if (d && dicom && json_object_set(d, "dicom", dicom)) {
         json_decref(d);
         d = NULL;
@@ -562,7 +562,7 @@ void segd_job_finish_json(request *r, json_t *top)
     segd_job_finish(r, 200, resp, len);
 }
 
-void segd_segment_run(void *job, segd_worker *w, void *arg)
+void segd_segment_run(void *job, segd_worker **wp, void *arg)
 {
     request *r = job;
     segd_server *s = arg;
@@ -580,6 +580,13 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
         segd_job_drop(r);
         return;
     }
+    /* the request runs on the model it started with: after a reload this
+     * worker may still hold the other one */
+    if (segd_slot_bind_worker(r, wp)) {
+        segd_job_finish_error(r, 503, "out of memory setting up a worker for the reloaded model");
+        return;
+    }
+    segd_worker *w = *wp;
     if (r->route == R_SERIES) {
         segd_series_run(r, w, queue_ms);
         return;

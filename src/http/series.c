@@ -475,7 +475,7 @@ static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
 /* The JSON answer (a new reference, NULL on OOM). */
 static json_t *series_json(request *r, series_job *j, double queue_ms)
 {
-    const segd_model *m = r->srv->model;
+    const segd_model *m = r->slot->model;
     size_t plane = (size_t)j->rows * (size_t)j->cols;
     json_t *top = json_object(), *slices = json_array(), *vol = json_object(),
            *removed = json_object(), *removed_vox = json_object();
@@ -573,7 +573,7 @@ out:
 static void answer_dicom(request *r, series_job *j)
 {
     segd_server *s = r->srv;
-    const segd_model *m = s->model;
+    const segd_model *m = r->slot->model;
     char err[256], msg[320];
     for (int c = 0; c < SEGD_DICOM_NUM_ORGANS; c++)
         if (j->nclass != SEGD_DICOM_NUM_ORGANS ||
@@ -650,10 +650,9 @@ static void answer_dicom(request *r, series_job *j)
 
 void segd_series_run(request *r, segd_worker *w, double queue_ms)
 {
-    segd_server *s = r->srv;
     series_job j = {0};
     j.n = r->nslices;
-    j.nclass = segd_model_num_classes(s->model);
+    j.nclass = segd_model_num_classes(r->slot->model);
     j.order = malloc(j.n * sizeof *j.order);
     if (!j.order) {
         segd_job_finish_error(r, 503, "out of memory");

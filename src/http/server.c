@@ -53,6 +53,7 @@ const segd_route segd_routes[R_NONE] = {
     [R_HEALTHZ] = {"/healthz", false, "GET, HEAD, OPTIONS"},
     [R_READYZ] = {"/readyz", false, "GET, HEAD, OPTIONS"},
     [R_METRICS] = {"/metrics", false, "GET, HEAD, OPTIONS"},
+    [R_ADMIN_RELOAD] = {"/v1/admin/reload", true, "POST, OPTIONS"},
     [R_V2_SERVER] = {"/v2", false, "GET, HEAD, OPTIONS"},
     [R_V2_LIVE] = {"/v2/health/live", false, "GET, HEAD, OPTIONS"},
     [R_V2_READY] = {"/v2/health/ready", false, "GET, HEAD, OPTIONS"},
@@ -87,6 +88,7 @@ void segd_request_unref(request *r)
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
     segd_segment_budget_give(r->srv, r->reserved);
+    segd_slot_put(r->srv, r->slot);
     if (r->resp)
         MHD_destroy_response(r->resp);
     free(r->slices);
@@ -142,7 +144,7 @@ static enum MHD_Result answer_get(request *r)
             return segd_respond_error(r, 503, "draining");
         return segd_respond_text(r, 200, strdup("{\"status\":\"ready\"}"), "application/json");
     case R_MODEL:
-        return segd_respond_text(r, 200, strdup(s->model_info), "application/json");
+        return segd_respond_text(r, 200, segd_slot_info_text(s, r->slot), "application/json");
     case R_METRICS: {
         segd_metrics_gauge_set(s->metrics, SEGD_GAUGE_QUEUE_DEPTH,
                                (long)segd_pool_queue_length(s->pool));
@@ -202,6 +204,27 @@ static enum MHD_Result answer_options(request *r)
     return segd_respond_send(r, 204, resp, 0);
 }
 
+/* POST /v1/admin/reload: reload now, on this connection's thread (the
+ * probe listener has its own), and say what is in service. */
+static enum MHD_Result answer_reload(request *r)
+{
+    segd_server *s = r->srv;
+    char err[512] = "";
+    int rc = segd_server_reload(s, err, sizeof err);
+    if (rc) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "reload failed, the model in service stays: %s", err);
+        return segd_respond_error(r, rc == -ENOTSUP ? 501 : rc == -ENOMEM ? 503 : 422, msg);
+    }
+    model_slot *now = segd_slot_get(s);
+    json_t *doc = json_pack("{s:b,s:{s:s,s:s}}", "reloaded", 1, "model", "name",
+                            segd_model_name(now->model), "sha256", segd_model_sha256(now->model));
+    segd_slot_put(s, now);
+    char *text = doc ? segd_json_text(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return segd_respond_text(r, 200, text, "application/json");
+}
+
 /* Final call of a deferred request: its error, or its route's answer. */
 static enum MHD_Result answer_deferred(request *r)
 {
@@ -209,6 +232,8 @@ static enum MHD_Result answer_deferred(request *r)
         return segd_respond_error(r, r->pend_status, r->pend_msg);
     if (strcmp(r->method, MHD_HTTP_METHOD_OPTIONS) == 0)
         return answer_options(r);
+    if (r->route == R_ADMIN_RELOAD)
+        return answer_reload(r);
     return answer_get(r);
 }
 
@@ -254,6 +279,7 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
     segd_server *s = r->srv;
     struct MHD_Connection *c = r->conn;
     r->started = true;
+    r->slot = segd_slot_get(s); /* the request runs on the model in service now */
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url); /* decoded, without the query */
     r->route = r->uri_nul_path ? R_NONE : route_lookup(url);
@@ -297,10 +323,13 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
         return segd_respond_reject(r, 405, "method not allowed");
     /* API keys guard the inference routes (POST); probes, metrics, the
      * model document, the viewer and preflights stay open */
-    if (s->keys && segd_routes[r->route].post) {
+    if (s->cfg.api_key_file[0] && segd_routes[r->route].post) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                        MHD_HTTP_HEADER_AUTHORIZATION);
-        if (!segd_auth_check(s->keys, auth))
+        pthread_mutex_lock(&s->model_lock); /* a reload may swap the keys */
+        bool ok = segd_auth_check(s->keys, auth);
+        pthread_mutex_unlock(&s->model_lock);
+        if (!ok)
             return segd_respond_reject(r, 401, auth ? "invalid API key"
                                                     : "Authorization: Bearer <API key> required");
     }
@@ -310,6 +339,8 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
         return segd_series_begin(r);
     if (r->route == R_V2_INFER)
         return segd_oip_begin(r);
+    if (r->route == R_ADMIN_RELOAD)
+        return segd_respond_reject(r, 0, ""); /* reloaded once the request is read */
     return segd_respond_reject(r, 0, ""); /* GET, HEAD: answered in the final call */
 }
 
@@ -475,6 +506,14 @@ static int init_locks(segd_server *s, char *err, size_t errlen)
         pthread_mutex_destroy(&s->conn_lock);
         pthread_mutex_destroy(&s->lock);
         snprintf(err, errlen, "cannot create a condition variable");
+        return -ENOMEM;
+    }
+    if (pthread_mutex_init(&s->model_lock, NULL) || pthread_mutex_init(&s->reload_lock, NULL)) {
+        /* (mutex init cannot fail on Linux/glibc with default attributes) */
+        pthread_cond_destroy(&s->sweep_cond);
+        pthread_mutex_destroy(&s->conn_lock);
+        pthread_mutex_destroy(&s->lock);
+        snprintf(err, errlen, "cannot create a mutex");
         return -ENOMEM;
     }
     return 0;
@@ -680,7 +719,6 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         return -ENOMEM;
     }
     s->cfg = *cfg;
-    s->model = model;
     s->metrics = metrics;
     s->log = log;
     s->probe_port = -1;
@@ -703,13 +741,8 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
         goto fail;
     }
 
-    json_t *info = segd_model_info_json(model);
-    s->model_info = info ? segd_json_text(info, JSON_COMPACT) : NULL;
-    json_decref(info);
-    if (!s->model_info) {
-        snprintf(err, errlen, "cannot build the model info document");
+    if ((rc = segd_slot_init(s, model, err, errlen)))
         goto fail;
-    }
 
     if (cfg->api_key_file[0] && (rc = segd_auth_load(cfg->api_key_file, &s->keys, err, errlen)))
         goto fail;
@@ -722,6 +755,7 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
                           errlen);
     if (rc)
         goto fail;
+    segd_slot_ref(s, s->slot, cfg->workers); /* each worker's arena is made for it */
     segd_metrics_gauge_set(metrics, SEGD_GAUGE_WORKERS, cfg->workers);
 
     if ((rc = start_listeners(s, err, errlen)))
@@ -743,10 +777,12 @@ fail:
     segd_pool_free(s->pool);
     segd_auth_free(s->keys);
     free_tls(s);
-    free(s->model_info);
+    segd_slots_free(s);
     if (s->oom_resp)
         MHD_destroy_response(s->oom_resp);
     if (lock_init) {
+        pthread_mutex_destroy(&s->reload_lock);
+        pthread_mutex_destroy(&s->model_lock);
         pthread_cond_destroy(&s->sweep_cond);
         pthread_mutex_destroy(&s->conn_lock);
         pthread_mutex_destroy(&s->lock);
@@ -870,11 +906,12 @@ void segd_server_free(segd_server *s)
         answer_backlog(s, lfd);
     MHD_stop_daemon(s->mhd);
     segd_pool_free(s->pool);
-    free_tls(s);
     segd_auth_free(s->keys);
     free_tls(s);
-    free(s->model_info);
+    segd_slots_free(s); /* no request and no worker holds one any more */
     MHD_destroy_response(s->oom_resp);
+    pthread_mutex_destroy(&s->reload_lock);
+    pthread_mutex_destroy(&s->model_lock);
     pthread_cond_destroy(&s->sweep_cond);
     pthread_mutex_destroy(&s->conn_lock);
     pthread_mutex_destroy(&s->lock);

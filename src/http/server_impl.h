@@ -63,7 +63,7 @@
 /* R_V2_*: the Open Inference Protocol (oip.c); the model routes' paths
  * are templates ("{name}"), matched by segd_oip_route(). */
 typedef enum route_id {
-    R_SEGMENT, R_SERIES, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS,
+    R_SEGMENT, R_SERIES, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_ADMIN_RELOAD,
     R_V2_SERVER, R_V2_LIVE, R_V2_READY, R_V2_MODEL, R_V2_MODEL_READY, R_V2_INFER,
     R_STATIC, R_NONE
 } route_id;
@@ -107,9 +107,28 @@ typedef struct conn_track {
     struct request *queued;         /* its request's job waits in the pool (suspended) */
 } conn_track;
 
+/* A model in service or still in use (reload.c): the current one holds a
+ * reference, so do every request that started with it and every worker
+ * whose arena was made for it; the last reference frees it. */
+typedef struct model_slot {
+    struct model_slot *next;   /* segd_server.slots, under model_lock */
+    segd_model *model;         /* freed with the slot when owned (reloaded ones) */
+    bool owned;
+    char *info;                /* GET /v1/model body */
+    int refs;                  /* under model_lock */
+} model_slot;
+
 struct segd_server {
     segd_config cfg;
-    const segd_model *model;
+    pthread_mutex_t model_lock; /* slot, slots, refs, keys, reload status */
+    pthread_mutex_t reload_lock; /* one reload at a time */
+    model_slot *slot;          /* in service */
+    model_slot *slots;         /* every live slot */
+    segd_server_loader loader; /* loads --weights anew (the CLI's) */
+    void *loader_ctx;
+    unsigned long reloads, reload_failures;
+    bool reload_ok;
+    char reload_error[256], reload_at[32];
     segd_metrics *metrics;
     segd_pool *pool;
     struct MHD_Daemon *mhd;
@@ -118,7 +137,6 @@ struct segd_server {
     segd_log *log;             /* borrowed; access log and libmicrohttpd messages */
     atomic_size_t body_reserved; /* bytes reserved by bodies, <= cfg.max_body_total */
     atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
-    char *model_info;          /* GET /v1/model body, built once */
     struct segd_keys *keys;    /* --api-key-file, or NULL: no key needed */
     char *tls_cert, *tls_key;  /* PEM of --tls-cert/--tls-key, or NULL: plain HTTP */
     struct MHD_Response *oom_resp; /* 503 built at start-up: the answer when no other can be built */
@@ -173,6 +191,7 @@ typedef enum series_format {
 
 typedef struct request {
     segd_server *srv;
+    model_slot *slot;           /* the model in service when it started (a reference) */
     conn_track *track;          /* the connection's, while the job is queued (under conn_lock) */
     atomic_bool client_gone;    /* the sweeper saw the client hang up while the job waited */
     bool dropped;               /* job dropped for a gone client: access log says so */
@@ -277,7 +296,7 @@ bool segd_job_gone(request *r);
 void segd_job_drop(request *r);
 enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
 enum MHD_Result segd_segment_end(request *r);
-void segd_segment_run(void *job, segd_worker *w, void *arg);
+void segd_segment_run(void *job, segd_worker **w, void *arg);
 void segd_segment_expire(void *job, int reason, void *arg);
 /* oip.c: the Open Inference Protocol (KServe V2) routes.  route:
  * R_V2_* for a /v2 path (the model's name and version are checked by the
@@ -287,6 +306,22 @@ enum MHD_Result segd_oip_get(request *r);
 enum MHD_Result segd_oip_begin(request *r);
 enum MHD_Result segd_oip_end(request *r);
 void segd_oip_run(request *r, segd_worker *w, double queue_ms);
+
+/* reload.c: the model slots.  segd_slot_get: the current slot, a new
+ * reference; segd_slot_ref: n more references; segd_slot_put: drop one
+ * (NULL is fine); segd_slot_of: the live slot of m (no reference);
+ * segd_slots_free: every slot, at the end; segd_slot_bind_worker: make
+ * *w a worker of r's model if it is not (0 or the engine's error; *w kept
+ * on error); segd_slot_info_text: the GET /v1/model body with the reload
+ * status (malloc'ed, NULL on OOM). */
+int segd_slot_init(segd_server *s, const segd_model *m, char *err, size_t errlen);
+model_slot *segd_slot_get(segd_server *s);
+void segd_slot_ref(segd_server *s, model_slot *slot, int n);
+void segd_slot_put(segd_server *s, model_slot *slot);
+model_slot *segd_slot_of(segd_server *s, const segd_model *m);
+void segd_slots_free(segd_server *s);
+int segd_slot_bind_worker(request *r, segd_worker **w);
+char *segd_slot_info_text(segd_server *s, model_slot *slot);
 
 /* series.c: POST /v1/series on the connection thread (first call, last
  * call) and on a pool thread (run; queue_ms: its wait). */

@@ -46,7 +46,7 @@ static void *worker_main(void *p)
             continue;
         }
         atomic_fetch_add(&pool->busy, 1);
-        pool->run(job, t->worker, pool->arg);
+        pool->run(job, &t->worker, pool->arg);
         atomic_fetch_sub(&pool->busy, 1);
     }
     return NULL;

@@ -20,8 +20,11 @@ typedef struct segd_pool_config {
     size_t max_pixels;  /* per-worker input limit (arena size) */
 } segd_pool_config;
 
-/* Run a job on worker w (called on that worker's thread). */
-typedef void (*segd_pool_run_fn)(void *job, segd_worker *w, void *arg);
+/* Run a job on the thread's worker *w (called on that worker's thread).
+ * The callback may replace *w (freeing the old one) with a worker of
+ * another model, e.g. after a weights reload; the pool frees whatever *w
+ * holds at the end. */
+typedef void (*segd_pool_run_fn)(void *job, segd_worker **w, void *arg);
 /* A job that is not going to run: reason is -ETIMEDOUT when its deadline
  * passed while it waited (called from the reaper or a worker thread),
  * -ECANCELED from segd_pool_cancel_queued(), or the caller's reason from

@@ -52,6 +52,9 @@ static const struct {
      "not counted in segd_http_requests_total."},
     {"segd_log_lines_dropped_total", "Log lines dropped because the log reader was too slow."},
     {"segd_uploads_refused_total", "Uploads answered 503 because --max-body-total was reached."},
+    {"segd_model_reloads_total", "Weights reloads that switched the model in service."},
+    {"segd_model_reload_failures_total",
+     "Weights reloads refused (file missing, truncated or invalid): the old model kept serving."},
     {"segd_jobs_abandoned_total",
      "Jobs dropped without running (or, for a series, between slices) because their client "
      "disconnected."},
@@ -74,7 +77,8 @@ struct segd_metrics {
     size_t nseries;
     atomic_ullong counters[SEGD_COUNTER_COUNT];
     atomic_long gauges[SEGD_GAUGE_COUNT];
-    char *version, *model_name, *model_sha256;
+    char *version;
+    char model_name[128], model_sha256[72]; /* under lock: a reload changes them */
     int model_width;
 };
 
@@ -95,10 +99,8 @@ int segd_metrics_create(const char *version, const char *model_name,
     for (int i = 0; i < SEGD_GAUGE_COUNT; i++)
         atomic_init(&m->gauges[i], 0);
     m->version = strdup(version ? version : "");
-    m->model_name = strdup(model_name ? model_name : "");
-    m->model_sha256 = strdup(model_sha256 ? model_sha256 : "");
-    m->model_width = model_width;
-    if (!m->version || !m->model_name || !m->model_sha256) {
+    segd_metrics_set_model(m, model_name, model_sha256, model_width);
+    if (!m->version) {
         segd_metrics_free(m);
         return -ENOMEM;
     }
@@ -106,12 +108,19 @@ int segd_metrics_create(const char *version, const char *model_name,
     return 0;
 }
 
+void segd_metrics_set_model(segd_metrics *m, const char *name, const char *sha256, int width)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->model_name, sizeof m->model_name, "%s", name ? name : "");
+    snprintf(m->model_sha256, sizeof m->model_sha256, "%s", sha256 ? sha256 : "");
+    m->model_width = width;
+    pthread_mutex_unlock(&m->lock);
+}
+
 void segd_metrics_free(segd_metrics *m)
 {
     if (!m)
         return;
-    free(m->model_sha256);
-    free(m->model_name);
     free(m->version);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -214,6 +223,10 @@ int segd_metrics_render(segd_metrics *m, char **text, size_t *len)
         return -ENOMEM;
     pthread_mutex_lock(&m->lock);
     memcpy(hist, m->hist, sizeof hist);
+    char model_name[sizeof m->model_name], model_sha256[sizeof m->model_sha256];
+    memcpy(model_name, m->model_name, sizeof model_name);
+    memcpy(model_sha256, m->model_sha256, sizeof model_sha256);
+    int model_width = m->model_width;
     size_t nser = m->nseries;
     memcpy(ser, m->series, nser * sizeof *ser);
     pthread_mutex_unlock(&m->lock);
@@ -231,10 +244,10 @@ int segd_metrics_render(segd_metrics *m, char **text, size_t *len)
     fputs("\"} 1\n", f);
     put_header(f, "segd_model_info", "Loaded model.", "gauge");
     fputs("segd_model_info{name=\"", f);
-    put_label(f, m->model_name);
+    put_label(f, model_name);
     fputs("\",sha256=\"", f);
-    put_label(f, m->model_sha256);
-    fprintf(f, "\",width=\"%d\"} 1\n", m->model_width);
+    put_label(f, model_sha256);
+    fprintf(f, "\",width=\"%d\"} 1\n", model_width);
 
     put_header(f, "segd_http_requests_total", "HTTP responses delivered completely, by route and status code.",
                "counter");

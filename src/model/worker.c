@@ -103,3 +103,5 @@ int segd_worker_threads(const segd_worker *w) { return w->threads; }
 
 size_t segd_worker_arena_bytes(const segd_worker *w) { return w->arena_bytes; }
 size_t segd_worker_max_pixels(const segd_worker *w) { return w->max_pixels; }
+
+const segd_model *segd_worker_model(const segd_worker *w) { return w->m; }

@@ -5,6 +5,7 @@ WWW-Authenticate), the probes, metrics, model document, viewer and CORS
 preflight stay open, and a bad key file stops the start with a message
 naming the line."""
 import os
+import signal
 import subprocess
 import tempfile
 
@@ -44,6 +45,17 @@ T.check(r.status == 204 and "Authorization" in r.headers.get("access-control-all
         "CORS preflight open, Authorization allowed", f"{r.status} {r.headers}")
 n401 = T.metric(p, 'segd_http_requests_total{route="/v1/segment",code="401"}', 0)
 T.check(n401 == 6, "401s counted in segd_http_requests_total", str(n401))
+# keys are reloaded with the weights (SIGHUP): the old key stops working
+K3 = "rotated-key-9c0e6f1a2b3d4e5f"
+with open(keyfile + ".new", "w") as f:
+    f.write(K3 + "\n")
+os.rename(keyfile + ".new", keyfile)
+os.kill(d.pid, signal.SIGHUP)
+T.wait_for(lambda: T.metric(p, "segd_model_reloads_total", 0) >= 1, 20.0)
+r_old = T.post_png(p, good, headers={"Authorization": f"Bearer {K1}"})
+r_new = T.post_png(p, good, headers={"Authorization": f"Bearer {K3}"})
+T.check(r_old.status == 401 and r_new.status == 200, "SIGHUP reloads the keys: old key 401, new key 200",
+        f"{r_old.status} {r_new.status}")
 rc = d.stop()
 T.check(rc == 0, "SIGTERM: exit 0", f"rc {rc}")
 
