@@ -240,11 +240,17 @@ class Orthanc:
 
 
 def main():
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # stop Orthanc, remove its storage
     with Orthanc() as o:
         for path in sys.argv[1:]:
-            a = o.upload(path)
-            print(f"uploaded {path}: study {a.get('ParentStudy')}", file=sys.stderr)
-        print(f"Orthanc {o.system.get('Version')} REST {o.url}  DICOMweb {o.dicomweb}", flush=True)
+            o.upload(path)
+        print(f"Orthanc {o.system.get('Version')}: REST {o.url}  DICOMweb {o.dicomweb}", flush=True)
+        for sid in o.get_json("/series"):
+            s = o.get_json(f"/series/{sid}")
+            st = o.get_json(f"/studies/{s['ParentStudy']}")
+            print(f"  {s['MainDicomTags'].get('Modality', '?')} series, {len(s['Instances'])} instances:"
+                  f" --study {st['MainDicomTags'].get('StudyInstanceUID')}"
+                  f" --series {s['MainDicomTags'].get('SeriesInstanceUID')}", flush=True)
         print("Ctrl-C stops it and removes its storage", file=sys.stderr, flush=True)
         try:
             o.proc.wait()
