@@ -71,6 +71,18 @@ def _die_with_parent():
         pass
 
 
+def _traversable(path):
+    """Whether every directory down to path lets others through (o+x)."""
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
 class OrthancError(RuntimeError):
     pass
 
@@ -125,6 +137,8 @@ class Orthanc:
                     break
                 except KeyError:
                     pass
+        if user and not _traversable(os.path.dirname(self.tmp)):
+            user = None  # a private TMPDIR: the dropped user could not reach its storage
         if user:
             os.chown(self.tmp, user.pw_uid, user.pw_gid)
         for attempt in range(3):  # a free port may be taken between the probe and Orthanc's bind
