@@ -26,7 +26,8 @@ its DICOMweb plugin, tests/dicom/check_orthanc.py):
 
 stdout: one line per stored object, `KIND SOPInstanceUID SeriesInstanceUID`
 (KIND is SEG or RTSTRUCT); progress goes to stderr.  --out DIR also writes
-the objects there (KIND.dcm); --no-store stops before step 3.
+the objects there (KIND.dcm); --no-store stops before step 3; --separate
+goes straight to the two-request form of step 2.
 
 Exit status: 0 stored; 2 usage; 3 the PACS fetch (WADO-RS) failed; 4 segd
 failed (its JSON error `{"error": {"code", "message"}}` is printed); 5 the
@@ -281,20 +282,24 @@ def post_segd(url, body, content_type, accept, timeout, retries):
     raise AssertionError("unreachable")
 
 
-def segment(segd, instances, query, timeout, retries):
-    """[(kind, Part-10 bytes)]: SEG then RTSTRUCT."""
+def segment(segd, instances, query, timeout, retries, separate=False):
+    """[(kind, Part-10 bytes, UIDs)]: SEG then RTSTRUCT."""
     body, ctype = multipart_body(instances)
     base = f"{segd.rstrip('/')}/v1/series"
     url = f"{base}?{urllib.parse.urlencode({'format': 'seg,rtstruct', **query}, safe=',')}"
-    status, headers, answer = post_segd(url, body, ctype, DICOM_MULTIPART, timeout, retries)
+    if separate:
+        status, headers, answer = 406, {}, b""
+    else:
+        status, headers, answer = post_segd(url, body, ctype, DICOM_MULTIPART, timeout, retries)
     if status == 200:
         try:
             results = dicom_parts(answer, headers.get("Content-Type", ""), "segd answer")
         except ValueError as e:
             raise StepError(EXIT_SEGD, f"segd POST {url}: {e}")
     elif status == 406:
-        log(f"segd cannot answer multipart ({describe_error(status, headers, answer)}); "
-            "asking for the SEG and the RTSTRUCT one at a time")
+        if not separate:
+            log(f"segd cannot answer multipart ({describe_error(status, headers, answer)}); "
+                "asking for the SEG and the RTSTRUCT one at a time")
         results = []
         for fmt in ("seg", "rtstruct"):
             url = f"{base}?{urllib.parse.urlencode({'format': fmt, **query})}"
@@ -380,6 +385,9 @@ def main():
     ap.add_argument("--retries", type=int, default=3, help="segd 503 retries (3)")
     ap.add_argument("--out", help="also write SEG.dcm and RTSTRUCT.dcm into this directory")
     ap.add_argument("--no-store", action="store_true", help="do not STOW the results")
+    ap.add_argument("--separate", action="store_true",
+                    help="ask segd for the SEG and the RTSTRUCT in two application/dicom requests "
+                         "(what happens anyway when it answers the multipart request with 406)")
     a = ap.parse_args()
     pacs = a.pacs.rstrip("/")
     query = {}
@@ -393,7 +401,7 @@ def main():
         log(f"WADO-RS: {len(instances)} instances, {sum(map(len, instances))} bytes "
             f"({time.monotonic() - t0:.2f} s)")
         t0 = time.monotonic()
-        objects = segment(a.segd, instances, query, a.timeout, a.retries)
+        objects = segment(a.segd, instances, query, a.timeout, a.retries, a.separate)
         log(f"segd: {', '.join(f'{k} {len(d)} bytes' for k, d, _ in objects)} "
             f"({time.monotonic() - t0:.2f} s)")
         for kind, _, s in objects:

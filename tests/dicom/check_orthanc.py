@@ -17,7 +17,10 @@ DerivationImageSequence names a source instance and the frame sits at that
 slice's ImagePositionPatient; the RTSTRUCT's ContourImageSequence (of the
 referenced series) lists exactly the source instances, each contour's names a
 source instance and its points lie in that slice's plane; dciodvfy reports
-no error in either (warnings are printed).  Failures of the tool: a series
+no error in either (warnings are printed).  The two-request path
+(--separate: format=seg and format=rtstruct, Accept: application/dicom)
+gives objects that pass the same checks with the same figures.  Failures
+of the tool: a series
 the PACS does not have (exit 3), a series segd refuses (no
 ImagePositionPatient on one instance: exit 4, segd's 422 message printed,
 nothing stored).
@@ -98,9 +101,9 @@ def dciodvfy(path):
     return [l for l in lines if l.startswith("Error")], [l for l in lines if l.startswith("Warning")]
 
 
-def roundtrip(o, d, study, series, timeout=240):
+def roundtrip(o, d, study, series, *opts, timeout=240):
     p = subprocess.run([sys.executable, ROUNDTRIP, "--pacs", o.dicomweb, "--segd", d.url,
-                        "--study", study, "--series", series],
+                        "--study", study, "--series", series, *opts],
                        capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 
@@ -256,6 +259,22 @@ try:
         stats[kind].update(dciodvfy_errors=len(errors), dciodvfy_warnings=len(warnings),
                            bytes=os.path.getsize(path))
         print(f"  {kind}: {stats[kind]}")
+
+    # the two-request path (what a segd without multipart answers gets): format=seg and
+    # format=rtstruct with Accept: application/dicom, written out instead of stored
+    sep = os.path.join(tmp, "separate")
+    rc, out, err = roundtrip(orthanc, daemon, src["study_instance_uid"], src["series_instance_uid"],
+                             "--separate", "--no-store", "--out", sep)
+    T.check(rc == 0 and len(out.split()) >= 4, f"--separate --no-store: exit {rc}, {err.strip()!r}")
+    for kind, check in (("SEG", check_seg), ("RTSTRUCT", check_rtstruct)):
+        path = os.path.join(sep, f"{kind}.dcm")
+        if T.check(os.path.exists(path), f"--separate: {kind}.dcm written"):
+            got = check(pydicom.dcmread(path), src, by_uid)
+            errors, _ = dciodvfy(path)
+            T.check(not errors, f"dciodvfy {kind} (--separate): {errors}")
+            want = {k: stats.get(kind, {}).get(k) for k in got}
+            T.check(got == want, f"--separate {kind}: {got}, the multipart answer's: {want}")
+    print(f"  --separate (format=seg, format=rtstruct, Accept: application/dicom): exit {rc}")
 
     # failures: a series the PACS does not have; a series segd refuses
     rc, out, err = roundtrip(orthanc, daemon, src["study_instance_uid"], "1.2.3.4.5.6.7")
