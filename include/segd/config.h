@@ -10,6 +10,9 @@
 #define SEGD_CONFIG_DEFAULT_PORT 8080
 #define SEGD_CONFIG_DEFAULT_MAX_BODY (32u * 1024u * 1024u)
 #define SEGD_CONFIG_DEFAULT_MAX_PARTS 16
+#define SEGD_CONFIG_DEFAULT_MAX_SERIES_SLICES 512
+/* POST /v1/series clean-up: see README "Series" for how it was chosen */
+#define SEGD_CONFIG_DEFAULT_MIN_VOLUME_ML 0.5
 #define SEGD_CONFIG_DEFAULT_REQUEST_TIMEOUT 30.0
 #define SEGD_CONFIG_DEFAULT_DRAIN_TIMEOUT 30.0
 #define SEGD_CONFIG_DEFAULT_CONN_TIMEOUT 30
@@ -44,6 +47,8 @@ typedef struct segd_config {
     int probe_port;         /* --probe-port: -1 = off, 0 = ephemeral */
     size_t max_pixels;      /* --max-pixels: width * height */
     int max_parts;          /* --max-parts: multipart parts per request */
+    int max_series_slices;  /* --max-series-slices: instances per POST /v1/series */
+    double min_volume_ml;   /* --min-volume-ml: series 3D clean-up, mL; 0 = off */
     char cors_origin[512];  /* --cors-origin: "" = CORS off */
     int access_log;         /* --access-log on|off */
     int debug_job_delay_ms; /* --debug-job-delay: testing aid, 0 = off */

@@ -30,8 +30,10 @@
  * Errors: functions return 0 or a negative errno and write a one-line
  * message naming the DICOM attribute (keyword) or the reason into err:
  *   -EINVAL    not DICOM, truncated, a required attribute missing or malformed
- *   -ENOTSUP   valid DICOM this module does not handle: multi-frame, colour,
- *              an unsupported transfer syntax (named by UID and name)
+ *   -EDOM      valid DICOM but not a single-frame greyscale image: no
+ *              PixelData (not an image), multi-frame, colour, BitsAllocated
+ *              other than 8 or 16 (HTTP 422)
+ *   -ENOTSUP   an unsupported transfer syntax (named by UID and name; 415)
  *   -E2BIG     Rows x Columns over the caller's max_pixels
  *   -EXDEV     instances that do not belong to one series (SeriesInstanceUID,
  *              FrameOfReferenceUID, ImageOrientationPatient, Rows/Columns,

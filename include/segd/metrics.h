@@ -14,6 +14,7 @@ typedef enum segd_metrics_hist {
     SEGD_HIST_REQUEST,    /* segd_request_duration_seconds */
     SEGD_HIST_QUEUE_WAIT, /* segd_queue_wait_seconds */
     SEGD_HIST_INFERENCE,  /* segd_inference_duration_seconds */
+    SEGD_HIST_SERIES,     /* segd_series_request_duration_seconds */
     SEGD_HIST_COUNT
 } segd_metrics_hist;
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
@@ -12,14 +13,16 @@
 #include "model/gemm.h"
 #include "http/http.h"
 #ifdef SEGD_HAVE_DICOM
+#include "api/dicom_json.h"
 #include "segd/dicom.h"
 #endif
 
 static void usage(FILE *f)
 {
     fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] [--threads N]\n"
-          "                  [--gemm native|openblas|auto] SLICE.png|IMAGE.dcm...\n"
-          "Segments each slice and prints one JSON document per line.  A DICOM file\n"
+          "                  [--gemm native|openblas|auto] SLICE.png|IMAGE.dcm|FOLDER...\n"
+          "Segments each slice (each file of a FOLDER, in name order, not recursing)\n"
+          "and prints one JSON document per line.  A DICOM file\n"
           "(Part 10, one greyscale frame) is read after Rescale Slope/Intercept and\n"
           "its document also carries the instance's UIDs and PixelSpacing.\n"
           "--threads: threads sharing each forward pass (default: online CPUs, at most 8).\n"
@@ -158,24 +161,10 @@ static int segment_dicom(segd_worker *w, const unsigned char *data, size_t len, 
         return rc;
     rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, threshold, res, err, errlen);
     if (rc == 0) {
-        json_t *d = json_object();
-        const char *keys[] = {"SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID",
-                              "StudyInstanceUID", "FrameOfReferenceUID"};
-        const char *vals[] = {im->sop_class_uid, im->sop_instance_uid, im->series_instance_uid,
-                              im->study_instance_uid, im->frame_of_reference_uid};
-        for (size_t i = 0; d && i < sizeof keys / sizeof keys[0]; i++)
-            if (vals[i][0] && json_object_set_new(d, keys[i], json_string(vals[i])))
-                rc = -ENOMEM;
-        if (d && im->pixel_spacing[0] > 0 && im->pixel_spacing[1] > 0 &&
-            json_object_set_new(d, "PixelSpacing",
-                                json_pack("[f,f]", im->pixel_spacing[0], im->pixel_spacing[1])))
-            rc = -ENOMEM;
-        if (!d || rc) {
-            json_decref(d);
+        *dicom = segd_dicom_image_json(im);
+        if (!*dicom) {
             snprintf(err, errlen, "out of memory");
             rc = -ENOMEM;
-        } else {
-            *dicom = d;
         }
     }
     segd_dicom_image_free(im);
@@ -233,6 +222,42 @@ static int infer_one(const segd_model *m, segd_worker *w, const char *path, floa
     return rc;
 }
 
+/* Regular files of a folder, not hidden ones (no recursion). */
+static int visible_file(const struct dirent *d)
+{
+    return d->d_name[0] != '.';
+}
+
+/* A file, or each file of a folder in name order (a DICOM series as a
+ * PACS exports it: one instance per file).  0, or 1 when any failed. */
+static int infer_path(const segd_model *m, segd_worker *w, const char *path, float threshold,
+                      size_t max_pixels)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return infer_one(m, w, path, threshold, max_pixels);
+    struct dirent **names = NULL;
+    int n = scandir(path, &names, visible_file, alphasort);
+    if (n < 0) {
+        fprintf(stderr, "segd infer: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    int status = 0;
+    for (int i = 0; i < n; i++) {
+        char full[4096];
+        struct stat fst;
+        if ((size_t)snprintf(full, sizeof full, "%s/%s", path, names[i]->d_name) >= sizeof full) {
+            fprintf(stderr, "segd infer: %s/%s: path too long\n", path, names[i]->d_name);
+            status = 1;
+        } else if (stat(full, &fst) == 0 && S_ISREG(fst.st_mode)) {
+            status |= infer_one(m, w, full, threshold, max_pixels);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return status;
+}
+
 int segd_cli_infer(int argc, char **argv)
 {
     infer_args a;
@@ -267,7 +292,7 @@ int segd_cli_infer(int argc, char **argv)
         goto out;
     }
     for (int i = a.first; i < argc; i++)
-        status |= infer_one(m, w, argv[i], a.threshold, a.max_pixels);
+        status |= infer_path(m, w, argv[i], a.threshold, a.max_pixels);
     if (fflush(stdout) != 0)
         status = 1;
 out:

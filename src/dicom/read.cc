@@ -367,7 +367,7 @@ int read_impl(const void *buf, size_t len, size_t max_pixels, segd_dicom_image *
 
     /* image pixel module */
     if (!ds.tagExists(DCM_PixelData))
-        return fail(err, errlen, -EINVAL, "not an image: PixelData missing (SOPClassUID %s)",
+        return fail(err, errlen, -EDOM, "not an image: PixelData missing (SOPClassUID %s)",
                     im->sop_class_uid);
     Uint16 rows = 0, cols = 0, spp = 1, ba = 0, bs = 0, hb = 0, pr = 0;
     if (ds.findAndGetUint16(DCM_Rows, rows).bad() || rows == 0)
@@ -379,19 +379,19 @@ int read_impl(const void *buf, size_t len, size_t max_pixels, segd_dicom_image *
         ds.findAndGetSint32(DCM_NumberOfFrames, frames).bad())
         return fail(err, errlen, -EINVAL, "NumberOfFrames malformed");
     if (frames != 1)
-        return fail(err, errlen, -ENOTSUP, "multi-frame image (NumberOfFrames %ld): one frame "
+        return fail(err, errlen, -EDOM, "multi-frame image (NumberOfFrames %ld): one frame "
                     "per instance only", (long)frames);
     if (ds.tagExists(DCM_SamplesPerPixel) && ds.findAndGetUint16(DCM_SamplesPerPixel, spp).bad())
         return fail(err, errlen, -EINVAL, "SamplesPerPixel malformed");
     OFString photo;
     ds.findAndGetOFString(DCM_PhotometricInterpretation, photo);
     if (spp != 1)
-        return fail(err, errlen, -ENOTSUP, "not greyscale: SamplesPerPixel %u", spp);
+        return fail(err, errlen, -EDOM, "not greyscale: SamplesPerPixel %u", spp);
     if (photo != "MONOCHROME1" && photo != "MONOCHROME2")
-        return fail(err, errlen, -ENOTSUP, "not greyscale: PhotometricInterpretation \"%.32s\"",
+        return fail(err, errlen, -EDOM, "not greyscale: PhotometricInterpretation \"%.32s\"",
                     photo.c_str());
     if (ds.findAndGetUint16(DCM_BitsAllocated, ba).bad() || (ba != 8 && ba != 16))
-        return fail(err, errlen, -ENOTSUP, "BitsAllocated %u: 8 or 16 only", ba);
+        return fail(err, errlen, -EDOM, "BitsAllocated %u: 8 or 16 only", ba);
     if (ds.findAndGetUint16(DCM_BitsStored, bs).bad() || bs == 0 || bs > ba)
         return fail(err, errlen, -EINVAL, "BitsStored %u with BitsAllocated %u", bs, ba);
     if (ds.findAndGetUint16(DCM_HighBit, hb).bad())

@@ -14,7 +14,7 @@
 #include "model/cpu.h"
 #include "model/gemm.h"
 
-typedef enum opt_kind { OPT_STR, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL } opt_kind;
+typedef enum opt_kind { OPT_STR, OPT_INT, OPT_SECONDS, OPT_REAL, OPT_SIZE, OPT_BOOL } opt_kind;
 
 typedef struct opt {
     const char *flag;   /* without the leading "--" */
@@ -60,6 +60,10 @@ static const opt OPTS[] = {
     {"max-pixels", "SEGD_MAX_PIXELS", OPT_SIZE, F(max_pixels), 1, (double)(1u << 30), "1048576",
      "image limit (width x height), 413 beyond; sizes each worker's arena"},
     {"max-parts", "SEGD_MAX_PARTS", OPT_INT, F(max_parts), 1, 1024, "16", "multipart parts per request, 413 beyond"},
+    {"max-series-slices", "SEGD_MAX_SERIES_SLICES", OPT_INT, F(max_series_slices), 1, 4096, "512",
+     "slices (instances) per POST /v1/series, 413 beyond"},
+    {"min-volume-ml", "SEGD_MIN_VOLUME_ML", OPT_REAL, F(min_volume_ml), 0, 1e6, "0.5",
+     "series 3D clean-up: connected components under this volume (mL) dropped; 0 = off"},
     {"cors-origin", "SEGD_CORS_ORIGIN", OPT_STR, F(cors_origin), 0, 0, "off",
      "Access-Control-Allow-Origin value ('*' allowed)"},
     {"access-log", "SEGD_ACCESS_LOG", OPT_BOOL, F(access_log), 0, 1, "on", "one JSON line per request on stderr (on|off)"},
@@ -90,6 +94,8 @@ void segd_config_defaults(segd_config *cfg)
     cfg->probe_port = -1;
     cfg->max_pixels = SEGD_DEFAULT_MAX_PIXELS;
     cfg->max_parts = SEGD_CONFIG_DEFAULT_MAX_PARTS;
+    cfg->max_series_slices = SEGD_CONFIG_DEFAULT_MAX_SERIES_SLICES;
+    cfg->min_volume_ml = SEGD_CONFIG_DEFAULT_MIN_VOLUME_ML;
     cfg->access_log = 1;
 }
 
@@ -158,6 +164,7 @@ static int set_opt(segd_config *cfg, const opt *o, const char *value)
         return 0;
     }
     case OPT_SECONDS:
+    case OPT_REAL:
         memcpy(field, &v, sizeof v);
         return 0;
     case OPT_SIZE: {

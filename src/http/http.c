@@ -116,6 +116,74 @@ int segd_http_media_type_is(const char *content_type, const char *type)
     return n == strlen(type) && strncasecmp(content_type, type, n) == 0;
 }
 
+/* q-value of one media range's parameters [p, end): 1 when absent, 0 when
+ * malformed ("q=abc" excludes rather than includes). */
+static double accept_q(const char *p, const char *end)
+{
+    double q = 1.0;
+    while (p < end) {
+        const char *pe = p;
+        while (pe < end && *pe != ';')
+            pe++;
+        while (p < pe && (*p == ' ' || *p == '\t'))
+            p++;
+        if (pe - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
+            char buf[16];
+            size_t n = (size_t)(pe - p - 2);
+            while (n > 0 && (p[2 + n - 1] == ' ' || p[2 + n - 1] == '\t'))
+                n--;
+            if (n == 0 || n >= sizeof buf)
+                return 0;
+            memcpy(buf, p + 2, n);
+            buf[n] = '\0';
+            char *e;
+            q = strtod(buf, &e);
+            if (*e || q < 0 || q > 1)
+                return 0;
+        }
+        p = pe < end ? pe + 1 : end;
+    }
+    return q;
+}
+
+int segd_http_accepts(const char *accept, const char *type)
+{
+    if (!accept)
+        return 1;
+    const char *slash = strchr(type, '/');
+    size_t tlen = strlen(type), major = slash ? (size_t)(slash - type) : tlen;
+    int best = 0; /* 1 any type, 2 any subtype of the type, 3 the type itself */
+    double best_q = 0;
+    const char *p = accept;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *semi = p;
+        while (semi < end && *semi != ';')
+            semi++;
+        const char *re = semi;
+        while (re > p && (re[-1] == ' ' || re[-1] == '\t'))
+            re--;
+        size_t n = (size_t)(re - p);
+        int level = 0;
+        if (n == 3 && memcmp(p, "*/*", 3) == 0)
+            level = 1;
+        else if (n == major + 2 && strncasecmp(p, type, major) == 0 && p[major] == '/' &&
+                 p[major + 1] == '*')
+            level = 2;
+        else if (n == tlen && strncasecmp(p, type, n) == 0)
+            level = 3;
+        if (level > best) { /* the most specific range decides (RFC 9110 12.5.1) */
+            best = level;
+            best_q = accept_q(semi < end ? semi + 1 : end, end);
+        }
+        p = comma ? comma + 1 : end;
+    }
+    return best > 0 && best_q > 0;
+}
+
 int segd_http_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -219,6 +287,8 @@ int segd_http_status_for_errno(int err)
     case -EINVAL: return 400;
     case -E2BIG: return 413;
     case -EDOM: return 422;
+    case -EXDEV: return 422;
+    case -ENOTSUP: return 415;
     case -ENOMEM: return 503;
     default: return 500;
     }
@@ -230,6 +300,7 @@ const char *segd_http_error_code(int status)
     case 400: return "bad_request";
     case 404: return "not_found";
     case 405: return "method_not_allowed";
+    case 406: return "not_acceptable";
     case 408: return "request_timeout";
     case 413: return "payload_too_large";
     case 414: return "uri_too_long";

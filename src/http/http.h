@@ -46,6 +46,13 @@ int segd_http_uri_has_nul(const char *uri, size_t len, int *in_path);
  * case-insensitive) equals type, e.g. ("image/png; q=1", "image/png"). */
 int segd_http_media_type_is(const char *content_type, const char *type);
 
+/* 1 when an Accept header value (NULL: absent, anything goes) admits the
+ * media type type ("application/dicom"): the most specific matching range
+ * (any type, any subtype of "application", or the type itself; parameters
+ * other than q ignored) has q > 0 (RFC 9110 12.5.1); else 0.  A malformed q counts
+ * as 0. */
+int segd_http_accepts(const char *accept, const char *type);
+
 /* Slice id from an uploaded file name: the last path component (after '/'
  * or '\\') without its final extension; ASCII outside [A-Za-z0-9._-] and
  * bytes that are not well-formed UTF-8 replaced by '_', other UTF-8
@@ -61,8 +68,10 @@ void segd_http_id_from_filename(const char *filename, size_t len, char *out, siz
  * decoder. */
 int segd_http_png_size(const void *data, size_t len, unsigned *width, unsigned *height);
 
-/* HTTP status for a negative errno of segd_worker_segment_png():
- * -EINVAL 400, -E2BIG 413, -EDOM 422, -ENOMEM 503, anything else 500. */
+/* HTTP status for a negative errno of segd_worker_segment_png() or of the
+ * DICOM module (include/segd/dicom.h): -EINVAL 400, -E2BIG 413, -EDOM and
+ * -EXDEV 422, -ENOTSUP (transfer syntax) 415, -ENOMEM 503, anything else
+ * 500. */
 int segd_http_status_for_errno(int err);
 
 /* Stable machine-readable error code for a status ("bad_request", ...). */

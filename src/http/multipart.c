@@ -1,5 +1,6 @@
-/* multipart/form-data parser: splits a complete body held in memory into
- * its parts without copying (see multipart.h for the contract). */
+/* multipart/form-data and multipart/related parser: splits a complete body
+ * held in memory into its parts without copying (see multipart.h for the
+ * contract). */
 #include "multipart.h"
 
 #include <errno.h>
@@ -152,24 +153,32 @@ static int find_param(const char *p, const char *end, const char *key, char *out
     }
 }
 
-int segd_multipart_boundary(const char *content_type, char *out, size_t cap)
+/* The media type of a Content-Type value, [*t, *te), without spaces; the
+ * parameters start at the returned pointer (';' or the end). */
+static const char *media_type(const char *content_type, const char **t, const char **te)
 {
-    if (!content_type || cap < SEGD_MULTIPART_BOUNDARY_MAX + 1)
-        return -EINVAL;
     const char *end = content_type + strlen(content_type);
     const char *semi = memchr(content_type, ';', (size_t)(end - content_type));
-    if (!semi)
+    const char *params = semi ? semi : end;
+    *t = content_type;
+    *te = params;
+    while (*t < *te && is_lwsp((unsigned char)**t))
+        (*t)++;
+    while (*te > *t && is_lwsp((unsigned char)(*te)[-1]))
+        (*te)--;
+    return params;
+}
+
+int segd_multipart_boundary_of(const char *content_type, const char *type, char *out, size_t cap)
+{
+    if (!content_type || !type || cap < SEGD_MULTIPART_BOUNDARY_MAX + 1)
         return -EINVAL;
-    /* the media type itself must be multipart/form-data */
-    const char *t = content_type, *te = semi;
-    while (t < te && is_lwsp((unsigned char)*t))
-        t++;
-    while (te > t && is_lwsp((unsigned char)te[-1]))
-        te--;
-    if ((size_t)(te - t) != strlen("multipart/form-data") ||
-        strncasecmp(t, "multipart/form-data", (size_t)(te - t)) != 0)
+    const char *t, *te;
+    const char *params = media_type(content_type, &t, &te);
+    const char *end = content_type + strlen(content_type);
+    if ((size_t)(te - t) != strlen(type) || strncasecmp(t, type, (size_t)(te - t)) != 0)
         return -EINVAL;
-    int rc = find_param(semi, end, "boundary", out, cap, false);
+    int rc = find_param(params, end, "boundary", out, cap, false);
     if (rc != 1)
         return -EINVAL;
     size_t n = strlen(out);
@@ -179,6 +188,23 @@ int segd_multipart_boundary(const char *content_type, char *out, size_t cap)
         if (!is_bchar((unsigned char)out[i]))
             return -EINVAL;
     return 0;
+}
+
+int segd_multipart_boundary(const char *content_type, char *out, size_t cap)
+{
+    return segd_multipart_boundary_of(content_type, "multipart/form-data", out, cap);
+}
+
+int segd_multipart_param(const char *content_type, const char *key, char *out, size_t cap)
+{
+    if (!content_type || !key || cap < 1)
+        return -EINVAL;
+    const char *t, *te;
+    const char *params = media_type(content_type, &t, &te);
+    int rc = find_param(params, content_type + strlen(content_type), key, out, cap, false);
+    if (rc == 0)
+        out[0] = '\0';
+    return rc < 0 ? rc : rc == 1 ? 0 : -ENOENT;
 }
 
 /* ---- body ---- */
@@ -383,7 +409,8 @@ static void decode_rfc2047(char *buf)
 }
 
 /* Header lines of one part, [p, end of the blank line).  Fills part. */
-static int parse_headers(const cursor *c, const uint8_t **pp, segd_multipart_part *part)
+static int parse_headers(const cursor *c, const uint8_t **pp, segd_multipart_part *part,
+                         bool form_data)
 {
     const uint8_t *p = *pp;
     bool disposition = false;
@@ -395,7 +422,7 @@ static int parse_headers(const cursor *c, const uint8_t **pp, segd_multipart_par
             return -EINVAL; /* unterminated or over-long header line */
         if (eol == p) {
             *pp = p + 2;
-            return disposition ? 0 : -EINVAL;
+            return disposition || !form_data ? 0 : -EINVAL;
         }
         const char *line = (const char *)p, *lend = (const char *)eol;
         p = eol + 2;
@@ -419,9 +446,14 @@ static int parse_headers(const cursor *c, const uint8_t **pp, segd_multipart_par
             const char *t = v;
             while (t < vend && is_token_char((unsigned char)*t))
                 t++;
-            if ((size_t)(t - v) != strlen("form-data") ||
-                strncasecmp(v, "form-data", (size_t)(t - v)) != 0)
+            /* multipart/related parts may carry one of any kind (RFC 2387
+             * names none); only form-data names the part and its file */
+            bool is_form = (size_t)(t - v) == strlen("form-data") &&
+                           strncasecmp(v, "form-data", (size_t)(t - v)) == 0;
+            if (form_data && !is_form)
                 return -EINVAL;
+            if (!is_form)
+                continue;
             int rc = find_param(t, vend, "name", part->name, sizeof part->name, false);
             if (rc < 0)
                 return rc;
@@ -449,9 +481,8 @@ static int parse_headers(const cursor *c, const uint8_t **pp, segd_multipart_par
     }
 }
 
-int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
-                         segd_multipart_part *parts, size_t max_parts,
-                         size_t *nparts)
+static int parse_body(const uint8_t *body, size_t len, const char *boundary, bool form_data,
+                      segd_multipart_part *parts, size_t max_parts, size_t *nparts)
 {
     *nparts = 0;
     if (!body || !boundary)
@@ -478,7 +509,7 @@ int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
             return -E2BIG;
         segd_multipart_part *part = &parts[*nparts];
         memset(part, 0, sizeof *part);
-        int rc = parse_headers(&c, &p, part);
+        int rc = parse_headers(&c, &p, part, form_data);
         if (rc)
             return rc;
         /* the CRLF before "--boundary" belongs to the delimiter, so an
@@ -490,4 +521,16 @@ int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
         part->len = (size_t)(next - p);
         (*nparts)++;
     }
+}
+
+int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
+                         segd_multipart_part *parts, size_t max_parts, size_t *nparts)
+{
+    return parse_body(body, len, boundary, true, parts, max_parts, nparts);
+}
+
+int segd_multipart_parse_related(const uint8_t *body, size_t len, const char *boundary,
+                                 segd_multipart_part *parts, size_t max_parts, size_t *nparts)
+{
+    return parse_body(body, len, boundary, false, parts, max_parts, nparts);
 }

@@ -1,6 +1,8 @@
-/* multipart/form-data parser (RFC 7578 / RFC 2046 section 5.1): a pure
- * function over a complete body in memory, so that it can be fuzzed on its
- * own.  Parts point into the body (no copies, no allocation). */
+/* multipart/form-data (RFC 7578) and multipart/related (RFC 2387, as
+ * DICOMweb STOW-RS and WADO-RS send DICOM instances) parser over the common
+ * syntax of RFC 2046 section 5.1: pure functions over a complete body in
+ * memory, so that they can be fuzzed on their own.  Parts point into the
+ * body (no copies, no allocation). */
 #ifndef SEGD_HTTP_MULTIPART_H
 #define SEGD_HTTP_MULTIPART_H
 
@@ -28,6 +30,15 @@ typedef struct segd_multipart_part {
  * string, 1..70 characters) into out (cap >= 71).  0 or -EINVAL. */
 int segd_multipart_boundary(const char *content_type, char *out, size_t cap);
 
+/* Same for a Content-Type of the given multipart media type (e.g.
+ * "multipart/related"), compared case-insensitively. */
+int segd_multipart_boundary_of(const char *content_type, const char *type, char *out, size_t cap);
+
+/* The value of parameter key (e.g. "type" of multipart/related) of a
+ * Content-Type value, unquoted, into out.  0, -ENOENT (absent, out = ""),
+ * or -EINVAL (malformed, or longer than cap - 1). */
+int segd_multipart_param(const char *content_type, const char *key, char *out, size_t cap);
+
 /* Split body into parts.  Each part must carry a Content-Disposition:
  * form-data header; the preamble before the first delimiter and the
  * epilogue after the closing one are ignored.  Fills parts[0..*nparts).
@@ -39,5 +50,11 @@ int segd_multipart_boundary(const char *content_type, char *out, size_t cap);
 int segd_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
                          segd_multipart_part *parts, size_t max_parts,
                          size_t *nparts);
+
+/* Same for multipart/related: parts need no Content-Disposition (a
+ * form-data one is still parsed for its name and file name); each part's
+ * Content-Type is reported as sent.  Same returns. */
+int segd_multipart_parse_related(const uint8_t *body, size_t len, const char *boundary,
+                                 segd_multipart_part *parts, size_t max_parts, size_t *nparts);
 
 #endif

@@ -13,6 +13,9 @@
 #include <jansson.h>
 
 #include "http/server_impl.h"
+#ifdef SEGD_HAVE_DICOM
+#include "segd/dicom.h"
+#endif
 
 /* Add the headers every answer carries.  Returns resp, or NULL (resp
  * destroyed) on OOM. */
@@ -62,6 +65,19 @@ struct MHD_Response *segd_respond_buffer(segd_server *s, const char *id, char *b
     return add_common_headers(s, resp, id, ctype);
 }
 
+#ifdef SEGD_HAVE_DICOM
+struct MHD_Response *segd_respond_dicom(segd_server *s, const char *id, void *body, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback(len, body, segd_dicom_buffer_free);
+    if (!resp) {
+        segd_dicom_buffer_free(body);
+        return NULL;
+    }
+    return add_common_headers(s, resp, id, "application/dicom");
+}
+#endif
+
 /* JSON error response; extra_name/extra_value an optional extra header
  * (Allow, Retry-After).  NULL on OOM. */
 struct MHD_Response *segd_respond_make_error(segd_server *s, const char *id, int status,
@@ -86,6 +102,15 @@ const char *segd_respond_route_label(const request *r)
     return r->route == R_NONE ? ROUTE_UNMATCHED : segd_routes[r->route].path;
 }
 
+/* The request-duration histogram of the job routes. */
+static void observe_duration(const request *r)
+{
+    if (r->route == R_SEGMENT)
+        segd_metrics_observe(r->srv->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
+    else if (r->route == R_SERIES)
+        segd_metrics_observe(r->srv->metrics, SEGD_HIST_SERIES, segd_queue_now() - r->t_start);
+}
+
 /* Queue resp (reference taken over) on the connection thread and count it. */
 enum MHD_Result segd_respond_send(request *r, unsigned status, struct MHD_Response *resp,
                                      size_t bytes)
@@ -105,8 +130,7 @@ enum MHD_Result segd_respond_send(request *r, unsigned status, struct MHD_Respon
     r->state = ST_ANSWERED;
     r->status = status;
     r->resp_bytes = bytes;
-    if (r->route == R_SEGMENT)
-        segd_metrics_observe(s->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
+    observe_duration(r);
     return MHD_YES;
 }
 
@@ -114,7 +138,7 @@ enum MHD_Result segd_respond_error(request *r, unsigned status, const char *mess
 {
     size_t bytes = 0;
     const char *hn = NULL, *hv = NULL;
-    if (status == 503 && r->route == R_SEGMENT) {
+    if (status == 503 && (r->route == R_SEGMENT || r->route == R_SERIES)) {
         hn = "Retry-After";
         hv = RETRY_AFTER_S;
     } else if (status == 405) {
@@ -182,8 +206,7 @@ enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *mess
             r->status = status;
             r->resp_bytes = blen;
             r->sent_directly = true; /* counted in on_completed */
-            if (r->route == R_SEGMENT)
-                segd_metrics_observe(s->metrics, SEGD_HIST_REQUEST, segd_queue_now() - r->t_start);
+            observe_duration(r);
             free(body);
             return MHD_YES;
         }

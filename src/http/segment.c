@@ -1,7 +1,8 @@
 /* POST /v1/segment: the request's checks before its body, the upload under
- * --max-body and --max-body-total, the slices of the body, the enqueue
- * with suspend; then, on a pool thread, running the job (or expiring it)
- * and resuming the connection with the answer. */
+ * --max-body and --max-body-total (shared with POST /v1/series), the
+ * slices of the body (PNG, or one DICOM file), the enqueue with suspend;
+ * then, on a pool thread, running the job (or expiring it) and resuming
+ * the connection with the answer. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,10 @@
 #include <jansson.h>
 
 #include "http/server_impl.h"
+#ifdef SEGD_HAVE_DICOM
+#include "api/dicom_json.h"
+#include "segd/dicom.h"
+#endif
 
 /* Upload memory budget (--max-body-total): reservations are taken before
  * a buffer grows and given back when it is freed, so the bodies held at
@@ -35,41 +40,33 @@ void segd_segment_budget_give(segd_server *s, size_t n)
     segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, -(long)n);
 }
 
-/* First call of POST /v1/segment: everything that can be checked before
- * the body arrives. */
-enum MHD_Result segd_segment_begin(request *r)
+int segd_upload_params(request *r, enum MHD_Result *ret)
 {
-    segd_server *s = r->srv;
     struct MHD_Connection *c = r->conn;
-    if (atomic_load(&s->draining))
-        return segd_respond_error(r, 503, "draining: not accepting new jobs");
-
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (segd_http_media_type_is(ctype, "image/png")) {
-        r->multipart = false;
-    } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
-        r->multipart = true;
-        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
-            return segd_respond_reject(r, 400, "multipart/form-data without a valid boundary parameter");
-    } else {
-        return segd_respond_reject(r, 415, "Content-Type must be image/png or multipart/form-data");
-    }
-
     r->threshold = -1.0f;
     const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
-    if (t && segd_threshold_parse(t, &r->threshold))
-        return segd_respond_reject(r, 400, "threshold must be a decimal number with 0 < threshold < 1");
+    if (t && segd_threshold_parse(t, &r->threshold)) {
+        *ret = segd_respond_reject(r, 400, "threshold must be a decimal number with 0 < threshold < 1");
+        return 1;
+    }
     const char *id = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
     if (id) {
         bool ok = *id && strlen(id) <= SEGD_HTTP_REQUEST_ID_MAX;
         for (const unsigned char *p = (const unsigned char *)id; ok && *p; p++)
             ok = *p >= 0x20 && *p != 0x7f;
         /* checked without allocating: an out-of-memory probe is not a bad id */
-        if (!ok || !segd_http_utf8_valid(id, strlen(id)))
-            return segd_respond_reject(r, 400, "id must be 1..128 bytes of UTF-8 text");
+        if (!ok || !segd_http_utf8_valid(id, strlen(id))) {
+            *ret = segd_respond_reject(r, 400, "id must be 1..128 bytes of UTF-8 text");
+            return 1;
+        }
         strcpy(r->doc_id, id);
     }
+    return 0;
+}
 
+enum MHD_Result segd_upload_start(request *r)
+{
+    segd_server *s = r->srv;
     /* Reserve the announced size against --max-body-total now (answered
      * before the upload, connection closed, when it does not fit); the
      * buffer itself grows as bytes arrive, so an announced but unsent body
@@ -83,8 +80,41 @@ enum MHD_Result segd_segment_begin(request *r)
         r->expected = (size_t)r->content_length;
     }
     r->state = ST_BODY;
-    segd_guard_phase(s, c, CP_BODY);
+    segd_guard_phase(s, r->conn, CP_BODY);
     return MHD_YES;
+}
+
+/* First call of POST /v1/segment: everything that can be checked before
+ * the body arrives. */
+enum MHD_Result segd_segment_begin(request *r)
+{
+    segd_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    if (atomic_load(&s->draining))
+        return segd_respond_error(r, 503, "draining: not accepting new jobs");
+
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (segd_http_media_type_is(ctype, "image/png")) {
+        r->multipart = false;
+    } else if (segd_http_media_type_is(ctype, "application/dicom")) {
+#ifdef SEGD_HAVE_DICOM
+        r->dicom = true;
+#else
+        return segd_respond_reject(r, 415, "application/dicom: this segd was built without DICOM "
+                                           "support (DCMTK)");
+#endif
+    } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
+        r->multipart = true;
+        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
+            return segd_respond_reject(r, 400, "multipart/form-data without a valid boundary parameter");
+    } else {
+        return segd_respond_reject(r, 415, "Content-Type must be image/png, application/dicom or "
+                                           "multipart/form-data");
+    }
+    enum MHD_Result ret;
+    if (segd_upload_params(r, &ret))
+        return ret;
+    return segd_upload_start(r);
 }
 
 /* Free what a body holds, buffer and budget, when the rest of it is to be
@@ -155,6 +185,7 @@ static unsigned collect_slices(request *r, char *msg, size_t msglen)
         }
         r->slices[0].png = r->body;
         r->slices[0].len = r->len;
+        r->slices[0].dicom = r->dicom;
         strcpy(r->slices[0].id, r->doc_id[0] ? r->doc_id : r->id);
         r->nslices = 1;
         return 0;
@@ -206,31 +237,59 @@ out:
     return status;
 }
 
-/* Last call of POST /v1/segment: whole body in memory; enqueue. */
-enum MHD_Result segd_segment_end(request *r)
+int segd_upload_check(request *r, enum MHD_Result *ret)
 {
     segd_server *s = r->srv;
     if (r->over_budget) {
         segd_metrics_inc(s->metrics, SEGD_COUNTER_UPLOADS_REFUSED);
-        return segd_respond_error(r, 503, "upload memory in use (--max-body-total), retry later");
+        *ret = segd_respond_error(r, 503, "upload memory in use (--max-body-total), retry later");
+        return 1;
     }
-    if (r->body_oom)
-        return segd_respond_error(r, 503, "out of memory for the request body");
-    if (r->len == 0)
-        return segd_respond_error(r, 400, "empty body");
+    if (r->body_oom) {
+        *ret = segd_respond_error(r, 503, "out of memory for the request body");
+        return 1;
+    }
+    if (r->len == 0) {
+        *ret = segd_respond_error(r, 400, "empty body");
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 when data starts like a DICOM Part-10 file (128-byte preamble, "DICM"). */
+static bool looks_dicom(const uint8_t *data, size_t len)
+{
+    return len >= 132 && memcmp(data + 128, "DICM", 4) == 0;
+}
+
+/* Last call of POST /v1/segment: whole body in memory; enqueue. */
+enum MHD_Result segd_segment_end(request *r)
+{
+    segd_server *s = r->srv;
+    enum MHD_Result ret;
+    if (segd_upload_check(r, &ret))
+        return ret;
     char msg[256];
     unsigned status = collect_slices(r, msg, sizeof msg);
     if (status)
         return segd_respond_error(r, status, msg);
 
     /* Refuse what the decoder would refuse anyway without taking a queue
-     * slot: not a PNG (400), zero size (422), too many pixels (413). */
+     * slot: not a PNG (400), zero size (422), too many pixels (413); a
+     * DICOM body that is no Part-10 file (415).  A DICOM file's size is
+     * read by the worker (it takes parsing). */
     for (size_t i = 0; i < r->nslices; i++) {
         const slice *sl = &r->slices[i];
         unsigned w, h;
         char where[96] = "";
         if (r->multipart)
             snprintf(where, sizeof where, "part %zu (%.64s): ", i + 1, sl->id);
+        if (sl->dicom) {
+            if (!looks_dicom(sl->png, sl->len))
+                return segd_respond_error(r, 415, "application/dicom body is not a DICOM Part-10 "
+                                                  "file (no \"DICM\" after the 128-byte preamble)");
+            continue;
+        }
         if (segd_http_png_size(sl->png, sl->len, &w, &h)) {
             snprintf(msg, sizeof msg, "%snot a PNG image", where);
             return segd_respond_error(r, 400, msg);
@@ -245,7 +304,12 @@ enum MHD_Result segd_segment_end(request *r)
             return segd_respond_error(r, 413, msg);
         }
     }
+    return segd_job_enqueue(r);
+}
 
+enum MHD_Result segd_job_enqueue(request *r)
+{
+    segd_server *s = r->srv;
     r->t_enqueue = segd_queue_now();
     r->deadline = r->t_start + s->cfg.request_timeout;
     if (r->t_enqueue >= r->deadline) {
@@ -286,8 +350,16 @@ enum MHD_Result segd_segment_end(request *r)
     return segd_respond_error(r, 503, "draining: not accepting new jobs");
 }
 
+bool segd_job_gone(request *r)
+{
+    pthread_mutex_lock(&r->srv->lock);
+    bool gone = r->cancelled;
+    pthread_mutex_unlock(&r->srv->lock);
+    return gone;
+}
+
 /* Hand a finished job's response to its connection (any thread). */
-static void finish_job(request *r, unsigned status, struct MHD_Response *resp, size_t bytes)
+void segd_job_finish(request *r, unsigned status, struct MHD_Response *resp, size_t bytes)
 {
     segd_server *s = r->srv;
     pthread_mutex_lock(&s->lock);
@@ -312,13 +384,13 @@ static void finish_job(request *r, unsigned status, struct MHD_Response *resp, s
     segd_request_unref(r);
 }
 
-static void finish_job_error(request *r, unsigned status, const char *message)
+void segd_job_finish_error(request *r, unsigned status, const char *message)
 {
     size_t bytes = 0;
     const char *hn = status == 503 ? "Retry-After" : NULL;
     struct MHD_Response *resp =
         segd_respond_make_error(r->srv, r->id, (int)status, message, hn, RETRY_AFTER_S, &bytes);
-    finish_job(r, status, resp, bytes);
+    segd_job_finish(r, status, resp, bytes);
 }
 
 void segd_segment_expire(void *job, int reason, void *arg)
@@ -331,10 +403,36 @@ void segd_segment_expire(void *job, int reason, void *arg)
         char msg[96];
         snprintf(msg, sizeof msg, "request deadline of %g s passed before a worker was free",
                  s->cfg.request_timeout);
-        finish_job_error(r, 504, msg);
+        segd_job_finish_error(r, 504, msg);
     } else {
-        finish_job_error(r, 503, "server shutting down");
+        segd_job_finish_error(r, 503, "server shutting down");
     }
+}
+
+/* Decode a DICOM slice and segment its pixels (after Rescale
+ * Slope/Intercept; MONOCHROME1 inverted), with *dicom its "dicom" object.
+ * 0 or a negative errno (segd_dicom_read's, the engine's) with err set. */
+static int segment_dicom(request *r, segd_worker *w, const slice *sl, segd_result *res,
+                         json_t **dicom, char *err, size_t errlen)
+{
+#ifdef SEGD_HAVE_DICOM
+    segd_dicom_image *im = NULL;
+    int rc = segd_dicom_read(sl->png, sl->len, r->srv->cfg.max_pixels, &im, err, errlen);
+    if (rc)
+        return rc;
+    rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, r->threshold, res, err,
+                                  errlen);
+    if (rc == 0 && !(*dicom = segd_dicom_image_json(im))) {
+        snprintf(err, errlen, "out of memory");
+        rc = -ENOMEM;
+    }
+    segd_dicom_image_free(im);
+    return rc;
+#else
+    (void)r, (void)w, (void)sl, (void)res, (void)dicom;
+    snprintf(err, errlen, "this segd was built without DICOM support");
+    return -ENOTSUP;
+#endif
 }
 
 /* Segment slice i of r into *doc: its document, with the queue wait and
@@ -346,8 +444,13 @@ static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json
     segd_result res;
     char err[256] = "";
     *doc = NULL;
+    json_t *dicom = NULL;
     double t0 = segd_queue_now();
-    int rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
+    int rc;
+    if (r->slices[i].dicom)
+        rc = segment_dicom(r, w, &r->slices[i], &res, &dicom, err, sizeof err);
+    else
+        rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
                                      &res, err, sizeof err);
     segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
     if (rc) {
@@ -357,11 +460,16 @@ static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json
                      err[0] ? err : strerror(-rc));
         else
             snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
-        finish_job_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
         return 1;
     }
     double t_enc = segd_queue_now();
     json_t *d = segd_result_json(s->model, &res, r->slices[i].id);
+    if (d && dicom && json_object_set(d, "dicom", dicom)) {
+        json_decref(d);
+        d = NULL;
+    }
+    json_decref(dicom);
     if (!d)
         return -ENOMEM;
     json_t *timing = json_object_get(d, "timing_ms");
@@ -382,21 +490,21 @@ static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json
 }
 
 /* Answer the job with top (reference taken over; NULL: out of memory). */
-static void finish_job_json(request *r, json_t *top)
+void segd_job_finish_json(request *r, json_t *top)
 {
     char *text = top ? segd_json_text(top, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(top);
     if (!text) {
-        finish_job_error(r, 503, "out of memory building the response");
+        segd_job_finish_error(r, 503, "out of memory building the response");
         return;
     }
     size_t len = strlen(text);
     struct MHD_Response *resp = segd_respond_buffer(r->srv, r->id, text, len, "application/json");
     if (!resp) {
-        finish_job_error(r, 503, "out of memory building the response");
+        segd_job_finish_error(r, 503, "out of memory building the response");
         return;
     }
-    finish_job(r, 200, resp, len);
+    segd_job_finish(r, 200, resp, len);
 }
 
 void segd_segment_run(void *job, segd_worker *w, void *arg)
@@ -413,11 +521,12 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
     double queue_ms = (t_run - r->t_enqueue) * 1e3;
     segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, queue_ms / 1e3);
 
-    pthread_mutex_lock(&s->lock);
-    bool cancelled = r->cancelled;
-    pthread_mutex_unlock(&s->lock);
-    if (cancelled) { /* nobody to answer: skip the work */
-        finish_job(r, 0, NULL, 0);
+    if (segd_job_gone(r)) { /* nobody to answer: skip the work */
+        segd_job_finish(r, 0, NULL, 0);
+        return;
+    }
+    if (r->route == R_SERIES) {
+        segd_series_run(r, w, queue_ms);
         return;
     }
 
@@ -428,7 +537,7 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
     for (size_t i = 0; i < r->nslices; i++) {
         if (atomic_load(&s->aborting)) { /* drain time up: answer now, not after every slice */
             json_decref(results);
-            finish_job_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
+            segd_job_finish_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
             return;
         }
         json_t *doc;
@@ -447,11 +556,11 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
         }
     }
     /* "o" steals results, even on failure */
-    finish_job_json(r, r->multipart ? json_pack("{s:o}", "results", results) : single);
+    segd_job_finish_json(r, r->multipart ? json_pack("{s:o}", "results", results) : single);
     return;
 
 oom:
     json_decref(results);
     json_decref(single);
-    finish_job_error(r, 503, "out of memory building the response");
+    segd_job_finish_error(r, 503, "out of memory building the response");
 }

@@ -47,6 +47,7 @@
 
 const segd_route segd_routes[R_NONE] = {
     [R_SEGMENT] = {"/v1/segment", true, "POST, OPTIONS"},
+    [R_SERIES] = {"/v1/series", true, "POST, OPTIONS"},
     [R_MODEL] = {"/v1/model", false, "GET, HEAD, OPTIONS"},
     [R_HEALTHZ] = {"/healthz", false, "GET, HEAD, OPTIONS"},
     [R_READYZ] = {"/readyz", false, "GET, HEAD, OPTIONS"},
@@ -260,6 +261,8 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
         return segd_respond_reject(r, 405, "method not allowed");
     if (r->route == R_SEGMENT)
         return segd_segment_begin(r);
+    if (r->route == R_SERIES)
+        return segd_series_begin(r);
     return segd_respond_reject(r, 0, ""); /* GET, HEAD: answered in the final call */
 }
 
@@ -308,7 +311,7 @@ static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Con
             return segd_segment_body(r, upload_data, n);
         }
         segd_guard_phase(s, c, CP_BUSY); /* body complete */
-        return segd_segment_end(r);
+        return r->route == R_SERIES ? segd_series_end(r) : segd_segment_end(r);
     case ST_DONE: {
         struct MHD_Response *resp = r->resp;
         r->resp = NULL;

@@ -5,6 +5,8 @@
  *   server.c   lifecycle, libmicrohttpd callbacks, routing, request lifetime
  *   head.c     the checks every request head passes before routing
  *   segment.c  POST /v1/segment: upload, checks, enqueue, run, expire
+ *   series.c   POST /v1/series: a whole series as one job, 3D clean-up,
+ *              JSON, DICOM SEG or RTSTRUCT answers
  *   guard.c    slow clients: per-connection deadlines and the sweeper
  *   respond.c  response headers, errors, sending, the access log
  *
@@ -58,7 +60,7 @@
 
 /* R_STATIC: a file of the embedded web viewer (src/http/assets.h), looked
  * up after the API routes. */
-typedef enum route_id { R_SEGMENT, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_STATIC, R_NONE } route_id;
+typedef enum route_id { R_SEGMENT, R_SERIES, R_MODEL, R_HEALTHZ, R_READYZ, R_METRICS, R_STATIC, R_NONE } route_id;
 
 typedef struct segd_route {
     const char *path;
@@ -140,10 +142,22 @@ typedef enum req_state {
 } req_state;
 
 typedef struct slice {
-    const uint8_t *png;
+    const uint8_t *png; /* the part's bytes: a PNG, or a DICOM Part-10 file when dicom */
     size_t len;
+    bool dicom;
     char id[256];       /* from the part's file name, shortened on a UTF-8 boundary */
+    /* PNG slices of a series: from the Kaggle name slice_NNNN_W_H_SX_SY */
+    int number, width, height;
+    double spacing_x, spacing_y; /* mm, between columns and between rows */
 } slice;
+
+/* What POST /v1/series answers (?format= and Accept). */
+typedef enum series_format {
+    SERIES_JSON,     /* application/json */
+    SERIES_SEG,      /* application/dicom: a DICOM Segmentation */
+    SERIES_RTSTRUCT, /* application/dicom: an RT Structure Set */
+    SERIES_BOTH,     /* multipart/related; type="application/dicom": SEG then RTSTRUCT */
+} series_format;
 
 typedef struct request {
     segd_server *srv;
@@ -157,8 +171,13 @@ typedef struct request {
     char path[128];             /* for the access log of unmatched routes */
     char id[SEGD_HTTP_REQUEST_ID_MAX + 1];
     double t_start;
-    /* POST /v1/segment parameters */
-    bool multipart;
+    /* POST /v1/segment and /v1/series parameters */
+    bool multipart;             /* multipart/form-data or (series) multipart/related */
+    bool related;               /* multipart/related: DICOM instances */
+    bool dicom;                 /* /v1/segment: an application/dicom body */
+    series_format format;
+    double min_volume_ml;       /* series: 3D clean-up threshold */
+    double slice_spacing;       /* PNG series: mm between slices */
     char boundary[SEGD_MULTIPART_BOUNDARY_MAX + 1];
     float threshold;
     char doc_id[SEGD_HTTP_REQUEST_ID_MAX + 1]; /* ?id=, "" if none */
@@ -210,10 +229,33 @@ unsigned segd_head_check(request *r, const char *method, const char *version, ch
 /* segment.c: POST /v1/segment on the connection thread (first call, body
  * chunks, last call) and on the pool's threads (run, expire). */
 enum MHD_Result segd_segment_begin(request *r);
+/* The parameters shared by both upload routes (?threshold=, ?id=): 0, or
+ * the request was answered (a 400) and the caller returns *ret. */
+int segd_upload_params(request *r, enum MHD_Result *ret);
+/* Start reading the body (budget reserved from Content-Length). */
+enum MHD_Result segd_upload_start(request *r);
+/* Whole body read: the checks every upload shares (budget, OOM, empty).
+ * 0, or the request was answered and the caller returns *ret. */
+int segd_upload_check(request *r, enum MHD_Result *ret);
+/* Submit r as one job (deadline, queue, suspend) and answer the refusals. */
+enum MHD_Result segd_job_enqueue(request *r);
+/* A job's answer to its connection (pool threads): a response (taken
+ * over; NULL: out of memory), a JSON error, a JSON document (taken
+ * over).  Each finishes the job: r is not touched afterwards. */
+void segd_job_finish(request *r, unsigned status, struct MHD_Response *resp, size_t bytes);
+void segd_job_finish_error(request *r, unsigned status, const char *message);
+void segd_job_finish_json(request *r, json_t *top);
+/* 1 when the client has gone (the answer would be dropped). */
+bool segd_job_gone(request *r);
 enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
 enum MHD_Result segd_segment_end(request *r);
 void segd_segment_run(void *job, segd_worker *w, void *arg);
 void segd_segment_expire(void *job, int reason, void *arg);
+/* series.c: POST /v1/series on the connection thread (first call, last
+ * call) and on a pool thread (run; queue_ms: its wait). */
+enum MHD_Result segd_series_begin(request *r);
+enum MHD_Result segd_series_end(request *r);
+void segd_series_run(request *r, segd_worker *w, double queue_ms);
 /* Give n bytes of upload budget (--max-body-total) back; 0 is fine. */
 void segd_segment_budget_give(segd_server *s, size_t n);
 
@@ -231,6 +273,10 @@ struct MHD_Response *segd_respond_static(segd_server *s, const char *id, const v
                                          size_t len, const char *ctype);
 struct MHD_Response *segd_respond_buffer(segd_server *s, const char *id, char *body, size_t len,
                                          const char *ctype);
+/* A response over a buffer of the DICOM writers (include/segd/dicom.h),
+ * taken over and freed with segd_dicom_buffer_free(); application/dicom.
+ * NULL on OOM. */
+struct MHD_Response *segd_respond_dicom(segd_server *s, const char *id, void *body, size_t len);
 struct MHD_Response *segd_respond_make_error(segd_server *s, const char *id, int status,
                                              const char *message, const char *extra_name,
                                              const char *extra_value, size_t *bytes);

@@ -37,6 +37,8 @@ static const struct {
     {"segd_queue_wait_seconds", "Time a segmentation job waited in the queue for a worker."},
     {"segd_inference_duration_seconds",
      "Engine time per slice (PNG decode, network forward, post-processing)."},
+    {"segd_series_request_duration_seconds",
+     "Time from the arrival of a POST /v1/series request to its response being queued."},
 };
 
 static const struct {

@@ -68,6 +68,15 @@ try:
     T.check(len(got) == 1 and got[0].get("dicom", {}).get("SOPInstanceUID"), "the good file was not answered")
     T.check("truncated.dcm" in err and "text.dcm" in err, f"messages name both files: {err!r}")
     print(f"  broken files refused: {err.strip()}")
+    # a folder: each file in name order (series.json, not an image, fails alone)
+    folder = os.path.join(tmp, "explicit")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".dcm"))
+    rc, got, err = infer(folder)
+    T.check(rc == 1 and "series.json" in err, f"folder: exit {rc}, the JSON file named: {err!r}")
+    T.check([d["dicom"]["SOPInstanceUID"] for d in got] ==
+            [d["dicom"]["SOPInstanceUID"] for d in infer(*[os.path.join(folder, n) for n in names])[1]],
+            "folder: not the files in name order")
+    print(f"  folder: {len(got)} images in name order")
     rc, got, err = infer("--max-pixels", "1000", good)
     T.check(rc == 1 and not got and "1000" in err or "pixel" in err.lower(), f"--max-pixels: {rc} {err!r}")
 finally:

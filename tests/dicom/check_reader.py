@@ -115,9 +115,9 @@ try:
     rts.file_meta.MediaStorageSOPInstanceUID = rts.SOPInstanceUID
     rts.is_implicit_VR, rts.is_little_endian = True, True
     rts.save_as(os.path.join(tmp, "rts.dcm"), write_like_original=False)
-    refused(os.path.join(tmp, "rts.dcm"), -22, ["not an image", "PixelData"], "RTSTRUCT")
+    refused(os.path.join(tmp, "rts.dcm"), -33, ["not an image", "PixelData"], "RTSTRUCT")
     refused(os.path.join(D, "ExplVR_LitEndNoMeta.dcm"), -22, ["Part-10"], "no Part-10 header")
-    refused(os.path.join(D, "SC_rgb_small_odd.dcm"), -95, ["not greyscale", "SamplesPerPixel"], "RGB")
+    refused(os.path.join(D, "SC_rgb_small_odd.dcm"), -33, ["not greyscale", "SamplesPerPixel"], "RGB")
     refused(mr, -7, ["Rows x Columns", "100"], "over max_pixels")
     notdicom = os.path.join(tmp, "x.dcm")
     with open(notdicom, "wb") as f:
@@ -127,7 +127,7 @@ try:
     mf.NumberOfFrames = 2
     mf.PixelData = mf.PixelData * 2
     mf.save_as(os.path.join(tmp, "mf.dcm"))
-    refused(os.path.join(tmp, "mf.dcm"), -95, ["multi-frame", "NumberOfFrames 2"], "multi-frame")
+    refused(os.path.join(tmp, "mf.dcm"), -33, ["multi-frame", "NumberOfFrames 2"], "multi-frame")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 sys.exit(T.finish("check_reader"))

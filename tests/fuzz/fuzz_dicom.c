@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int documented(int rc)
 {
-    return rc == -EINVAL || rc == -ENOTSUP || rc == -E2BIG || rc == -ENOMEM || rc == -EIO ||
+    return rc == -EINVAL || rc == -EDOM || rc == -ENOTSUP || rc == -E2BIG || rc == -ENOMEM || rc == -EIO ||
            rc == -EXDEV;
 }
 

@@ -17,8 +17,6 @@
 
 #define MAX_PARTS 4
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 static void check_field(const char *f, size_t cap, const char *what)
 {
     if (!memchr(f, '\0', cap)) {
@@ -26,6 +24,43 @@ static void check_field(const char *f, size_t cap, const char *what)
         abort();
     }
 }
+
+/* Abort unless a parse result keeps the contract: documented return,
+ * part count, parts inside the body and in order, fields terminated. */
+static void check_parts(int rc, const segd_multipart_part *parts, size_t nparts,
+                        const uint8_t *body, size_t blen)
+{
+    if (rc != 0 && rc != -E2BIG && rc != -EINVAL) {
+        fprintf(stderr, "undocumented return %d\n", rc);
+        abort();
+    }
+    if (nparts > MAX_PARTS || (rc == -E2BIG && nparts != MAX_PARTS)) {
+        fprintf(stderr, "rc %d with %zu parts\n", rc, nparts);
+        abort();
+    }
+    if (rc == 0) {
+        const uint8_t *prev_end = body;
+        for (size_t i = 0; i < nparts; i++) {
+            const segd_multipart_part *p = &parts[i];
+            check_field(p->name, sizeof p->name, "name");
+            check_field(p->filename, sizeof p->filename, "filename");
+            check_field(p->content_type, sizeof p->content_type, "content_type");
+            if (p->data < prev_end || p->data > body + blen || p->len > (size_t)(body + blen - p->data)) {
+                fprintf(stderr, "part %zu [%p, +%zu) outside the body or out of order\n", i,
+                        (const void *)p->data, p->len);
+                abort();
+            }
+            /* touch every byte: ASan reports a stale pointer */
+            volatile uint8_t sum = 0;
+            for (size_t k = 0; k < p->len; k++)
+                sum += p->data[k];
+            (void)sum;
+            prev_end = p->data + p->len;
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -56,34 +91,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     segd_multipart_part parts[MAX_PARTS];
     size_t nparts = 99;
     int rc = segd_multipart_parse(body, blen, boundary, parts, MAX_PARTS, &nparts);
-    if (rc != 0 && rc != -E2BIG && rc != -EINVAL) {
-        fprintf(stderr, "undocumented return %d\n", rc);
-        abort();
-    }
-    if (nparts > MAX_PARTS || (rc == -E2BIG && nparts != MAX_PARTS)) {
-        fprintf(stderr, "rc %d with %zu parts\n", rc, nparts);
-        abort();
-    }
-    if (rc == 0) {
-        const uint8_t *prev_end = body;
-        for (size_t i = 0; i < nparts; i++) {
-            const segd_multipart_part *p = &parts[i];
-            check_field(p->name, sizeof p->name, "name");
-            check_field(p->filename, sizeof p->filename, "filename");
-            check_field(p->content_type, sizeof p->content_type, "content_type");
-            if (p->data < prev_end || p->data > body + blen || p->len > (size_t)(body + blen - p->data)) {
-                fprintf(stderr, "part %zu [%p, +%zu) outside the body or out of order\n", i,
-                        (const void *)p->data, p->len);
-                abort();
-            }
-            /* touch every byte: ASan reports a stale pointer */
-            volatile uint8_t sum = 0;
-            for (size_t k = 0; k < p->len; k++)
-                sum += p->data[k];
-            (void)sum;
-            prev_end = p->data + p->len;
-        }
-    }
+    check_parts(rc, parts, nparts, body, blen);
+    /* the same body as multipart/related (no Content-Disposition needed) */
+    nparts = 99;
+    rc = segd_multipart_parse_related(body, blen, boundary, parts, MAX_PARTS, &nparts);
+    check_parts(rc, parts, nparts, body, blen);
     free(body);
     free(ctype);
     return 0;

@@ -11,6 +11,7 @@
 #include "segd/engine.h"
 #include "http/http.h"
 #include "segd/metrics.h"
+#include "segd/series.h"
 #include "jobs/queue.h"
 
 static void test_helpers(void)
@@ -83,6 +84,8 @@ static void test_helpers(void)
     TEST_EQ_INT(segd_http_status_for_errno(-E2BIG), 413);
     TEST_EQ_INT(segd_http_status_for_errno(-EDOM), 422);
     TEST_EQ_INT(segd_http_status_for_errno(-ENOMEM), 503);
+    TEST_EQ_INT(segd_http_status_for_errno(-ENOTSUP), 415);
+    TEST_EQ_INT(segd_http_status_for_errno(-EXDEV), 422);
     TEST_EQ_INT(segd_http_status_for_errno(-EIO), 500);
 
     char *e = segd_http_error_body("bad_request", "bad \"x\" \xff\n");
@@ -100,6 +103,85 @@ static void test_helpers(void)
 }
 
 /* UTF-8 check of ?id= (jansson-free: allocation failure must not read as a bad id) */
+/* Accept negotiation (RFC 9110 12.5.1): the most specific range decides. */
+static void test_accept(void)
+{
+    TEST_CHECK(segd_http_accepts(NULL, "application/json"));
+    TEST_CHECK(segd_http_accepts("*/*", "application/dicom"));
+    TEST_CHECK(segd_http_accepts("application/*", "application/dicom"));
+    TEST_CHECK(!segd_http_accepts("application/*", "multipart/related"));
+    TEST_CHECK(segd_http_accepts("text/html, Application/DICOM;q=0.5", "application/dicom"));
+    TEST_CHECK(!segd_http_accepts("application/json", "application/dicom"));
+    TEST_CHECK(!segd_http_accepts("*/*, application/dicom;q=0", "application/dicom"));
+    TEST_CHECK(segd_http_accepts("*/*;q=0, application/dicom", "application/dicom"));
+    TEST_CHECK(!segd_http_accepts("*/*;q=0, application/dicom", "application/json"));
+    TEST_CHECK(segd_http_accepts("multipart/related; type=\"application/dicom\"",
+                                 "multipart/related"));
+    TEST_CHECK(!segd_http_accepts("application/dicom;q=abc", "application/dicom"));
+    TEST_CHECK(!segd_http_accepts("application/dicom;q=2", "application/dicom"));
+    TEST_CHECK(!segd_http_accepts("", "application/json"));
+    TEST_CHECK(!segd_http_accepts("application/dicomx", "application/dicom"));
+}
+
+/* Series post-processing (segd/series.h): 3D components, volumes, names. */
+static void test_series(void)
+{
+    enum { N = 3, R = 6, C = 7 };
+    static uint8_t data[N][2][R * C];
+    uint8_t *masks[N] = {data[0][0], data[1][0], data[2][0]};
+    /* organ 0: a 2x2x3 block (12 voxels) and a lone voxel touching it
+     * only by a corner one slice up (26-connected: one component), plus a
+     * lone voxel far away; organ 1: one voxel, value 255 */
+    for (int k = 0; k < N; k++)
+        for (int r = 1; r < 3; r++)
+            for (int c = 1; c < 3; c++)
+                data[k][0][r * C + c] = 1;
+    data[1][0][3 * C + 3] = 1;  /* corner-touches (k=0..2, r=2, c=2) */
+    data[2][0][5 * C + 6] = 1;  /* alone */
+    data[0][1][0] = 255;
+    double vox[3] = {1.0, 1.0, 10.0}; /* 10 mm^3 = 0.01 mL a voxel */
+    size_t removed[2], removed_vox[2];
+    TEST_EQ_INT(segd_series_cleanup(masks, N, R, C, 2, vox, 0.05, removed, removed_vox), 0);
+    TEST_EQ_INT(removed[0], 1); /* the lone voxel; the block with its corner voxel (13) stays */
+    TEST_EQ_INT(removed_vox[0], 1);
+    TEST_EQ_INT(removed[1], 1);
+    TEST_EQ_INT(data[2][0][5 * C + 6], 0);
+    TEST_EQ_INT(data[1][0][3 * C + 3], 1);
+    TEST_EQ_INT(data[0][0][1 * C + 1], 1);
+    TEST_EQ_INT(data[0][1][0], 0);
+    double ml[2];
+    segd_series_volumes_ml((const uint8_t *const *)masks, N, R, C, 2, vox, ml);
+    TEST_CHECK(fabs(ml[0] - 0.13) < 1e-12 && ml[1] == 0);
+    /* threshold at exactly the block's volume keeps it; just above drops it */
+    TEST_EQ_INT(segd_series_cleanup(masks, N, R, C, 2, vox, 0.13, removed, NULL), 0);
+    TEST_EQ_INT(removed[0], 0);
+    TEST_EQ_INT(segd_series_cleanup(masks, N, R, C, 2, vox, 0.1301, removed, NULL), 0);
+    TEST_EQ_INT(removed[0], 1);
+    segd_series_volumes_ml((const uint8_t *const *)masks, N, R, C, 2, vox, ml);
+    TEST_CHECK(ml[0] == 0);
+    /* off, and bad arguments */
+    data[0][1][5] = 7;
+    TEST_EQ_INT(segd_series_cleanup(masks, N, R, C, 2, vox, 0, removed, NULL), 0);
+    TEST_EQ_INT(data[0][1][5], 1); /* normalised, kept */
+    double bad[3] = {1, 0, 1};
+    TEST_EQ_INT(segd_series_cleanup(masks, N, R, C, 2, bad, 1, removed, NULL), -EINVAL);
+    TEST_EQ_INT(segd_series_cleanup(masks, 0, R, C, 2, vox, 1, removed, NULL), -EINVAL);
+
+    int sl, w, h;
+    double sx, sy;
+    TEST_EQ_INT(segd_series_kaggle_name("case123_day20_slice_0065_266_310_1.50_1.63.png", &sl, &w,
+                                        &h, &sx, &sy), 0);
+    TEST_CHECK(sl == 65 && w == 266 && h == 310 && sx == 1.5 && fabs(sy - 1.63) < 1e-12);
+    TEST_EQ_INT(segd_series_kaggle_name("a/slice_dir/slice_0001_1_2_3_4", &sl, &w, &h, &sx, &sy), 0);
+    TEST_CHECK(sl == 1 && w == 1 && h == 2 && sx == 3 && sy == 4);
+    const char *bad_names[] = {"slice_0001_266_266_1.50.png", "slice_x_266_266_1.5_1.5.png",
+                               "slice_0001_0_266_1.5_1.5.png", "slice_0001_266_266_0_1.5.png",
+                               "slice_0001_266_266_1.5_1.5.jpg", "image.png",
+                               "slice_0001_266_266_1._1.5.png", "slice_1234567890_2_2_1_1"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++)
+        TEST_EQ_INT(segd_series_kaggle_name(bad_names[i], &sl, &w, &h, &sx, &sy), -EINVAL);
+}
+
 static void test_utf8(void)
 {
     TEST_EQ_INT(segd_http_utf8_valid("case1_slice", 11), 1);
@@ -339,6 +421,8 @@ int main(void)
 {
     test_utf8();
     test_helpers();
+    test_accept();
+    test_series();
     test_config();
     test_queue();
     test_queue_threads();

@@ -249,9 +249,58 @@ static void test_mutations(void)
     free(buf);
 }
 
+/* multipart/related (RFC 2387) as DICOMweb sends instances: parts without
+ * Content-Disposition, their Content-Type kept; the boundary and type
+ * parameters of the request's Content-Type. */
+static void test_related(void)
+{
+    char b[SEGD_MULTIPART_BOUNDARY_MAX + 1], t[64];
+    const char *ct = "Multipart/Related; type=\"application/dicom\"; boundary=abc";
+    TEST_EQ_INT(segd_multipart_boundary_of(ct, "multipart/related", b, sizeof b), 0);
+    TEST_EQ_STR(b, "abc");
+    TEST_EQ_INT(segd_multipart_boundary_of(ct, "multipart/form-data", b, sizeof b), -EINVAL);
+    TEST_EQ_INT(segd_multipart_boundary(ct, b, sizeof b), -EINVAL);
+    TEST_EQ_INT(segd_multipart_param(ct, "type", t, sizeof t), 0);
+    TEST_EQ_STR(t, "application/dicom");
+    TEST_EQ_INT(segd_multipart_param("multipart/related; boundary=x", "type", t, sizeof t), -ENOENT);
+    TEST_EQ_STR(t, "");
+    TEST_EQ_INT(segd_multipart_param("multipart/related; type=\"unterminated", "type", t, sizeof t),
+                -EINVAL);
+    TEST_EQ_INT(segd_multipart_param("multipart/related; type=application/dicom", "type", t, 8),
+                -EINVAL); /* does not fit */
+
+    segd_multipart_part p[4];
+    size_t n;
+    const char *body = "--abc\r\n"
+                       "Content-Type: application/dicom\r\n"
+                       "Content-Location: /x/1\r\n"
+                       "\r\n"
+                       "DICM1\r\n"
+                       "--abc\r\n"
+                       "Content-Disposition: attachment; filename=\"b.dcm\"\r\n"
+                       "\r\n"
+                       "DICM2\r\n"
+                       "--abc--\r\n";
+    TEST_EQ_INT(segd_multipart_parse_related((const uint8_t *)body, strlen(body), "abc", p, 4, &n), 0);
+    TEST_EQ_INT(n, 2);
+    TEST_EQ_STR(p[0].content_type, "application/dicom");
+    TEST_CHECK(p[0].len == 5 && memcmp(p[0].data, "DICM1", 5) == 0);
+    TEST_CHECK(p[1].len == 5 && memcmp(p[1].data, "DICM2", 5) == 0);
+    TEST_EQ_STR(p[1].name, ""); /* not form-data: no name, no file name */
+    TEST_CHECK(!p[1].has_filename);
+    /* the same body is no form-data (no Content-Disposition: form-data) */
+    TEST_EQ_INT(parse(body, "abc", p, 4, &n), -EINVAL);
+    /* the limit and malformed bodies as for form-data */
+    TEST_EQ_INT(segd_multipart_parse_related((const uint8_t *)body, strlen(body), "abc", p, 1, &n),
+                -E2BIG);
+    TEST_EQ_INT(segd_multipart_parse_related((const uint8_t *)body, strlen(body) - 9, "abc", p, 4,
+                                             &n), -EINVAL);
+}
+
 int main(void)
 {
     test_boundary();
+    test_related();
     test_wellformed();
     test_limits();
     test_malformed();

@@ -210,6 +210,20 @@ for (const p of Object.keys(spec.paths)) {
     body && JSON.stringify((body.results || []).map((r) => r.id)));
 }
 
+// POST /v1/series: a PNG series (Kaggle names), ordered by slice number
+{
+  const mp = multipart([
+    { name: 'file', filename: 'case110_day16_slice_0071_360_310_1.50_1.50.png', data: slice110 },
+    { name: 'file', filename: 'case110_day16_slice_0070_360_310_1.50_1.50.png', data: slice110 },
+  ]);
+  const res = await get('/v1/series', 'POST', { headers: { 'Content-Type': mp.type }, body: mp.body });
+  const body = conforms('POST /v1/series multipart -> 200', '/v1/series', 'POST', res);
+  check('series: slices ordered by slice number', body && Array.isArray(body.slices) &&
+    body.slices.map((r) => r.id).join() ===
+      'case110_day16_slice_0070_360_310_1.50_1.50,case110_day16_slice_0071_360_310_1.50_1.50',
+    body && JSON.stringify((body.slices || []).map((r) => r.id)));
+}
+
 // error statuses
 const errorCases = [
   ['404 unknown path', '/no/such/path', 'GET', {}],
@@ -235,6 +249,16 @@ const errorCases = [
     return { headers: { 'Content-Type': mp.type }, body: mp.body };
   })()],
   ['415 text/plain body', '/v1/segment', 'POST', { headers: { 'Content-Type': 'text/plain' }, body: Buffer.from('hello') }],
+  ['415 a PNG as application/dicom', '/v1/segment', 'POST', { headers: { 'Content-Type': 'application/dicom' }, body: slice110 }],
+  ['415 image/png to /v1/series', '/v1/series', 'POST', { headers: { 'Content-Type': 'image/png' }, body: slice110 }],
+  ['406 SEG with Accept: application/json', '/v1/series?format=seg', 'POST', (() => {
+    const mp = multipart([{ name: 'file', filename: 'case1_day1_slice_0001_360_310_1.50_1.50.png', data: slice110 }]);
+    return { headers: { 'Content-Type': mp.type, Accept: 'application/json' }, body: mp.body };
+  })()],
+  ['422 PNG series without Kaggle names', '/v1/series', 'POST', (() => {
+    const mp = multipart([{ name: 'file', filename: 'a.png', data: slice110 }]);
+    return { headers: { 'Content-Type': mp.type }, body: mp.body };
+  })()],
   ['422 PNG of zero size', '/v1/segment', 'POST', { headers: { 'Content-Type': 'image/png' }, body: greyPng(0, 5) }],
 ];
 for (const [label, p, m, opts] of errorCases) {

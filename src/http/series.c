@@ -1,0 +1,710 @@
+/* POST /v1/series: one series (DICOM instances as multipart/related, the
+ * way DICOMweb sends them, or Kaggle-named PNG slices as
+ * multipart/form-data) segmented as one job on one worker, slice after
+ * slice in series order; then 3D clean-up per organ, organ volumes, and the
+ * answer as JSON, a DICOM Segmentation, an RT Structure Set, or both. */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "http/server_impl.h"
+#include "io/rle.h"
+#include "segd/series.h"
+#ifdef SEGD_HAVE_DICOM
+#include "api/dicom_json.h"
+#include "segd/dicom.h"
+#endif
+
+/* Slice spacing of a PNG series when ?slice_spacing= is not given: the
+ * UW-Madison GI data set's (3 mm), which the Kaggle names do not carry. */
+#define SEGD_SERIES_PNG_SLICE_SPACING_MM 3.0
+
+/* ------------------------------------------------------------------ */
+/* Connection thread                                                   */
+/* ------------------------------------------------------------------ */
+
+/* The answer's format from ?format= and Accept.  0, or a status with msg. */
+static unsigned choose_format(request *r, char *msg, size_t msglen)
+{
+    struct MHD_Connection *c = r->conn;
+    const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+    bool json = segd_http_accepts(accept, "application/json");
+    bool dcm = segd_http_accepts(accept, "application/dicom");
+    bool related = segd_http_accepts(accept, "multipart/related");
+    bool ok;
+    if (!f) { /* by Accept alone: JSON first, then one SEG, then both */
+        r->format = json ? SERIES_JSON : dcm ? SERIES_SEG : SERIES_BOTH;
+        ok = json || dcm || related;
+    } else if (strcmp(f, "json") == 0) {
+        r->format = SERIES_JSON;
+        ok = json;
+    } else if (strcmp(f, "seg") == 0 || strcmp(f, "rtstruct") == 0) {
+        r->format = f[0] == 's' ? SERIES_SEG : SERIES_RTSTRUCT;
+        ok = dcm;
+    } else if (strcmp(f, "seg,rtstruct") == 0 || strcmp(f, "rtstruct,seg") == 0) {
+        r->format = SERIES_BOTH;
+        ok = related;
+    } else {
+        snprintf(msg, msglen, "format must be json, seg, rtstruct or seg,rtstruct");
+        return 400;
+    }
+    if (!ok) {
+        static const char *const need[] = {"application/json", "application/dicom",
+                                           "application/dicom",
+                                           "multipart/related; type=\"application/dicom\""};
+        snprintf(msg, msglen, "Accept does not admit %s, the media type of this answer",
+                 need[r->format]);
+        return 406;
+    }
+    return 0;
+}
+
+/* A decimal query value in [lo, hi] into *out (unchanged when absent).
+ * 0, or -EINVAL. */
+static int query_real(request *r, const char *key, double lo, double hi, double *out)
+{
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+    if (!v)
+        return 0;
+    char *end;
+    double d = strtod(v, &end);
+    if (!*v || *end || !isfinite(d) || d < lo || d > hi || strpbrk(v, "xXnNiI"))
+        return -EINVAL;
+    *out = d;
+    return 0;
+}
+
+enum MHD_Result segd_series_begin(request *r)
+{
+    segd_server *s = r->srv;
+    struct MHD_Connection *c = r->conn;
+    if (atomic_load(&s->draining))
+        return segd_respond_error(r, 503, "draining: not accepting new jobs");
+
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    r->multipart = true;
+    if (segd_http_media_type_is(ctype, "multipart/related")) {
+#ifndef SEGD_HAVE_DICOM
+        return segd_respond_reject(r, 415, "multipart/related DICOM: this segd was built without "
+                                           "DICOM support (DCMTK)");
+#endif
+        char type[64];
+        int rc = segd_multipart_param(ctype, "type", type, sizeof type);
+        if (rc == -EINVAL || (rc == 0 && !segd_http_media_type_is(type, "application/dicom")))
+            return segd_respond_reject(r, 415, "multipart/related: type must be "
+                                               "\"application/dicom\" (DICOM Part-10 instances)");
+        if (segd_multipart_boundary_of(ctype, "multipart/related", r->boundary, sizeof r->boundary))
+            return segd_respond_reject(r, 400, "multipart/related without a valid boundary parameter");
+        r->related = true;
+    } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
+        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
+            return segd_respond_reject(r, 400, "multipart/form-data without a valid boundary parameter");
+    } else {
+        return segd_respond_reject(r, 415, "Content-Type must be multipart/related; "
+                                           "type=\"application/dicom\" (DICOM instances) or "
+                                           "multipart/form-data (PNG slices)");
+    }
+
+    enum MHD_Result ret;
+    if (segd_upload_params(r, &ret))
+        return ret;
+    char msg[160];
+    unsigned status = choose_format(r, msg, sizeof msg);
+    if (status)
+        return segd_respond_reject(r, status, msg);
+    if (!r->related && r->format != SERIES_JSON)
+        return segd_respond_reject(r, 422, "DICOM SEG and RTSTRUCT need DICOM input (the source "
+                                           "images' UIDs and geometry); PNG slices get JSON");
+    r->min_volume_ml = s->cfg.min_volume_ml;
+    r->slice_spacing = SEGD_SERIES_PNG_SLICE_SPACING_MM;
+    if (query_real(r, "min_volume_ml", 0, 1e6, &r->min_volume_ml))
+        return segd_respond_reject(r, 400, "min_volume_ml must be a decimal number >= 0");
+    if (query_real(r, "slice_spacing", 1e-3, 1000, &r->slice_spacing))
+        return segd_respond_reject(r, 400, "slice_spacing must be a decimal number of mm, > 0");
+    return segd_upload_start(r);
+}
+
+static int by_number(const void *a, const void *b, void *ctx)
+{
+    const slice *sl = ctx;
+    int na = sl[*(const size_t *)a].number, nb = sl[*(const size_t *)b].number;
+    return (na > nb) - (na < nb);
+}
+
+/* Fill r->slices from the body's parts.  0, or a status with msg set. */
+static unsigned collect_series(request *r, char *msg, size_t msglen)
+{
+    segd_server *s = r->srv;
+    size_t max = (size_t)s->cfg.max_series_slices, n = 0;
+    segd_multipart_part *parts = malloc(max * sizeof *parts);
+    size_t *order = NULL;
+    r->slices = calloc(max, sizeof *r->slices);
+    unsigned status = 0;
+    if (!parts || !r->slices) {
+        snprintf(msg, msglen, "out of memory");
+        status = 503;
+        goto out;
+    }
+    int rc = r->related ? segd_multipart_parse_related(r->body, r->len, r->boundary, parts, max, &n)
+                        : segd_multipart_parse(r->body, r->len, r->boundary, parts, max, &n);
+    if (rc == -E2BIG) {
+        snprintf(msg, msglen, "more than %zu parts: a series request takes at most %zu slices "
+                              "(--max-series-slices)", max, max);
+        status = 413;
+        goto out;
+    }
+    if (rc) {
+        snprintf(msg, msglen, "malformed multipart/%s body", r->related ? "related" : "form-data");
+        status = 400;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const segd_multipart_part *p = &parts[i];
+        slice *sl = &r->slices[r->nslices];
+        if (r->related) {
+            if (p->content_type[0] && !segd_http_media_type_is(p->content_type, "application/dicom")) {
+                snprintf(msg, msglen, "part %zu: Content-Type %.64s: each part must be "
+                                      "application/dicom", i + 1, p->content_type);
+                status = 415;
+                goto out;
+            }
+            if (p->len < 132 || memcmp(p->data + 128, "DICM", 4) != 0) {
+                snprintf(msg, msglen, "part %zu is not a DICOM Part-10 file (no \"DICM\" after "
+                                      "the 128-byte preamble)", i + 1);
+                status = 415;
+                goto out;
+            }
+            sl->dicom = true;
+            snprintf(sl->id, sizeof sl->id, "part %zu", i + 1); /* until its SOPInstanceUID is read */
+        } else {
+            if (strcmp(p->name, "file") != 0)
+                continue; /* other form fields are ignored */
+            segd_http_id_from_filename(p->filename, strlen(p->filename), sl->id, sizeof sl->id);
+            unsigned w, h;
+            if (segd_series_kaggle_name(p->filename, &sl->number, &sl->width, &sl->height,
+                                        &sl->spacing_x, &sl->spacing_y)) {
+                snprintf(msg, msglen, "part %zu (%.64s): a PNG series needs Kaggle slice names "
+                                      "(slice_NNNN_W_H_SX_SY.png): slice number and pixel spacing "
+                                      "come from them", i + 1, p->filename);
+                status = 422;
+                goto out;
+            }
+            if (segd_http_png_size(p->data, p->len, &w, &h)) {
+                snprintf(msg, msglen, "part %zu (%.64s): not a PNG image", i + 1, sl->id);
+                status = 400;
+                goto out;
+            }
+            if ((unsigned long long)w * h > s->cfg.max_pixels) {
+                snprintf(msg, msglen, "part %zu (%.64s): image %ux%u is over the limit of %zu "
+                                      "pixels", i + 1, sl->id, w, h, s->cfg.max_pixels);
+                status = 413;
+                goto out;
+            }
+            if (w != (unsigned)sl->width || h != (unsigned)sl->height) {
+                snprintf(msg, msglen, "part %zu (%.64s): PNG is %ux%u, its name says %dx%d",
+                         i + 1, sl->id, w, h, sl->width, sl->height);
+                status = 422;
+                goto out;
+            }
+        }
+        sl->png = p->data;
+        sl->len = p->len;
+        r->nslices++;
+    }
+    if (r->nslices == 0) {
+        snprintf(msg, msglen, r->related ? "no DICOM instance in the body"
+                                         : "no part named \"file\" in the multipart body");
+        status = 400;
+        goto out;
+    }
+    if (!r->related) { /* slice numbers: distinct, one size, one spacing */
+        order = malloc(r->nslices * sizeof *order);
+        if (!order) {
+            snprintf(msg, msglen, "out of memory");
+            status = 503;
+            goto out;
+        }
+        for (size_t i = 0; i < r->nslices; i++)
+            order[i] = i;
+        qsort_r(order, r->nslices, sizeof *order, by_number, r->slices);
+        const slice *a = &r->slices[order[0]];
+        for (size_t k = 1; k < r->nslices; k++) {
+            const slice *b = &r->slices[order[k]], *prev = &r->slices[order[k - 1]];
+            if (b->number == prev->number) {
+                snprintf(msg, msglen, "slice number %d appears twice (%.64s, %.64s)", b->number,
+                         prev->id, b->id);
+                status = 422;
+                goto out;
+            }
+            if (b->width != a->width || b->height != a->height || b->spacing_x != a->spacing_x ||
+                b->spacing_y != a->spacing_y) {
+                snprintf(msg, msglen, "%.64s and %.64s differ in size or pixel spacing: not one "
+                                      "series", a->id, b->id);
+                status = 422;
+                goto out;
+            }
+        }
+    }
+out:
+    free(order);
+    free(parts);
+    return status;
+}
+
+enum MHD_Result segd_series_end(request *r)
+{
+    enum MHD_Result ret;
+    if (segd_upload_check(r, &ret))
+        return ret;
+    char msg[320];
+    unsigned status = collect_series(r, msg, sizeof msg);
+    if (status)
+        return segd_respond_error(r, status, msg);
+    return segd_job_enqueue(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pool thread                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Everything a running series job holds; freed by job_free(). */
+typedef struct series_job {
+    size_t n;                   /* slices */
+    size_t *order;              /* order[k]: index into r->slices of the k-th slice */
+    int rows, cols, nclass;
+    uint8_t *mask_data;         /* n x nclass x rows x cols */
+    uint8_t **masks;            /* masks[k]: slice k (series order), organ-major */
+    float *presence;            /* n x nclass */
+    double voxel[3];            /* mm: between rows, columns, slices; [2] = 0: unknown */
+    double ms_decode, ms_infer, ms_post, ms_cleanup, ms_encode;
+    size_t removed[SEGD_MAX_CLASSES], removed_voxels[SEGD_MAX_CLASSES];
+    double volume[SEGD_MAX_CLASSES];
+    char *rle;                  /* the worker's RLE storage (last result) */
+    size_t rle_cap;
+#ifdef SEGD_HAVE_DICOM
+    segd_dicom_image **images;  /* by part index; NULL for PNG series */
+    const segd_dicom_image **sorted; /* series order */
+#endif
+} series_job;
+
+static void job_free(series_job *j)
+{
+#ifdef SEGD_HAVE_DICOM
+    if (j->images)
+        for (size_t i = 0; i < j->n; i++)
+            segd_dicom_image_free(j->images[i]);
+    free(j->images);
+    free(j->sorted);
+#endif
+    free(j->order);
+    free(j->mask_data);
+    free(j->masks);
+    free(j->presence);
+}
+
+/* Why the job stops between slices: 0 go on, 1 answered (drain time up)
+ * or dropped (client gone). */
+static int stop_now(request *r)
+{
+    if (atomic_load(&r->srv->aborting)) {
+        segd_job_finish_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
+        return 1;
+    }
+    if (segd_job_gone(r)) {
+        segd_job_finish(r, 0, NULL, 0);
+        return 1;
+    }
+    return 0;
+}
+
+/* The masks' storage once the slice size is known.  0 or -ENOMEM. */
+static int alloc_masks(series_job *j)
+{
+    size_t plane = (size_t)j->rows * (size_t)j->cols, per = plane * (size_t)j->nclass;
+    if (j->n > SIZE_MAX / per)
+        return -ENOMEM;
+    j->mask_data = malloc(j->n * per);
+    j->masks = malloc(j->n * sizeof *j->masks);
+    j->presence = calloc(j->n * (size_t)j->nclass, sizeof *j->presence);
+    if (!j->mask_data || !j->masks || !j->presence)
+        return -ENOMEM;
+    for (size_t k = 0; k < j->n; k++)
+        j->masks[k] = j->mask_data + k * per;
+    return 0;
+}
+
+#ifdef SEGD_HAVE_DICOM
+/* Decode every instance, check they form one series with the geometry the
+ * writers need, and order them along the slice normal.  0, or 1 when the
+ * job was answered. */
+static int decode_dicom(request *r, series_job *j)
+{
+    segd_server *s = r->srv;
+    char err[256], msg[400];
+    j->images = calloc(j->n, sizeof *j->images);
+    j->sorted = calloc(j->n, sizeof *j->sorted);
+    if (!j->images || !j->sorted) {
+        segd_job_finish_error(r, 503, "out of memory");
+        return 1;
+    }
+    double t0 = segd_queue_now();
+    for (size_t i = 0; i < j->n; i++) {
+        if (stop_now(r))
+            return 1;
+        int rc = segd_dicom_read(r->slices[i].png, r->slices[i].len, s->cfg.max_pixels,
+                                 &j->images[i], err, sizeof err);
+        if (rc) {
+            snprintf(msg, sizeof msg, "part %zu: %s", i + 1, err);
+            segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+            return 1;
+        }
+        snprintf(r->slices[i].id, sizeof r->slices[i].id, "%s", j->images[i]->sop_instance_uid);
+        if (j->images[i]->geometry_missing) {
+            snprintf(msg, sizeof msg, "part %zu (SOPInstanceUID %.64s): %s missing: a series "
+                                      "needs each image's plane geometry", i + 1,
+                     j->images[i]->sop_instance_uid, j->images[i]->geometry_missing);
+            segd_job_finish_error(r, 422, msg);
+            return 1;
+        }
+    }
+    int rc = segd_dicom_series_order((const segd_dicom_image *const *)j->images, j->n, j->order,
+                                     err, sizeof err);
+    if (rc) {
+        /* the module names instances by index from 0: say "part" as the
+         * client counts, from 1 */
+        snprintf(msg, sizeof msg, "not one series: %s (instances counted from 0 in the order "
+                                  "of the parts)", err);
+        segd_job_finish_error(r, rc == -ENOMEM ? 503 : 422, msg);
+        return 1;
+    }
+    for (size_t k = 0; k < j->n; k++)
+        j->sorted[k] = j->images[j->order[k]];
+    const segd_dicom_image *first = j->sorted[0];
+    j->rows = first->rows;
+    j->cols = first->cols;
+    j->voxel[0] = first->pixel_spacing[0];
+    j->voxel[1] = first->pixel_spacing[1];
+    /* slice spacing: the median distance between neighbours along the
+     * normal (robust to one missing slice); one slice: SliceThickness */
+    const double *o = first->orientation;
+    double nrm[3] = {o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5],
+                     o[0] * o[4] - o[1] * o[3]};
+    if (j->n == 1) {
+        j->voxel[2] = first->slice_thickness;
+    } else {
+        double *d = malloc((j->n - 1) * sizeof *d);
+        if (!d) {
+            segd_job_finish_error(r, 503, "out of memory");
+            return 1;
+        }
+        for (size_t k = 0; k + 1 < j->n; k++) {
+            const double *p = j->sorted[k]->position, *q = j->sorted[k + 1]->position;
+            d[k] = fabs((q[0] - p[0]) * nrm[0] + (q[1] - p[1]) * nrm[1] + (q[2] - p[2]) * nrm[2]);
+        }
+        for (size_t a = 1; a < j->n - 1; a++) /* insertion sort: n is small */
+            for (size_t b = a; b > 0 && d[b - 1] > d[b]; b--) {
+                double t = d[b];
+                d[b] = d[b - 1];
+                d[b - 1] = t;
+            }
+        j->voxel[2] = d[(j->n - 1) / 2];
+        free(d);
+    }
+    j->ms_decode += segd_ms_since(t0);
+    return 0;
+}
+#endif
+
+/* Segment slice k (series order) and keep its masks.  0, or 1 when the
+ * job was answered. */
+static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
+{
+    segd_server *s = r->srv;
+    const slice *sl = &r->slices[j->order[k]];
+    segd_result res;
+    char err[256] = "", msg[400];
+    double t0 = segd_queue_now();
+    int rc;
+#ifdef SEGD_HAVE_DICOM
+    if (sl->dicom) {
+        const segd_dicom_image *im = j->sorted[k];
+        rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, r->threshold, &res, err,
+                                      sizeof err);
+    } else
+#endif
+        rc = segd_worker_segment_png(w, sl->png, sl->len, r->threshold, &res, err, sizeof err);
+    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+    if (rc) {
+        snprintf(msg, sizeof msg, "slice %.64s: %.255s", sl->id, err[0] ? err : strerror(-rc));
+        segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        return 1;
+    }
+    if (!j->mask_data) { /* PNG series: the size is known now */
+        j->rows = res.height;
+        j->cols = res.width;
+        if (alloc_masks(j)) {
+            segd_job_finish_error(r, 503, "out of memory for the series' masks");
+            return 1;
+        }
+    }
+    if (res.width != j->cols || res.height != j->rows) {
+        snprintf(msg, sizeof msg, "slice %.64s is %dx%d, the series %dx%d", sl->id, res.width,
+                 res.height, j->cols, j->rows);
+        segd_job_finish_error(r, 422, msg);
+        return 1;
+    }
+    size_t plane = (size_t)j->rows * (size_t)j->cols;
+    for (int c = 0; c < j->nclass; c++) {
+        memcpy(j->masks[k] + (size_t)c * plane, res.mask[c], plane);
+        j->presence[k * (size_t)j->nclass + (size_t)c] = res.presence[c];
+    }
+    j->ms_decode += res.ms_decode;
+    j->ms_infer += res.ms_infer;
+    j->ms_post += res.ms_post;
+    j->rle = res.rle;
+    j->rle_cap = res.rle_cap;
+    return 0;
+}
+
+/* The JSON answer (a new reference, NULL on OOM). */
+static json_t *series_json(request *r, series_job *j, double queue_ms)
+{
+    const segd_model *m = r->srv->model;
+    size_t plane = (size_t)j->rows * (size_t)j->cols;
+    json_t *top = json_object(), *slices = json_array(), *vol = json_object(),
+           *removed = json_object(), *removed_vox = json_object();
+    json_t *result = NULL;
+    if (!top || !slices || !vol || !removed || !removed_vox)
+        goto out;
+    for (size_t k = 0; k < j->n; k++) {
+        const slice *sl = &r->slices[j->order[k]];
+        json_t *d = json_object(), *masks = json_object(), *pixels = json_object(),
+               *pres = json_object();
+        bool ok = d && masks && pixels && pres && json_array_append(slices, d) == 0 &&
+                  json_object_set_new(d, "index", json_integer((json_int_t)k)) == 0 &&
+                  json_object_set_new(d, "id", json_string(sl->id)) == 0;
+        for (int c = 0; ok && c < j->nclass; c++) {
+            const uint8_t *mk = j->masks[k] + (size_t)c * plane;
+            size_t count = 0;
+            for (size_t i = 0; i < plane; i++)
+                count += mk[i];
+            const char *name = segd_model_class_name(m, c);
+            ok = segd_rle_encode(mk, plane, j->rle, j->rle_cap) >= 0 &&
+                 json_object_set_new(masks, name, json_string(j->rle)) == 0 &&
+                 json_object_set_new(pixels, name, json_integer((json_int_t)count)) == 0 &&
+                 json_object_set_new(pres, name,
+                                     json_real(j->presence[k * (size_t)j->nclass + (size_t)c])) == 0;
+        }
+        ok = ok && json_object_set(d, "masks", masks) == 0 &&
+             json_object_set(d, "pixels", pixels) == 0 && json_object_set(d, "presence", pres) == 0;
+#ifdef SEGD_HAVE_DICOM
+        if (ok && sl->dicom)
+            ok = json_object_set_new(d, "dicom", segd_dicom_image_json(j->sorted[k])) == 0;
+#else
+        (void)sl;
+#endif
+        json_decref(d);
+        json_decref(masks);
+        json_decref(pixels);
+        json_decref(pres);
+        if (!ok)
+            goto out;
+    }
+    bool known = j->voxel[2] > 0;
+    for (int c = 0; c < j->nclass; c++) {
+        const char *name = segd_model_class_name(m, c);
+        if (json_object_set_new(vol, name, known ? json_real(j->volume[c]) : json_null()) ||
+            json_object_set_new(removed, name, json_integer((json_int_t)j->removed[c])) ||
+            json_object_set_new(removed_vox, name, json_integer((json_int_t)j->removed_voxels[c])))
+            goto out;
+    }
+    if (json_object_set_new(top, "id", json_string(r->doc_id[0] ? r->doc_id : r->id)) ||
+        json_object_set_new(top, "slice_count", json_integer((json_int_t)j->n)) ||
+        json_object_set_new(top, "width", json_integer(j->cols)) ||
+        json_object_set_new(top, "height", json_integer(j->rows)) ||
+        json_object_set_new(top, "order", json_string(r->related ? "slice normal" : "slice number")) ||
+        json_object_set(top, "slices", slices) ||
+        json_object_set_new(top, "rle", json_pack("{s:s,s:i}", "order", "row-major", "base", 1)) ||
+        json_object_set_new(top, "voxel_spacing_mm",
+                            known ? json_pack("[f,f,f]", j->voxel[0], j->voxel[1], j->voxel[2])
+                                  : json_null()) ||
+        json_object_set(top, "volume_ml", vol) ||
+        json_object_set_new(top, "cleanup",
+                            json_pack("{s:f,s:i,s:O,s:O}", "min_volume_ml",
+                                      known ? r->min_volume_ml : 0.0, "connectivity", 26,
+                                      "components_removed", removed, "voxels_removed",
+                                      removed_vox)) ||
+        json_object_set_new(top, "model", json_pack("{s:s,s:s}", "name", segd_model_name(m),
+                                                    "sha256", segd_model_sha256(m))) ||
+        json_object_set_new(top, "timing_ms",
+                            json_pack("{s:f,s:f,s:f,s:f,s:f}", "queue", queue_ms, "decode",
+                                      j->ms_decode, "infer", j->ms_infer, "post", j->ms_post,
+                                      "cleanup", j->ms_cleanup)))
+        goto out;
+#ifdef SEGD_HAVE_DICOM
+    if (r->related) {
+        const segd_dicom_image *f = j->sorted[0];
+        if (json_object_set_new(top, "dicom",
+                                json_pack("{s:s,s:s,s:s}", "SeriesInstanceUID",
+                                          f->series_instance_uid, "StudyInstanceUID",
+                                          f->study_instance_uid, "FrameOfReferenceUID",
+                                          f->frame_of_reference_uid)))
+            goto out;
+    }
+#endif
+    result = json_incref(top);
+out:
+    json_decref(slices);
+    json_decref(vol);
+    json_decref(removed);
+    json_decref(removed_vox);
+    json_decref(top);
+    return result;
+}
+
+#ifdef SEGD_HAVE_DICOM
+/* Answer with the DICOM object(s) the request asked for. */
+static void answer_dicom(request *r, series_job *j)
+{
+    segd_server *s = r->srv;
+    const segd_model *m = s->model;
+    char err[256], msg[320];
+    for (int c = 0; c < SEGD_DICOM_NUM_ORGANS; c++)
+        if (j->nclass != SEGD_DICOM_NUM_ORGANS ||
+            strcmp(segd_model_class_name(m, c), segd_dicom_organ_name(c)) != 0) {
+            segd_job_finish_error(r, 500, "the model's classes are not segd's three organs: no "
+                                          "DICOM coding for them");
+            return;
+        }
+    segd_dicom_algorithm alg = {segd_model_name(m), segd_model_sha256(m), SEGD_VERSION, NULL, 0};
+    const uint8_t *const *masks = (const uint8_t *const *)j->masks;
+    void *obj[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    int rc = 0;
+    if (r->format == SERIES_SEG || r->format == SERIES_BOTH)
+        rc = segd_dicom_write_seg(j->sorted, j->n, masks, &alg, &obj[0], &len[0], err, sizeof err);
+    if (rc == 0 && (r->format == SERIES_RTSTRUCT || r->format == SERIES_BOTH))
+        rc = segd_dicom_write_rtstruct(j->sorted, j->n, masks, &alg, &obj[1], &len[1], err,
+                                       sizeof err);
+    if (rc) {
+        segd_dicom_buffer_free(obj[0]);
+        snprintf(msg, sizeof msg, "writing the DICOM answer: %s", err);
+        segd_job_finish_error(r, rc == -ENOMEM ? 503 : rc == -EXDEV ? 422 : 500, msg);
+        return;
+    }
+    if (r->format != SERIES_BOTH) {
+        int i = r->format == SERIES_SEG ? 0 : 1;
+        struct MHD_Response *resp = segd_respond_dicom(s, r->id, obj[i], len[i]);
+        segd_job_finish(r, 200, resp, len[i]);
+        return;
+    }
+    /* both, as one multipart/related body (what STOW-RS takes as it is);
+     * the boundary carries the request id and is checked against the data */
+    char boundary[48], ctype[128];
+    size_t total = 0;
+    char *body = NULL;
+    /* from the request id, hashed (FNV-1a): a client's id may hold
+     * characters a boundary may not */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *q = r->id; *q; q++)
+        h = (h ^ (unsigned char)*q) * 0x100000001b3ull;
+    for (unsigned salt = 0; salt < 100; salt++) {
+        snprintf(boundary, sizeof boundary, "segd-%016llx-%u", (unsigned long long)h, salt);
+        if (!memmem(obj[0], len[0], boundary, strlen(boundary)) &&
+            !memmem(obj[1], len[1], boundary, strlen(boundary)))
+            break;
+    }
+    static const char part_head[] = "Content-Type: application/dicom\r\n\r\n";
+    size_t blen = strlen(boundary);
+    total = 2 * (2 + blen + 2 + sizeof part_head - 1 + 2) + len[0] + len[1] + 2 + blen + 4;
+    body = malloc(total);
+    if (body) {
+        char *p = body;
+        for (int i = 0; i < 2; i++) {
+            p += sprintf(p, "--%s\r\n%s", boundary, part_head);
+            memcpy(p, obj[i], len[i]);
+            p += len[i];
+            memcpy(p, "\r\n", 2);
+            p += 2;
+        }
+        p += sprintf(p, "--%s--\r\n", boundary);
+        total = (size_t)(p - body);
+    }
+    segd_dicom_buffer_free(obj[0]);
+    segd_dicom_buffer_free(obj[1]);
+    if (!body) {
+        segd_job_finish_error(r, 503, "out of memory building the response");
+        return;
+    }
+    snprintf(ctype, sizeof ctype, "multipart/related; type=\"application/dicom\"; boundary=%s",
+             boundary);
+    segd_job_finish(r, 200, segd_respond_buffer(s, r->id, body, total, ctype), total);
+}
+#endif
+
+void segd_series_run(request *r, segd_worker *w, double queue_ms)
+{
+    segd_server *s = r->srv;
+    series_job j = {0};
+    j.n = r->nslices;
+    j.nclass = segd_model_num_classes(s->model);
+    j.order = malloc(j.n * sizeof *j.order);
+    if (!j.order) {
+        segd_job_finish_error(r, 503, "out of memory");
+        goto out;
+    }
+    if (r->related) {
+#ifdef SEGD_HAVE_DICOM
+        if (decode_dicom(r, &j))
+            goto out;
+        if (alloc_masks(&j)) {
+            segd_job_finish_error(r, 503, "out of memory for the series' masks");
+            goto out;
+        }
+#endif
+    } else {
+        for (size_t i = 0; i < j.n; i++)
+            j.order[i] = i;
+        qsort_r(j.order, j.n, sizeof *j.order, by_number, r->slices);
+        const slice *first = &r->slices[j.order[0]];
+        j.voxel[0] = first->spacing_y;
+        j.voxel[1] = first->spacing_x;
+        j.voxel[2] = r->slice_spacing;
+    }
+    for (size_t k = 0; k < j.n; k++)
+        if (stop_now(r) || segment_slice(r, w, &j, k))
+            goto out;
+
+    double t0 = segd_queue_now();
+    bool known = j.voxel[0] > 0 && j.voxel[1] > 0 && j.voxel[2] > 0;
+    int rc = segd_series_cleanup(j.masks, j.n, j.rows, j.cols, j.nclass, j.voxel,
+                                 known ? r->min_volume_ml : 0, j.removed, j.removed_voxels);
+    if (rc) {
+        segd_job_finish_error(r, 503, "out of memory in the series clean-up");
+        goto out;
+    }
+    if (known)
+        segd_series_volumes_ml((const uint8_t *const *)j.masks, j.n, j.rows, j.cols, j.nclass,
+                               j.voxel, j.volume);
+    else
+        j.voxel[2] = 0;
+    j.ms_cleanup = segd_ms_since(t0);
+
+    if (r->format == SERIES_JSON) {
+        segd_job_finish_json(r, series_json(r, &j, queue_ms));
+    } else {
+#ifdef SEGD_HAVE_DICOM
+        answer_dicom(r, &j);
+#else
+        segd_job_finish_error(r, 500, "no DICOM support");
+#endif
+    }
+out:
+    job_free(&j);
+}
