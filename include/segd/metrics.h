@@ -25,6 +25,7 @@ typedef enum segd_metrics_counter {
     SEGD_COUNTER_UNDELIVERED,    /* segd_http_responses_undelivered_total */
     SEGD_COUNTER_LOG_DROPPED,    /* segd_log_lines_dropped_total */
     SEGD_COUNTER_UPLOADS_REFUSED, /* segd_uploads_refused_total (body budget) */
+    SEGD_COUNTER_JOBS_ABANDONED, /* segd_jobs_abandoned_total (client gone) */
     SEGD_COUNTER_COUNT
 } segd_metrics_counter;
 

@@ -1,6 +1,9 @@
-/* Slow clients: every connection is tracked from its start, and a sweeper
- * thread shuts down the socket of one that overruns the deadline of its
- * phase (headers, body), or the oldest idle ones when slots run low. */
+/* Slow and gone clients: every connection is tracked from its start, and a
+ * sweeper thread shuts down the socket of one that overruns the deadline
+ * of its phase (headers, body), or the oldest idle ones when slots run
+ * low, and drops the queued jobs of clients that have hung up. */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -22,6 +25,44 @@ void segd_guard_phase(segd_server *s, struct MHD_Connection *c, conn_phase phase
     t->phase = phase;
     t->since = segd_queue_now();
     pthread_mutex_unlock(&s->conn_lock);
+}
+
+/* Queued jobs whose client has hung up (conn_lock held; released and
+ * taken again around the cancels).  libmicrohttpd does not watch a
+ * suspended connection, so without this a client that gives up keeps its
+ * queue slot and a worker computes an answer for nobody.  A peer's FIN
+ * (POLLRDHUP) counts as gone: an HTTP client does not half-close while it
+ * waits for its answer. */
+static void sweep_gone(segd_server *s)
+{
+    enum { BATCH = 64 };
+    struct pollfd pfd[BATCH];
+    conn_track *who[BATCH];
+    request *gone[BATCH];
+    size_t n = 0, ngone = 0;
+    for (conn_track *t = s->conns; t && n < BATCH; t = t->next)
+        if (t->queued && !t->cut) {
+            pfd[n] = (struct pollfd){.fd = t->fd, .events = POLLRDHUP};
+            who[n++] = t;
+        }
+    if (n == 0 || poll(pfd, n, 0) <= 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+            request *r = who[i]->queued;
+            who[i]->queued = NULL;
+            atomic_fetch_add(&r->refs, 1); /* alive until cancelled below */
+            gone[ngone++] = r;
+        }
+    pthread_mutex_unlock(&s->conn_lock);
+    for (size_t i = 0; i < ngone; i++) {
+        atomic_store(&gone[i]->client_gone, true);
+        /* not queued any more (a worker took it): the worker sees
+         * client_gone before it starts, or a series between slices */
+        segd_pool_cancel(s->pool, gone[i], -ECONNRESET);
+        segd_request_unref(gone[i]);
+    }
+    pthread_mutex_lock(&s->conn_lock);
 }
 
 void *segd_guard_sweeper(void *arg)
@@ -71,6 +112,7 @@ void *segd_guard_sweeper(void *arg)
             oldest->cut = true;
             live--;
         }
+        sweep_gone(s);
     }
     pthread_mutex_unlock(&s->conn_lock);
     return NULL;

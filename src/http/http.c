@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,60 @@ int segd_http_accepts(const char *accept, const char *type)
         p = comma ? comma + 1 : end;
     }
     return best > 0 && best_q > 0;
+}
+
+/* n lower-case hex digits at s, not all zero. */
+static bool hex_id(const char *s, size_t n)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+        nonzero |= s[i] != '0';
+    }
+    return nonzero;
+}
+
+int segd_http_traceparent_parse(const char *value, char *trace_id, char *flags)
+{
+    if (!value)
+        return -EINVAL;
+    size_t n = strlen(value);
+    /* 2 + 1 + 32 + 1 + 16 + 1 + 2 */
+    if (n < 55 || value[2] != '-' || value[35] != '-' || value[52] != '-')
+        return -EINVAL;
+    char v[3] = {value[0], value[1], 0};
+    if (!hex_id(v, 2) && strcmp(v, "00") != 0)
+        return -EINVAL;
+    if (strcmp(v, "ff") == 0 || (strcmp(v, "00") == 0 && n != 55) ||
+        (n > 55 && value[55] != '-'))
+        return -EINVAL;
+    if (!hex_id(value + 3, 32) || !hex_id(value + 36, 16))
+        return -EINVAL;
+    char f[3] = {value[53], value[54], 0};
+    if (!hex_id(f, 2) && strcmp(f, "00") != 0)
+        return -EINVAL;
+    memcpy(trace_id, value + 3, 32);
+    trace_id[32] = '\0';
+    memcpy(flags, f, 3);
+    return 0;
+}
+
+int segd_http_seconds_parse(const char *value, double *out)
+{
+    if (!value || !*value)
+        return -EINVAL;
+    for (const char *p = value; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' || *p == '-'))
+            return -EINVAL; /* no sign in front, spaces, hex, inf or nan */
+    if (value[0] == '-')
+        return -EINVAL;
+    char *end;
+    double v = strtod(value, &end);
+    if (*end || !isfinite(v) || !(v > 0))
+        return -EINVAL;
+    *out = v;
+    return 0;
 }
 
 int segd_http_utf8_valid(const char *s, size_t n)

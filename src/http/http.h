@@ -53,6 +53,19 @@ int segd_http_media_type_is(const char *content_type, const char *type);
  * as 0. */
 int segd_http_accepts(const char *accept, const char *type);
 
+/* W3C Trace Context (https://www.w3.org/TR/trace-context/, section 3.2):
+ * parse a traceparent header value "VV-TRACEID-PARENTID-FLAGS" (lower-case
+ * hex; version 00 exactly 55 characters; a later version at least that,
+ * and anything after a '-'; version ff, an all-zero trace id or parent id
+ * are invalid).  0 with trace_id (33 bytes: 32 hex + NUL) and flags (3
+ * bytes) set, or -EINVAL (the caller starts a new trace). */
+int segd_http_traceparent_parse(const char *value, char *trace_id, char *flags);
+
+/* Parse a request timeout in seconds (X-Request-Timeout): a plain decimal
+ * number ("2", "0.5", "1e1"), finite and > 0; no sign, spaces or hex.
+ * 0 or -EINVAL. */
+int segd_http_seconds_parse(const char *value, double *out);
+
 /* Slice id from an uploaded file name: the last path component (after '/'
  * or '\\') without its final extension; ASCII outside [A-Za-z0-9._-] and
  * bytes that are not well-formed UTF-8 replaced by '_', other UTF-8

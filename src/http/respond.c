@@ -30,7 +30,8 @@ static struct MHD_Response *add_common_headers(segd_server *s, struct MHD_Respon
     if (s->cfg.cors_origin[0]) {
         ok = ok &&
              MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin) == MHD_YES &&
-             MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id") == MHD_YES;
+             MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                     "X-Request-Id, traceparent") == MHD_YES;
         if (strcmp(s->cfg.cors_origin, "*") != 0)
             ok = ok && MHD_add_response_header(resp, "Vary", "Origin") == MHD_YES;
     }
@@ -122,6 +123,12 @@ enum MHD_Result segd_respond_send(request *r, unsigned status, struct MHD_Respon
         bytes = sizeof OOM_BODY - 1;
         rc = MHD_queue_response(r->conn, status, s->oom_resp); /* shared: not destroyed here */
     } else {
+        char tp[64];
+        snprintf(tp, sizeof tp, "00-%s-%s-%s", r->trace_id, r->span_id, r->trace_flags);
+        /* the trace goes back to the client; an answer that cannot carry
+         * it (out of memory) still goes out */
+        if (r->trace_id[0])
+            (void)MHD_add_response_header(resp, "traceparent", tp);
         rc = MHD_queue_response(r->conn, status, resp);
         MHD_destroy_response(resp);
     }
@@ -184,11 +191,12 @@ enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *mess
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %u %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
-                     "X-Content-Type-Options: nosniff\r\n%s%s%s%s\r\n",
-                     status, MHD_get_reason_phrase_for(status), blen, r->id,
+                     "X-Content-Type-Options: nosniff\r\ntraceparent: 00-%s-%s-%s\r\n%s%s%s%s\r\n",
+                     status, MHD_get_reason_phrase_for(status), blen, r->id, r->trace_id,
+                     r->span_id, r->trace_flags,
                      s->cfg.cors_origin[0] ? "Access-Control-Allow-Origin: " : "",
                      s->cfg.cors_origin,
-                     s->cfg.cors_origin[0] ? "\r\nAccess-Control-Expose-Headers: X-Request-Id\r\n" : "",
+                     s->cfg.cors_origin[0] ? "\r\nAccess-Control-Expose-Headers: X-Request-Id, traceparent\r\n" : "",
                      s->cfg.cors_origin[0] && strcmp(s->cfg.cors_origin, "*") != 0 ? "Vary: Origin\r\n" : "");
     if (n > 0 && (size_t)n < sizeof head) {
         struct iovec iov[2] = {{head, (size_t)n}, {body, blen}};
@@ -259,6 +267,10 @@ void segd_respond_access_log(segd_server *s, const request *r, enum MHD_RequestT
                              "ms", round(segd_ms_since(r->t_start) * 1000.0) / 1000.0);
     if (line && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         json_object_set_new(line, "aborted", json_true());
+    if (line && r->trace_id[0])
+        json_object_set_new(line, "trace_id", json_string(r->trace_id));
+    if (line && r->dropped) /* its job never ran: the client had gone */
+        json_object_set_new(line, "dropped", json_string("client disconnected"));
     char *text = line ? segd_json_text(line, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(line);
     if (text) {

@@ -43,6 +43,16 @@ void segd_segment_budget_give(segd_server *s, size_t n)
 int segd_upload_params(request *r, enum MHD_Result *ret)
 {
     struct MHD_Connection *c = r->conn;
+    /* the client's deadline, never beyond the server's */
+    r->timeout = r->srv->cfg.request_timeout;
+    const char *rt = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Timeout");
+    double v;
+    if (rt && segd_http_seconds_parse(rt, &v)) {
+        *ret = segd_respond_reject(r, 400, "X-Request-Timeout must be a number of seconds > 0");
+        return 1;
+    }
+    if (rt && v < r->timeout)
+        r->timeout = v;
     r->threshold = -1.0f;
     const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold");
     if (t && segd_threshold_parse(t, &r->threshold)) {
@@ -311,7 +321,7 @@ enum MHD_Result segd_job_enqueue(request *r)
 {
     segd_server *s = r->srv;
     r->t_enqueue = segd_queue_now();
-    r->deadline = r->t_start + s->cfg.request_timeout;
+    r->deadline = r->t_start + r->timeout;
     if (r->t_enqueue >= r->deadline) {
         segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_TIMED_OUT);
         return segd_respond_error(r, 504, "request deadline passed while the body was uploaded");
@@ -333,6 +343,18 @@ enum MHD_Result segd_job_enqueue(request *r)
             r->job_accepted = true;
             atomic_fetch_add(&s->jobs_active, 1);
             MHD_suspend_connection(r->conn);
+            /* watched by the sweeper while it waits: a client that hangs
+             * up gets its job dropped (libmicrohttpd does not watch a
+             * suspended connection) */
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+            conn_track *t = ci ? ci->socket_context : NULL;
+            if (t) {
+                pthread_mutex_lock(&s->conn_lock);
+                t->queued = r;
+                r->track = t;
+                pthread_mutex_unlock(&s->conn_lock);
+            }
         } else {
             r->state = ST_BODY;
             atomic_fetch_sub(&r->refs, 1);
@@ -352,6 +374,8 @@ enum MHD_Result segd_job_enqueue(request *r)
 
 bool segd_job_gone(request *r)
 {
+    if (atomic_load(&r->client_gone))
+        return true;
     pthread_mutex_lock(&r->srv->lock);
     bool gone = r->cancelled;
     pthread_mutex_unlock(&r->srv->lock);
@@ -359,10 +383,38 @@ bool segd_job_gone(request *r)
 }
 
 /* Hand a finished job's response to its connection (any thread). */
+/* Stop watching r's connection (s->lock held: the enqueue set it under
+ * the same lock, so the two cannot cross). */
+static void untrack(request *r)
+{
+    segd_server *s = r->srv;
+    pthread_mutex_lock(&s->conn_lock);
+    if (r->track && r->track->queued == r)
+        r->track->queued = NULL;
+    r->track = NULL;
+    pthread_mutex_unlock(&s->conn_lock);
+}
+
+void segd_job_drop(request *r)
+{
+    segd_server *s = r->srv;
+    segd_metrics_inc(s->metrics, SEGD_COUNTER_JOBS_ABANDONED);
+    pthread_mutex_lock(&s->lock);
+    untrack(r);
+    if (!r->cancelled) {
+        /* state stays ST_QUEUED: resumed, the handler closes the connection */
+        r->dropped = true;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&s->lock);
+    segd_request_unref(r);
+}
+
 void segd_job_finish(request *r, unsigned status, struct MHD_Response *resp, size_t bytes)
 {
     segd_server *s = r->srv;
     pthread_mutex_lock(&s->lock);
+    untrack(r);
     if (!r->cancelled && resp) {
         r->resp = resp;
         r->status = status;
@@ -402,8 +454,10 @@ void segd_segment_expire(void *job, int reason, void *arg)
         segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, segd_queue_now() - r->t_enqueue);
         char msg[96];
         snprintf(msg, sizeof msg, "request deadline of %g s passed before a worker was free",
-                 s->cfg.request_timeout);
+                 r->timeout);
         segd_job_finish_error(r, 504, msg);
+    } else if (reason == -ECONNRESET) { /* the sweeper saw the client go */
+        segd_job_drop(r);
     } else {
         segd_job_finish_error(r, 503, "server shutting down");
     }
@@ -522,7 +576,7 @@ void segd_segment_run(void *job, segd_worker *w, void *arg)
     segd_metrics_observe(s->metrics, SEGD_HIST_QUEUE_WAIT, queue_ms / 1e3);
 
     if (segd_job_gone(r)) { /* nobody to answer: skip the work */
-        segd_job_finish(r, 0, NULL, 0);
+        segd_job_drop(r);
         return;
     }
     if (r->route == R_SERIES) {

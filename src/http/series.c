@@ -317,7 +317,7 @@ static int stop_now(request *r)
         return 1;
     }
     if (segd_job_gone(r)) {
-        segd_job_finish(r, 0, NULL, 0);
+        segd_job_drop(r);
         return 1;
     }
     return 0;

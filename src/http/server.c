@@ -100,6 +100,21 @@ static void new_request_id(segd_server *s, char *out, size_t cap)
     snprintf(out, cap, "%016" PRIx64, mix64(s->id_seed + n));
 }
 
+/* The request's place in a W3C trace: the client's trace id and flags
+ * when its traceparent is valid, else a new trace (sampled: the access log
+ * records it); a new span id for segd either way. */
+static void new_trace(segd_server *s, request *r, const char *traceparent)
+{
+    uint64_t n = atomic_fetch_add(&s->next_id, 1);
+    uint64_t span = mix64(s->id_seed ^ (n * 0x9e3779b97f4a7c15ull + 1));
+    snprintf(r->span_id, sizeof r->span_id, "%016" PRIx64, span ? span : 1);
+    if (traceparent && segd_http_traceparent_parse(traceparent, r->trace_id, r->trace_flags) == 0)
+        return;
+    uint64_t hi = mix64(~s->id_seed + n), lo = mix64(s->id_seed + 3 * n + 7);
+    snprintf(r->trace_id, sizeof r->trace_id, "%016" PRIx64 "%016" PRIx64, hi, lo ? lo : 1);
+    strcpy(r->trace_flags, "01");
+}
+
 /* ------------------------------------------------------------------ */
 /* Connection thread: routing                                          */
 /* ------------------------------------------------------------------ */
@@ -159,7 +174,8 @@ static enum MHD_Result answer_options(request *r)
     if (s->cfg.cors_origin[0])
         ok = ok && MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow) == MHD_YES &&
              MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                     "Content-Type, X-Request-Id") == MHD_YES &&
+                                     "Content-Type, Accept, X-Request-Id, X-Request-Timeout, "
+                                     "traceparent") == MHD_YES &&
              MHD_add_response_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE) == MHD_YES;
     if (!ok) {
         MHD_destroy_response(resp);
@@ -234,6 +250,8 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
         strcpy(r->id, rid);
     else
         new_request_id(s, r->id, sizeof r->id);
+    new_trace(s, r, bad_headers ? NULL
+                                : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent"));
     if (status && fatal)
         return segd_respond_error(r, status, msg);
     if (status)

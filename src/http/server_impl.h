@@ -95,6 +95,7 @@ typedef struct conn_track {
     conn_phase phase;
     double since;                   /* start of the phase */
     bool cut;                       /* shut down already */
+    struct request *queued;         /* its request's job waits in the pool (suspended) */
 } conn_track;
 
 struct segd_server {
@@ -161,6 +162,9 @@ typedef enum series_format {
 
 typedef struct request {
     segd_server *srv;
+    conn_track *track;          /* the connection's, while the job is queued (under conn_lock) */
+    atomic_bool client_gone;    /* the sweeper saw the client hang up while the job waited */
+    bool dropped;               /* job dropped for a gone client: access log says so */
     struct MHD_Connection *conn;
     atomic_int refs;
     bool cancelled;             /* under srv->lock */
@@ -170,7 +174,10 @@ typedef struct request {
     char method[16];
     char path[128];             /* for the access log of unmatched routes */
     char id[SEGD_HTTP_REQUEST_ID_MAX + 1];
+    /* W3C Trace Context: the client's trace (or a new one) and segd's span */
+    char trace_id[33], span_id[17], trace_flags[3];
     double t_start;
+    double timeout;             /* seconds: X-Request-Timeout capped by --request-timeout */
     /* POST /v1/segment and /v1/series parameters */
     bool multipart;             /* multipart/form-data or (series) multipart/related */
     bool related;               /* multipart/related: DICOM instances */
@@ -247,6 +254,9 @@ void segd_job_finish_error(request *r, unsigned status, const char *message);
 void segd_job_finish_json(request *r, json_t *top);
 /* 1 when the client has gone (the answer would be dropped). */
 bool segd_job_gone(request *r);
+/* Drop a job whose client has gone: counted (segd_jobs_abandoned_total),
+ * the connection resumed without an answer and closed. */
+void segd_job_drop(request *r);
 enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
 enum MHD_Result segd_segment_end(request *r);
 void segd_segment_run(void *job, segd_worker *w, void *arg);

@@ -157,6 +157,14 @@ int segd_pool_submit(segd_pool *p, void *job, double deadline)
 
 void segd_pool_close(segd_pool *p) { segd_queue_close(p->queue); }
 
+int segd_pool_cancel(segd_pool *p, void *job, int reason)
+{
+    int rc = segd_queue_remove(p->queue, job);
+    if (rc == 0)
+        p->expire(job, reason, p->arg);
+    return rc;
+}
+
 size_t segd_pool_cancel_queued(segd_pool *p)
 {
     size_t n = 0;

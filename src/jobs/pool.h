@@ -23,8 +23,9 @@ typedef struct segd_pool_config {
 /* Run a job on worker w (called on that worker's thread). */
 typedef void (*segd_pool_run_fn)(void *job, segd_worker *w, void *arg);
 /* A job that is not going to run: reason is -ETIMEDOUT when its deadline
- * passed while it waited (called from the reaper or a worker thread), or
- * -ECANCELED from segd_pool_cancel_queued(). */
+ * passed while it waited (called from the reaper or a worker thread),
+ * -ECANCELED from segd_pool_cancel_queued(), or the caller's reason from
+ * segd_pool_cancel(). */
 typedef void (*segd_pool_expire_fn)(void *job, int reason, void *arg);
 
 /* Create the workers (arenas allocated and touched here) and start the
@@ -47,6 +48,12 @@ void segd_pool_close(segd_pool *p);
  * callback instead of running it (used when the drain time is up).
  * Returns how many. */
 size_t segd_pool_cancel_queued(segd_pool *p);
+
+/* Take one queued job out before a worker takes it and hand it to the
+ * expire callback with reason (e.g. -ECONNRESET: its client has gone), on
+ * the calling thread.  0, or -ENOENT when the job is not queued (running,
+ * finished or expired: the callbacks had or will have it). */
+int segd_pool_cancel(segd_pool *p, void *job, int reason);
 
 /* Jobs waiting / being run right now (racy snapshots, for gauges). */
 size_t segd_pool_queue_length(segd_pool *p);

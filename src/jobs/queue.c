@@ -134,6 +134,27 @@ int segd_queue_pop(segd_queue *q, void **job, double *deadline)
     return rc;
 }
 
+int segd_queue_remove(segd_queue *q, void *job)
+{
+    int rc = -ENOENT;
+    pthread_mutex_lock(&q->lock);
+    for (size_t i = 0; i < q->len; i++) {
+        if (q->slots[(q->head + i) % q->cap].job != job)
+            continue;
+        /* close the gap: the later jobs move one slot forward, keeping
+         * FIFO order (and so the oldest-deadline-first rule) */
+        for (size_t k = i; k + 1 < q->len; k++)
+            q->slots[(q->head + k) % q->cap] = q->slots[(q->head + k + 1) % q->cap];
+        q->slots[(q->head + q->len - 1) % q->cap].job = NULL;
+        q->len--;
+        pthread_cond_signal(&q->changed);
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
 int segd_queue_try_pop(segd_queue *q, void **job, double *deadline)
 {
     int rc = -EAGAIN;

@@ -29,6 +29,10 @@ int segd_queue_push(segd_queue *q, void *job, double deadline);
  * 0, or -ESHUTDOWN when closed and empty. */
 int segd_queue_pop(segd_queue *q, void **job, double *deadline);
 
+/* Take job out of the queue wherever it is (the others keep their order).
+ * 0, or -ENOENT when it is not queued (a worker or the reaper has it). */
+int segd_queue_remove(segd_queue *q, void *job);
+
 /* Take the oldest job without blocking.  0, -EAGAIN when empty. */
 int segd_queue_try_pop(segd_queue *q, void **job, double *deadline);
 

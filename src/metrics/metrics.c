@@ -52,6 +52,9 @@ static const struct {
      "not counted in segd_http_requests_total."},
     {"segd_log_lines_dropped_total", "Log lines dropped because the log reader was too slow."},
     {"segd_uploads_refused_total", "Uploads answered 503 because --max-body-total was reached."},
+    {"segd_jobs_abandoned_total",
+     "Jobs dropped without running (or, for a series, between slices) because their client "
+     "disconnected."},
 };
 
 static const struct {

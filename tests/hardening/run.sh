@@ -21,7 +21,7 @@ if [ ! -x "$SEGD_BIN" ]; then
 fi
 
 # cheap and deterministic first, valgrind last
-ORDER="bad_weights width1_model nonfinite startup exposures bad_inputs http_edge burst crosstalk disconnect slowloris body_budget probes log_stall signals shutdown sigterm valgrind"
+ORDER="bad_weights width1_model nonfinite startup exposures bad_inputs http_edge deadline_trace burst crosstalk disconnect slowloris body_budget probes log_stall signals shutdown sigterm valgrind"
 names=("$@")
 [ ${#names[@]} = 0 ] && names=($ORDER)
 LIMIT=${SEGD_HARDENING_TIMEOUT:-420}

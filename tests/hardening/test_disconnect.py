@@ -4,7 +4,10 @@ and mid-inference (whole body, close while the job is queued or running).
 The daemon must keep serving, free its worker (/metrics: no busy worker,
 empty queue), release the connections promptly (not only when the idle
 --connection-timeout fires), answer the next request correctly, and its
-RSS must not grow over repeated rounds."""
+RSS must not grow over repeated rounds.  Last, "no work for nobody": 20
+clients queue behind one busy worker and hang up; their jobs leave the
+queue while the worker is still busy, none of them runs, and
+segd_jobs_abandoned_total and the access log say so."""
 import time
 
 import segdtest as T
@@ -90,4 +93,44 @@ r = T.post_png(p, good)
 T.check(r.status == 200 and T.same_masks(r.json(), ref) == "", "still answering correctly")
 rc = d.stop()
 T.check(rc == 0, "SIGTERM: exit 0", f"rc {rc}\n{d.log()}")
+
+# 4. no work for nobody: one worker busy for 3 s, 20 jobs queued behind it
+# whose clients hang up
+GHOSTS = 20
+d = T.Daemon("--workers", "1", "--queue-depth", "32", "--debug-job-delay", "3000",
+             "--request-timeout", "60", access_log=True)
+p = d.port
+runs0 = T.metric(p, "segd_inference_duration_seconds_count", 0)
+busy = T.raw_connect(p)
+busy.sendall(head + good)  # the worker takes it and sleeps 3 s first
+T.wait_for(lambda: T.metric(p, "segd_workers_busy", 0) == 1, 5.0, 0.02)
+ghosts = [T.raw_connect(p) for _ in range(GHOSTS)]
+for g in ghosts:
+    g.sendall(head + good)
+queued = T.wait_for(lambda: T.metric(p, "segd_queue_depth", 0) == GHOSTS, 5.0, 0.02)
+T.check(queued, f"{GHOSTS} jobs queued behind the busy worker", f"{T.metric(p, 'segd_queue_depth', 0)}")
+t0 = time.monotonic()
+for g in ghosts:
+    g.close()
+emptied = T.wait_for(lambda: T.metric(p, "segd_queue_depth", 0) == 0, 2.0, 0.02)
+t_empty = time.monotonic() - t0
+still_busy = T.metric(p, "segd_workers_busy", 0) == 1
+T.check(emptied and still_busy, "hung-up clients' jobs leave the queue while the worker is still busy",
+        f"queue {T.metric(p, 'segd_queue_depth', 0)}, busy {still_busy}, {t_empty:.2f} s")
+abandoned = T.metric(p, "segd_jobs_abandoned_total", 0)
+T.check(abandoned == GHOSTS, f"segd_jobs_abandoned_total = {GHOSTS}", f"{abandoned}")
+busy.settimeout(30)
+answer = busy.recv(64)  # the busy job's client stays and gets its answer
+busy.close()
+T.check(answer.startswith(b"HTTP/1.1 200"), "the client that stayed is answered", repr(answer[:40]))
+T.wait_for(lambda: T.workers_idle(p), 10.0)
+runs = T.metric(p, "segd_inference_duration_seconds_count", 0) - runs0
+T.check(runs == 1, "the worker ran the busy job only, none of the abandoned ones", f"{runs} inferences")
+T.wait_for(lambda: sum('"dropped":"client disconnected"' in line for line in d.lines) >= GHOSTS, 3.0)
+dropped = sum('"dropped":"client disconnected"' in line for line in d.lines)
+T.check(dropped == GHOSTS, f"access log: {GHOSTS} lines say dropped (client disconnected)", f"{dropped}")
+T.note(f"abandoned jobs: {abandoned} of {GHOSTS} dropped {t_empty * 1000:.0f} ms after the hang-ups, "
+       f"{runs} inference run")
+rc = d.stop()
+T.check(rc == 0, "SIGTERM after abandoned jobs: exit 0", f"rc {rc}\n{d.log()}")
 T.finish()

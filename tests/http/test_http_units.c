@@ -123,6 +123,34 @@ static void test_accept(void)
     TEST_CHECK(!segd_http_accepts("application/dicomx", "application/dicom"));
 }
 
+/* W3C traceparent and X-Request-Timeout parsing. */
+static void test_trace_deadline(void)
+{
+    char t[33], f[3];
+    TEST_EQ_INT(segd_http_traceparent_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", t, f), 0);
+    TEST_EQ_STR(t, "4bf92f3577b34da6a3ce929d0e0e4736");
+    TEST_EQ_STR(f, "01");
+    TEST_EQ_INT(segd_http_traceparent_parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-x", t, f), 0);
+    const char *bad[] = {NULL, "", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+                         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+                         "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                         "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                         "00-4bf92f3577b34da6a3ce929d0e0e473G-00f067aa0ba902b7-01",
+                         "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                         "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        TEST_EQ_INT(segd_http_traceparent_parse(bad[i], t, f), -EINVAL);
+    double v = 0;
+    TEST_EQ_INT(segd_http_seconds_parse("0.25", &v), 0);
+    TEST_CHECK(v == 0.25);
+    TEST_EQ_INT(segd_http_seconds_parse("1e1", &v), 0);
+    TEST_CHECK(v == 10);
+    const char *bads[] = {NULL, "", "0", "-1", "+1", " 1", "1s", "0x1", "inf", "nan", "1e999", "1e-999"};
+    for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++)
+        TEST_EQ_INT(segd_http_seconds_parse(bads[i], &v), -EINVAL);
+}
+
 /* Series post-processing (segd/series.h): 3D components, volumes, names. */
 static void test_series(void)
 {
@@ -422,6 +450,7 @@ int main(void)
     test_utf8();
     test_helpers();
     test_accept();
+    test_trace_deadline();
     test_series();
     test_config();
     test_queue();
