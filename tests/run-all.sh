@@ -64,7 +64,8 @@ step() { # step NAME CMD...: run one suite, count it (exit 77: skipped)
 PKGS="gcc meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev
       libopenblas-dev libcurl4-openssl-dev curl python3 python3-torch python3-numpy
       python3-pil python3-pytest python3-yaml clang libclang-rt-14-dev haproxy prometheus valgrind
-      chromium g++ libdcmtk-dev dcmtk dicom3tools python3-pydicom openssl"
+      chromium g++ libdcmtk-dev dcmtk dicom3tools python3-pydicom openssl
+      orthanc orthanc-dicomweb"
 command -v node >/dev/null && command -v npm >/dev/null || PKGS="$PKGS nodejs npm"
 # the container check builds the image with podman on a debootstrapped base
 [ -z "${SEGD_QUICK:-}" ] && PKGS="$PKGS podman debootstrap"
