@@ -15,7 +15,7 @@ skip() {
 }
 
 command -v node >/dev/null 2>&1 || skip "node not found (apt-get install -y nodejs npm)"
-if ! (cd "$here" && node -e "require.resolve('ajv'); require.resolve('ajv-formats'); require.resolve('playwright-core'); require.resolve('@seriousme/openapi-schema-validator/package.json')") >/dev/null 2>&1; then
+if ! (cd "$here" && node -e "require.resolve('ajv'); require.resolve('ajv-formats'); require.resolve('playwright-core'); require.resolve('dcmjs'); require.resolve('@seriousme/openapi-schema-validator/package.json')") >/dev/null 2>&1; then
     [ -z "${SEGD_NO_NPM:-}" ] || skip "npm packages missing (npm ci in tests/viewer)"
     command -v npm >/dev/null 2>&1 || skip "npm not found and tests/viewer/node_modules missing"
     echo "run_node.sh: npm ci in tests/viewer" >&2
