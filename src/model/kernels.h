@@ -104,6 +104,15 @@ void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_
                          const float *bias, int cin, int cout, int relu, float *scratch,
                          int isa);
 
+/* The input transform of segd_wino_band at SEGD_ISA_AVX512
+ * (winograd_avx512.c; only segd_wino_band calls it): channel c of plane
+ * (rows [in_r0, ..) of an h x w map), tile rows [ty0, ty1), txp tiles per
+ * row (a multiple of 16), into V at xs per Winograd point, cs per channel,
+ * bs per block of nr tiles; buf: 6 * (4 * txp + 40) floats. */
+void segd_wino_in_avx512(float *V, size_t xs, size_t cs, size_t bs, int nr, int c,
+                         const float *plane, int in_r0, int h, int w, int ty0, int ty1, int txp,
+                         float *buf);
+
 /* In-place logistic sigmoid over n floats. */
 void segd_sigmoid(float *x, size_t n);
 

@@ -75,17 +75,19 @@ static size_t pad_nr(size_t t, int nr)
     return (t + nr - 1) / nr * nr;
 }
 
-/* Tiles per tile row, padded to 8 so that groups of 8 tiles never straddle
- * an nr (24 or 48) lane block. */
-static int tiles_x_pad(int w)
+/* Tiles per tile row, padded to the transforms' group of tiles (8 for
+ * AVX2, 16 for AVX-512) so that a group never straddles an nr (24 or 48)
+ * lane block nor runs into the next tile row. */
+static int tiles_x_pad(int w, int isa)
 {
-    return ((w + 3) / 4 + 7) / 8 * 8;
+    int g = isa >= SEGD_ISA_AVX512 ? 16 : 8;
+    return ((w + 3) / 4 + g - 1) / g * g;
 }
 
 size_t segd_wino_band_floats(int cin, int cout, int rows, int w)
 {
     /* the widest kernel's padding: enough for every isa */
-    size_t tp = pad_nr((size_t)rows * tiles_x_pad(w), SEGD_GEMM_NR_MAX);
+    size_t tp = pad_nr((size_t)rows * tiles_x_pad(w, SEGD_ISA_AVX512), SEGD_GEMM_NR_MAX);
     /* V (36, T/nr, cin, nr) + M (36, cout_pad, T) + D and E (36, T) each */
     return 36 * tp * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
 }
@@ -381,7 +383,7 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
                       const float *bias, int cin, int cout, int relu, float *scratch, int isa,
                       int blas)
 {
-    int tx_n = (w + 3) / 4, txp = tiles_x_pad(w);
+    int tx_n = (w + 3) / 4, txp = tiles_x_pad(w, isa);
     int nt = (ty1 - ty0) * txp;
     int avx2 = isa >= SEGD_ISA_AVX2, nr = segd_gemm_nr(isa); /* AVX-512: AVX2 transforms */
     size_t tp = pad_nr((size_t)nt, nr), ntb = tp / nr;
@@ -399,9 +401,14 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
                 for (int c = 0; c < cin; c++)
                     memset(V + (((size_t)xi * ntb + ntb - 1) * cin + c) * nr + nt % nr, 0,
                            sizeof(float) * (tp - nt));
+        size_t cs = blas ? tp : (size_t)nr, bs = blas ? (size_t)nr : (size_t)cin * nr;
         for (int c = 0; c < cin; c++)
-            wino_in_avx2(V, tp * cin, blas ? tp : (size_t)nr, blas ? (size_t)nr : (size_t)cin * nr,
-                         nr, c, inp + (size_t)c * in_cs, in_r0, h, w, ty0, ty1, txp, D);
+            if (isa >= SEGD_ISA_AVX512)
+                segd_wino_in_avx512(V, tp * cin, cs, bs, nr, c, inp + (size_t)c * in_cs, in_r0,
+                                    h, w, ty0, ty1, txp, D);
+            else
+                wino_in_avx2(V, tp * cin, cs, bs, nr, c, inp + (size_t)c * in_cs, in_r0, h, w,
+                             ty0, ty1, txp, D);
     }
 #endif
     if (tp > (size_t)nt)

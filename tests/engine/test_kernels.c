@@ -271,6 +271,13 @@ int main(void)
     test_resize(3, 256, 256, 310, 360);
     test_conv3x3(64, 16, 32, 32, 1, segd_conv3x3_min_col(64, 32) * 5);
     for (int isa = SEGD_ISA_PORTABLE; isa <= segd_cpu_isa(0, 0); isa++) {
+        /* rows of several groups of 16 tiles, a partial last group, bands
+         * of several tile rows: the AVX-512 transform's cases */
+        for (int blas = 0; blas <= 1; blas++) {
+            test_wino(3, 5, 9, 70, 1, 2, isa, blas);
+            test_wino(16, 16, 37, 150, 1, 3, isa, blas);
+            test_wino(7, 9, 21, 257, 0, 100, isa, blas);
+        }
         test_gemm_packed(1, 1, 1, 0, 1, isa);
         test_gemm_packed(7, 13, 100, 0, 100, isa);
         test_gemm_packed(9, 5, 130, 48, 97, isa); /* a chunk, as the team splits it */
