@@ -118,12 +118,12 @@ static int print_fma_peak(void)
 {
 #if defined(__x86_64__)
     if (segd_cpu_has_avx2())
-        printf("FMA peak avx2: 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n",
+        printf("FMA peak avx2: 1 thread (per core) %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n",
                fma_peak(fma_loop_avx2, 8, 1), fma_peak(fma_loop_avx2, 8, 2));
     else
         printf("FMA peak avx2: no AVX2+FMA\n");
     if (segd_cpu_has_avx512())
-        printf("FMA peak avx512: 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n",
+        printf("FMA peak avx512: 1 thread (per core) %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n",
                fma_peak(fma_loop_avx512, 16, 1), fma_peak(fma_loop_avx512, 16, 2));
     else
         printf("FMA peak avx512: no AVX-512\n");
