@@ -54,10 +54,9 @@ static void join(char *out, size_t cap, const char *dir, const char *rel)
     snprintf(out, cap, "%s/%s", dir, rel);
 }
 
-/* Kernels that ran (segd_model_kernel), space-separated: the last line. */
-static char ran[128];
-
-static void run_fixture(const char *prefix, int threads)
+/* ran (ran_cap bytes): the kernels that ran (segd_model_kernel), each
+ * appended once, space-separated, for the last line. */
+static void run_fixture(const char *prefix, int threads, char *ran, size_t ran_cap)
 {
     char path[4096], dir[4096], err[512];
     snprintf(path, sizeof path, "%s.json", prefix);
@@ -98,7 +97,7 @@ static void run_fixture(const char *prefix, int threads)
         TEST_EQ_STR(kernel, segd_gemm_isa_name(isa));
     else
         TEST_EQ_STR(kernel, "openblas");
-    if (!strstr(ran, kernel) && strlen(ran) + strlen(kernel) + 2 < sizeof ran)
+    if (!strstr(ran, kernel) && strlen(ran) + strlen(kernel) + 2 < ran_cap)
         strcat(strcat(ran, " "), kernel);
     if (strcmp(segd_model_gemm(m), "openblas") == 0)
         TEST_EQ_INT(segd_gemm_blas_threads(), 1);
@@ -200,6 +199,7 @@ static void run_fixture(const char *prefix, int threads)
 int main(int argc, char **argv)
 {
     TEST_REQUIRE(argc >= 2);
+    char ran[128] = "";
     const char *no_avx512 = getenv("SEGD_NO_AVX512");
     if (no_avx512 && *no_avx512 && !segd_cpu_has_avx512()) {
         fprintf(stderr, "test_golden: skipped: SEGD_NO_AVX512 on a CPU without AVX-512 runs the "
@@ -207,8 +207,8 @@ int main(int argc, char **argv)
         return 77;
     }
     for (int i = 1; i < argc; i++) {
-        run_fixture(argv[i], 1);
-        run_fixture(argv[i], 3); /* a team of threads must give the same answer */
+        run_fixture(argv[i], 1, ran, sizeof ran);
+        run_fixture(argv[i], 3, ran, sizeof ran); /* a team of threads must give the same answer */
     }
     fprintf(stderr, "test_golden: kernels run:%s\n", ran);
     return test_report("test_golden");
