@@ -53,7 +53,8 @@ segd_gemm segd_gemm_resolve(segd_gemm g, int isa)
 
 int segd_gemm_nr(int isa)
 {
-    return isa >= SEGD_ISA_AVX512 ? SEGD_GEMM_NR_MAX : NR;
+    /* as segd_gemm_micro: the AVX-512 panels only with its kernel */
+    return isa >= SEGD_ISA_AVX512 && segd_gemm_micro_avx512 ? SEGD_GEMM_NR_MAX : NR;
 }
 
 const char *segd_gemm_isa_name(int isa)

@@ -27,7 +27,8 @@
  * the AVX2 transforms.  Chosen once per model (segd_cpu_isa, model/cpu.h). */
 enum { SEGD_ISA_PORTABLE = 0, SEGD_ISA_AVX2 = 1, SEGD_ISA_AVX512 = 2 };
 
-/* NR of the micro-kernel of isa: 48 for SEGD_ISA_AVX512, else 24. */
+/* NR of the micro-kernel of isa: 48 for SEGD_ISA_AVX512 (where the build
+ * has that kernel), else 24.  Cannot fail. */
 int segd_gemm_nr(int isa);
 
 /* "native-avx512", "native-avx2" or "native-portable": the native

@@ -1,8 +1,8 @@
 /* Winograd F(4x4, 3x3) convolution over bands of tile rows: input transform
  * into packed panels, 36 small GEMMs with a register-blocked micro-kernel
- * (AVX-512 or AVX2+FMA as far as the CPU has them) or, for the openblas backend, into
- * row-major matrices for 36 cblas_sgemm calls; output transform fused with
- * bias + ReLU.
+ * (AVX-512 or AVX2+FMA as far as the CPU has them) or, for the openblas
+ * backend, into row-major matrices for 36 cblas_sgemm calls; output
+ * transform fused with bias + ReLU.
  * Transforms are written as loops over tiles so that they vectorise. */
 #include <assert.h>
 #include <string.h>
