@@ -15,7 +15,8 @@
  * asked for, on the kernels asked for; OpenBLAS must then run each call on
  * 1 thread).  Every line names the kernels that ran (segd_model_kernel),
  * and so does the last one.  Forcing the AVX2 kernels on a CPU without
- * AVX-512 tests nothing the default run does not: skipped (77). */
+ * AVX-512 repeats the default run (said, not skipped: in CI a skip is a
+ * failure). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,11 +202,9 @@ int main(int argc, char **argv)
     TEST_REQUIRE(argc >= 2);
     char ran[128] = "";
     const char *no_avx512 = getenv("SEGD_NO_AVX512");
-    if (no_avx512 && *no_avx512 && !segd_cpu_has_avx512()) {
-        fprintf(stderr, "test_golden: skipped: SEGD_NO_AVX512 on a CPU without AVX-512 runs the "
-                "kernels of the default run\n");
-        return 77;
-    }
+    if (no_avx512 && *no_avx512 && !segd_cpu_has_avx512())
+        fprintf(stderr, "test_golden: no AVX-512 on this CPU: SEGD_NO_AVX512 changes nothing, "
+                "the kernels of the default run again\n");
     for (int i = 1; i < argc; i++) {
         run_fixture(argv[i], 1, ran, sizeof ran);
         run_fixture(argv[i], 3, ran, sizeof ran); /* a team of threads must give the same answer */
