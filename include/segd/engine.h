@@ -42,7 +42,10 @@ typedef struct segd_worker segd_worker;
  * variables).  Zero-initialised means the defaults. */
 typedef struct segd_model_options {
     const char *gemm; /* native|openblas|auto; NULL or "": auto */
-    int no_avx2;      /* 1: never use the AVX2+FMA kernels (as on a CPU without them) */
+    int no_avx2;      /* 1: never use the AVX2+FMA kernels (as on a CPU without them;
+                         no AVX-512 kernels either) */
+    int no_avx512;    /* 1: never use the AVX-512 kernels (as on a CPU without them):
+                         the native backend runs its AVX2+FMA kernels */
 } segd_model_options;
 
 /* Load and validate a safetensors weights file (every tensor's name, dtype,
@@ -58,15 +61,21 @@ void segd_model_free(segd_model *m); /* NULL is fine */
 
 /* Choose the GEMM backend of m's forward passes by name (src/model/gemm.h):
  * "native", "openblas" or "auto" (native where the CPU has AVX2+FMA and
- * the model's options allow them, else openblas).  openblas builds row-major copies
+ * the model's options allow them, else openblas); native runs the widest
+ * kernels of segd_model_kernel().  openblas builds row-major copies
  * of the transformed weights here (shared read-only by all workers), and
  * every worker created afterwards calls segd_gemm_blas_serial() (OpenBLAS
  * at 1 thread, process-wide) so that each BLAS call runs on the team thread
  * that makes it.  Call before creating workers of m; not thread-safe.
  * 0, -EINVAL (unknown name) or -ENOMEM; the backend is unchanged on error. */
 int segd_model_set_gemm(segd_model *m, const char *name);
-/* The backend in use, resolved: "native" or "openblas". */
+/* The backend in use, resolved: "native" or "openblas".  Static string. */
 const char *segd_model_gemm(const segd_model *m);
+/* The kernels in use: "native-avx512", "native-avx2", "native-portable"
+ * (the native backend on the widest instruction set the CPU has and the
+ * options allow) or "openblas".  Static string; also the "kernel" field of
+ * segd_model_info_json(). */
+const char *segd_model_kernel(const segd_model *m);
 
 const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
 const char *segd_model_sha256(const segd_model *m);  /* hex of the file */
@@ -89,7 +98,8 @@ void segd_model_grid(const segd_model *m, int *height, int *width);
 /* Conv FLOPs of one forward pass at the model grid (2 * MACs). */
 double segd_model_flops(const segd_model *m);
 /* Everything in __metadata__ (nested JSON strings parsed) plus sha256,
- * name, path; a new reference owned by the caller. */
+ * name, path and kernel (segd_model_kernel); a new reference owned by the
+ * caller, NULL on OOM. */
 json_t *segd_model_info_json(const segd_model *m);
 
 /* Create a worker able to segment images of up to max_pixels pixels (width

@@ -1,5 +1,6 @@
-/* The SEGD_* variables of the engine (SEGD_GEMM, SEGD_NO_AVX2): read here,
- * by the command line, and handed to the library as segd_model_options. */
+/* The SEGD_* variables of the engine (SEGD_GEMM, SEGD_NO_AVX2,
+ * SEGD_NO_AVX512): read here, by the command line, and handed to the
+ * library as segd_model_options. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@ int segd_cli_model_options(segd_model_options *opts, const char *gemm, char *err
 {
     const char *no = getenv("SEGD_NO_AVX2");
     opts->no_avx2 = no && *no;
+    no = getenv("SEGD_NO_AVX512");
+    opts->no_avx512 = no && *no;
     opts->gemm = gemm;
     if (!gemm) {
         segd_gemm g;

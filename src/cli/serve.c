@@ -122,7 +122,7 @@ static void log_started(segd_log *log, const segd_config *cfg, const segd_model 
     segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s), "
                     "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
                     segd_model_name(model), cfg->weights, cfg->workers, cfg->worker_threads,
-                    segd_model_gemm(model), cfg->queue_depth,
+                    segd_model_kernel(model), cfg->queue_depth,
                     cfg->max_body, cfg->max_body_total, cfg->max_pixels);
     if (segd_server_probe_port(server) >= 0)
         segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",

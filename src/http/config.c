@@ -38,7 +38,7 @@ static const opt OPTS[] = {
     {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",
      "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
     {"gemm", "SEGD_GEMM", OPT_STR, F(gemm), 0, 0, "auto",
-     "native (AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
+     "native (AVX-512 or AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
     {"queue-depth", "SEGD_QUEUE_DEPTH", OPT_INT, F(queue_depth), 1, 1 << 20, "2 x workers",
      "jobs waiting for a worker; beyond it 503 + Retry-After"},
     {"http-threads", "SEGD_HTTP_THREADS", OPT_INT, F(http_threads), 1, 64, "1", "libmicrohttpd threads (I/O only)"},

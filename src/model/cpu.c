@@ -1,8 +1,8 @@
-/* What the machine gives this process: whether the CPU has AVX2+FMA, and
- * how many CPUs and how much memory it may really use: the affinity mask
- * and RAM, further capped by cgroup limits (containers, systemd
- * CPUQuota=/MemoryMax=), so that defaults follow the container's limits
- * and not the host's. */
+/* What the machine gives this process: whether the CPU has AVX2+FMA and
+ * AVX-512 (with the OS saving its registers), and how many CPUs and how
+ * much memory it may really use: the affinity mask and RAM, further capped
+ * by cgroup limits (containers, systemd CPUQuota=/MemoryMax=), so that
+ * defaults follow the container's limits and not the host's. */
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,7 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "model/cpu.h"
+#include "model/gemm.h"
 
 int segd_cpu_has_avx2(void)
 {
@@ -19,6 +24,37 @@ int segd_cpu_has_avx2(void)
 #else
     return 0;
 #endif
+}
+
+/* The CPU's AVX-512F and AVX-512DQ bits are not enough: the kernel must
+ * also save and restore the ZMM state (opmask, upper halves of ZMM0-15,
+ * ZMM16-31) on context switches, which XCR0 bits 5-7 (with SSE and AVX
+ * state, bits 1-2) say; a hypervisor or kernel may leave them off. */
+int segd_cpu_has_avx512(void)
+{
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!segd_cpu_has_avx2() || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
+        return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xe6) != 0xe6)
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b & bit_AVX512F) && (b & bit_AVX512DQ);
+#else
+    return 0;
+#endif
+}
+
+int segd_cpu_isa(int no_avx2, int no_avx512)
+{
+    if (no_avx2 || !segd_cpu_has_avx2())
+        return SEGD_ISA_PORTABLE;
+    if (no_avx512 || !segd_cpu_has_avx512())
+        return SEGD_ISA_AVX2;
+    return SEGD_ISA_AVX512;
 }
 
 int segd_cpu_count(void)

@@ -1,7 +1,7 @@
 /* The GEMMs of the forward pass and the choice between them: backend names,
- * the native register-blocked micro-kernel (AVX2+FMA or portable C) with its
- * packed GEMM, and the OpenBLAS calls (the only place inference calls into
- * OpenBLAS). */
+ * the native register-blocked micro-kernel (AVX2+FMA or portable C here, the
+ * AVX-512 one in gemm_avx512.c) with its packed GEMM, and the OpenBLAS calls
+ * (the only place inference calls into OpenBLAS). */
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
@@ -44,11 +44,24 @@ const char *segd_gemm_name(segd_gemm g)
     return g >= SEGD_GEMM_AUTO && g <= SEGD_GEMM_OPENBLAS ? NAMES[g] : "?";
 }
 
-segd_gemm segd_gemm_resolve(segd_gemm g, int avx2)
+segd_gemm segd_gemm_resolve(segd_gemm g, int isa)
 {
     if (g != SEGD_GEMM_AUTO)
         return g;
-    return avx2 ? SEGD_GEMM_NATIVE : SEGD_GEMM_OPENBLAS;
+    return isa >= SEGD_ISA_AVX2 ? SEGD_GEMM_NATIVE : SEGD_GEMM_OPENBLAS;
+}
+
+int segd_gemm_nr(int isa)
+{
+    /* as segd_gemm_micro: the AVX-512 panels only with its kernel */
+    return isa >= SEGD_ISA_AVX512 && segd_gemm_micro_avx512 ? SEGD_GEMM_NR_MAX : NR;
+}
+
+const char *segd_gemm_isa_name(int isa)
+{
+    return isa >= SEGD_ISA_AVX512 ? "native-avx512"
+           : isa == SEGD_ISA_AVX2 ? "native-avx2"
+                                  : "native-portable";
 }
 
 void segd_gemm_blas_serial(void)
@@ -123,13 +136,13 @@ __attribute__((target("avx2,fma"))) static void kern_avx2(int K, const float *A,
 }
 #endif
 
-segd_gemm_micro_fn segd_gemm_micro(int avx2)
+segd_gemm_micro_fn segd_gemm_micro(int isa)
 {
+    if (isa >= SEGD_ISA_AVX512 && segd_gemm_micro_avx512)
+        return segd_gemm_micro_avx512;
 #if SEGD_X86
-    if (avx2)
+    if (isa >= SEGD_ISA_AVX2)
         return kern_avx2;
-#else
-    (void)avx2;
 #endif
     return kern_c;
 }
@@ -159,22 +172,22 @@ void segd_gemm_pack_a(float *ap, const float *a, int m, int k)
 }
 
 void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
-                      size_t ldb, int n0, int n1, float *tmp, int avx2)
+                      size_t ldb, int n0, int n1, float *tmp, int isa)
 {
-    segd_gemm_micro_fn kern = segd_gemm_micro(avx2);
-    int mp = m_pad(m);
-    float *bp = tmp, *ct = tmp + (size_t)NR * k; /* packed B panel, C tile */
-    for (int nb = n0; nb < n1; nb += NR) {
-        int nn = n1 - nb < NR ? n1 - nb : NR;
+    segd_gemm_micro_fn kern = segd_gemm_micro(isa);
+    int mp = m_pad(m), nr = segd_gemm_nr(isa);
+    float *bp = tmp, *ct = tmp + (size_t)nr * k; /* packed B panel, C tile */
+    for (int nb = n0; nb < n1; nb += nr) {
+        int nn = n1 - nb < nr ? n1 - nb : nr;
         for (int kk = 0; kk < k; kk++) {
-            memcpy(bp + (size_t)kk * NR, b + (size_t)kk * ldb + nb, sizeof(float) * nn);
-            if (nn < NR)
-                memset(bp + (size_t)kk * NR + nn, 0, sizeof(float) * (NR - nn));
+            memcpy(bp + (size_t)kk * nr, b + (size_t)kk * ldb + nb, sizeof(float) * nn);
+            if (nn < nr)
+                memset(bp + (size_t)kk * nr + nn, 0, sizeof(float) * (nr - nn));
         }
         for (int mb = 0; mb < mp / MR; mb++) {
-            kern(k, ap + (size_t)mb * k * MR, bp, ct, NR);
+            kern(k, ap + (size_t)mb * k * MR, bp, ct, (size_t)nr);
             for (int i = 0; i < MR && mb * MR + i < m; i++)
-                memcpy(c + (size_t)(mb * MR + i) * ldc + nb, ct + i * NR, sizeof(float) * nn);
+                memcpy(c + (size_t)(mb * MR + i) * ldc + nb, ct + i * nr, sizeof(float) * nn);
         }
     }
 }

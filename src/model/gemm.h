@@ -1,8 +1,8 @@
 /* GEMM backends of the forward pass: which code multiplies the matrices of
  * the Winograd convolutions and the resampled decoder branches.
  *
- *   native    segd_gemm_packed's register-blocked micro-kernel (AVX2+FMA
- *             where the CPU has it, else portable C)
+ *   native    segd_gemm_packed's register-blocked micro-kernel (AVX-512,
+ *             else AVX2+FMA, as far as the CPU has them, else portable C)
  *   openblas  cblas_sgemm, one single-threaded call per band of tiles (the
  *             worker's team parallelises across bands, as with native)
  *   auto      native where the CPU has AVX2+FMA, else openblas: CPUs without
@@ -13,10 +13,27 @@
 
 #include <stddef.h>
 
-/* Register blocking of the native micro-kernel: an MR x NR tile of C per
- * call (NR = 3 AVX2 vectors). */
+/* Register blocking of the native micro-kernels: an MR x NR tile of C per
+ * call; NR = 3 vectors: 24 for AVX2 and the portable kernel, 48 for
+ * AVX-512 (segd_gemm_nr).  Packed A (MR rows) is the same for all, so the
+ * packed weights do not depend on the kernel; packed B panels and the
+ * scratch sized for them use the widest, SEGD_GEMM_NR_MAX. */
 #define SEGD_GEMM_MR 4
 #define SEGD_GEMM_NR 24
+#define SEGD_GEMM_NR_MAX 48
+
+/* Instruction sets of the native kernels, narrowest first.  Each includes
+ * the narrower ones: the AVX-512 level runs the AVX-512 micro-kernel and
+ * the AVX2 transforms.  Chosen once per model (segd_cpu_isa, model/cpu.h). */
+enum { SEGD_ISA_PORTABLE = 0, SEGD_ISA_AVX2 = 1, SEGD_ISA_AVX512 = 2 };
+
+/* NR of the micro-kernel of isa: 48 for SEGD_ISA_AVX512 (where the build
+ * has that kernel), else 24.  Cannot fail. */
+int segd_gemm_nr(int isa);
+
+/* "native-avx512", "native-avx2" or "native-portable": the native
+ * backend's kernel at isa (static strings). */
+const char *segd_gemm_isa_name(int isa);
 
 typedef enum segd_gemm {
     SEGD_GEMM_AUTO = 0,
@@ -31,9 +48,10 @@ int segd_gemm_parse(const char *name, segd_gemm *out);
 /* "native", "openblas" or "auto". */
 const char *segd_gemm_name(segd_gemm g);
 
-/* AUTO resolved: NATIVE if avx2 (the AVX2+FMA kernels are in use), else
- * OPENBLAS.  Other values are returned unchanged.  Cannot fail. */
-segd_gemm segd_gemm_resolve(segd_gemm g, int avx2);
+/* AUTO resolved: NATIVE if isa >= SEGD_ISA_AVX2 (the AVX2+FMA kernels or
+ * wider are in use), else OPENBLAS.  Other values are returned unchanged.
+ * Cannot fail. */
+segd_gemm segd_gemm_resolve(segd_gemm g, int isa);
 
 /* Make every OpenBLAS call run on its calling thread only
  * (openblas_set_num_threads(1)).  In OpenBLAS 0.3.21 (pthreads build) this
@@ -46,21 +64,27 @@ int segd_gemm_blas_threads(void);
 
 /* ---- native backend ---------------------------------------------------- */
 
-/* The micro-kernel: C[MR][NR] (row stride ldc) = A (k, MR) packed x
- * B (k, NR) packed, overwriting C.  segd_gemm_micro(avx2) returns the
- * AVX2+FMA version (avx2 only if segd_cpu_has_avx2()) or the portable one;
- * the Winograd bands call it directly on their packed panels. */
+/* The micro-kernel: C[MR][nr] (row stride ldc) = A (k, MR) packed x
+ * B (k, nr) packed, overwriting C, nr = segd_gemm_nr(isa).
+ * segd_gemm_micro(isa) returns the AVX-512 version (isa SEGD_ISA_AVX512,
+ * only if segd_cpu_has_avx512()), the AVX2+FMA one (SEGD_ISA_AVX2, only if
+ * segd_cpu_has_avx2()) or the portable one; the Winograd bands call it
+ * directly on their packed panels. */
 typedef void (*segd_gemm_micro_fn)(int k, const float *a, const float *b, float *c, size_t ldc);
-segd_gemm_micro_fn segd_gemm_micro(int avx2);
+segd_gemm_micro_fn segd_gemm_micro(int isa);
 
-/* Packed GEMM on the micro-kernel: columns [n0, n1) of
+/* The AVX-512 micro-kernel (gemm_avx512.c), NR = SEGD_GEMM_NR_MAX; NULL
+ * in builds without it.  Only through segd_gemm_micro. */
+extern const segd_gemm_micro_fn segd_gemm_micro_avx512;
+
+/* Packed GEMM on the micro-kernel of isa: columns [n0, n1) of
  *   C (m_pad, n) row stride ldc = A (m_pad, k) x B (k, n) row stride ldb,
- * A packed as segd_gemm_pack_a; n0 a multiple of SEGD_GEMM_NR.
- * tmp: SEGD_GEMM_NR * (k + SEGD_GEMM_MR) floats, 32-byte aligned. */
+ * A packed as segd_gemm_pack_a; n0 a multiple of SEGD_GEMM_NR_MAX.
+ * tmp: SEGD_GEMM_NR_MAX * (k + SEGD_GEMM_MR) floats, 64-byte aligned. */
 size_t segd_gemm_packed_floats(int m, int k); /* floats of packed A, m padded to MR */
 void segd_gemm_pack_a(float *ap, const float *a, int m, int k);
 void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const float *b,
-                      size_t ldb, int n0, int n1, float *tmp, int avx2);
+                      size_t ldb, int n0, int n1, float *tmp, int isa);
 
 /* The same products on OpenBLAS (the openblas GEMM backend): one
  * cblas_sgemm call, single-threaded once segd_gemm_blas_serial() ran, so

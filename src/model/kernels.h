@@ -78,29 +78,40 @@ void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *w
  * map (channel stride out_cs) plus bias and optional ReLU, reading input
  * rows [in_r0, in_r1) of each channel c at inp + c*in_cs + (y-in_r0)*w; it
  * needs rows [4*ty0-1, 4*ty1+1) clipped to [0, h).  scratch: 32-byte
- * aligned, segd_wino_band_floats(cin, cout, ty1 - ty0, w) floats.
- * avx2: use the AVX2+FMA micro-kernel (only if segd_cpu_has_avx2(), model/cpu.h). */
-/* the micro-kernel's blocking (model/gemm.h) */
+ * aligned, segd_wino_band_floats(cin, cout, ty1 - ty0, w) floats (enough
+ * for every isa).
+ * isa: the native kernels (SEGD_ISA_*, model/gemm.h): the AVX-512
+ * micro-kernel with the AVX2 transforms, the AVX2+FMA ones, or portable C;
+ * at most segd_cpu_isa() (model/cpu.h). */
+/* the micro-kernel's row blocking (model/gemm.h): the packing of u */
 #define SEGD_WINO_MR SEGD_GEMM_MR
-#define SEGD_WINO_NR SEGD_GEMM_NR
 int segd_wino_cout_pad(int cout);
 size_t segd_wino_weights_floats(int cin, int cout);
 void segd_wino_weights(float *u, const float *wt, int cin, int cout);
 size_t segd_wino_band_floats(int cin, int cout, int rows, int w);
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                    const float *bias, int cin, int cout, int relu, float *scratch, int avx2);
+                    const float *bias, int cin, int cout, int relu, float *scratch, int isa);
 
 /* segd_wino_band with the 36 GEMMs on segd_gemm_blas:
  *   [cout x cin] x [cin x tiles of the band] per Winograd point, weights
  *   ur: (36, cout, cin) row-major, from segd_wino_weights_rows (same values
- *   as segd_wino_weights).  avx2 picks the transforms only.  Same scratch
+ *   as segd_wino_weights).  isa picks the transforms only.  Same scratch
  *   (segd_wino_band_floats) and results to rounding. */
 void segd_wino_weights_rows(float *ur, const float *wt, int cin, int cout);
 void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                          int in_r1, int h, int w, int ty0, int ty1, const float *ur,
                          const float *bias, int cin, int cout, int relu, float *scratch,
-                         int avx2);
+                         int isa);
+
+/* The input transform of segd_wino_band at SEGD_ISA_AVX512
+ * (winograd_avx512.c; only segd_wino_band calls it): channel c of plane
+ * (rows [in_r0, ..) of an h x w map), tile rows [ty0, ty1), txp tiles per
+ * row (a multiple of 16), into V at xs per Winograd point, cs per channel,
+ * bs per block of nr tiles; buf: 6 * (4 * txp + 40) floats. */
+void segd_wino_in_avx512(float *V, size_t xs, size_t cs, size_t bs, int nr, int c,
+                         const float *plane, int in_r0, int h, int w, int ty0, int ty1, int txp,
+                         float *buf);
 
 /* In-place logistic sigmoid over n floats. */
 void segd_sigmoid(float *x, size_t n);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "segd/engine.h"
+#include "model/cpu.h"
 #include "model/unet3p.h"
 #include "io/weights.h"
 #include "model/model.h"
@@ -248,7 +249,7 @@ int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_
     if ((rc = read_metadata(m, wt, &width, &in_ch, err, errlen)))
         goto fail;
     if ((rc = segd_unet3p_load(&m->net, wt, (int)width, (int)in_ch, m->nclass, m->bn_eps,
-                               opts->no_avx2, err, errlen)))
+                               segd_cpu_isa(opts->no_avx2, opts->no_avx512), err, errlen)))
         goto fail;
     const char *gemm = opts->gemm;
     if (gemm && *gemm && (rc = segd_model_set_gemm(m, gemm))) {
@@ -301,6 +302,12 @@ int segd_model_set_gemm(segd_model *m, const char *name)
 }
 
 const char *segd_model_gemm(const segd_model *m) { return segd_gemm_name(m->net.gemm); }
+
+const char *segd_model_kernel(const segd_model *m)
+{
+    return m->net.gemm == SEGD_GEMM_OPENBLAS ? "openblas" : segd_gemm_isa_name(m->net.isa);
+}
+
 const char *segd_model_name(const segd_model *m) { return m->name; }
 const char *segd_model_sha256(const segd_model *m) { return m->sha256; }
 const char *segd_model_path(const segd_model *m) { return m->path; }
@@ -367,5 +374,11 @@ double segd_model_flops(const segd_model *m)
 
 json_t *segd_model_info_json(const segd_model *m)
 {
-    return json_deep_copy(m->info);
+    json_t *info = json_deep_copy(m->info);
+    /* added per call: segd_model_set_gemm may change it after the load */
+    if (info && json_object_set_new(info, "kernel", json_string(segd_model_kernel(m)))) {
+        json_decref(info);
+        return NULL;
+    }
+    return info;
 }

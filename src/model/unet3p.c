@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/cpu.h"
 #include "model/kernels.h"
 #include "model/unet3p.h"
 #include "model/team.h"
@@ -202,7 +201,7 @@ static int load_conv(segd_conv *c, const char *prefix, void *ctx)
 }
 
 int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
-                     int nclass, float eps, int no_avx2, char *err, size_t errlen)
+                     int nclass, float eps, int isa, char *err, size_t errlen)
 {
     memset(net, 0, sizeof *net);
     if (width < 1 || width > 1024 || in_ch != 1 || nclass < 1) {
@@ -239,7 +238,7 @@ int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in
         return rc;
     }
     assert((size_t)(lc.next - net->block) == total);
-    net->avx2 = segd_cpu_has_avx2() && !no_avx2;
+    net->isa = isa;
     if ((rc = segd_unet3p_set_gemm(net, SEGD_GEMM_AUTO))) {
         snprintf(err, errlen, "out of memory for the OpenBLAS weights");
         segd_unet3p_finalize(net);
@@ -314,7 +313,7 @@ static int clear_blas_conv(segd_conv *c, const char *prefix, void *ctx)
 
 int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g)
 {
-    g = segd_gemm_resolve(g, net->avx2);
+    g = segd_gemm_resolve(g, net->isa);
     if (g == SEGD_GEMM_OPENBLAS && !net->blas_block) {
         size_t total = 0;
         for_each_conv(net, count_blas_floats, &total);
@@ -374,7 +373,7 @@ static int resampled_rows(const segd_conv *c, int h, int w, int nthreads)
 
 static size_t resampled_scratch(const segd_conv *c, int h, int w, int nthreads)
 {
-    size_t gemm = (size_t)SEGD_WINO_NR * (c->cin + SEGD_WINO_MR);
+    size_t gemm = (size_t)SEGD_GEMM_NR_MAX * (c->cin + SEGD_WINO_MR);
     size_t band = (size_t)9 * (resampled_rows(c, h, w, nthreads) + 2) * w +
                   segd_resize_tmp_floats(w) + 16;
     size_t n = gemm > band ? gemm : band;
@@ -519,7 +518,7 @@ typedef struct conv_job {
     int rows, nbands;        /* tile rows per band */
     float *scratch;
     size_t thr_floats;
-    int avx2, blas;
+    int isa, blas;
 } conv_job;
 
 static void conv_band(void *ctx, int band, int thread)
@@ -543,10 +542,10 @@ static void conv_band(void *ctx, int band, int thread)
     }
     if (j->blas)
         segd_wino_band_blas(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->ur,
-                            c->b, c->cin, c->cout, c->relu, scr, j->avx2);
+                            c->b, c->cin, c->cout, c->relu, scr, j->isa);
     else
         segd_wino_band(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->u, c->b,
-                       c->cin, c->cout, c->relu, scr, j->avx2);
+                       c->cin, c->cout, c->relu, scr, j->isa);
 }
 
 static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_team *team,
@@ -563,7 +562,7 @@ static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_t
     conv_job j = {.c = c, .out = out, .out_cs = out_cs, .h = h, .w = w, .kind = kind, .k = k,
                   .src = src, .sh = p->h[src_level], .sw = p->w[src_level],
                   .rows = band_rows(c->cin, c->cout, h, w, nthreads),
-                  .scratch = arena + p->thr, .thr_floats = p->thr_floats, .avx2 = net->avx2,
+                  .scratch = arena + p->thr, .thr_floats = p->thr_floats, .isa = net->isa,
                   .blas = net->gemm == SEGD_GEMM_OPENBLAS};
     assert(!j.blas || c->ur);
     j.nbands = ((h + 3) / 4 + j.rows - 1) / j.rows;
@@ -581,7 +580,7 @@ typedef struct resampled_job {
     size_t out_cs, thr_floats;
     const float *src;
     int sh, sw, h, w;
-    int chunk, rows, avx2, blas;
+    int chunk, rows, isa, blas;
 } resampled_job;
 
 static void resampled_gemm(void *ctx, int task, int thread)
@@ -594,7 +593,7 @@ static void resampled_gemm(void *ctx, int task, int thread)
         return;
     }
     segd_gemm_packed(j->z, (size_t)n, j->c->wz, 9 * j->c->cout, j->c->cin, j->src, (size_t)n, n0,
-                     n1, j->scratch + (size_t)thread * j->thr_floats, j->avx2);
+                     n1, j->scratch + (size_t)thread * j->thr_floats, j->isa);
 }
 
 static void resampled_band(void *ctx, int band, int thread)
@@ -620,11 +619,11 @@ static void run_resampled(const segd_unet3p *net, const plan *p, float *arena, s
     resampled_job j = {.c = c, .out = out, .z = arena + p->z, .scratch = arena + p->thr,
                        .out_cs = out_cs, .thr_floats = p->thr_floats, .src = src,
                        .sh = p->h[src_level], .sw = p->w[src_level], .h = p->h[level],
-                       .w = p->w[level], .avx2 = net->avx2,
+                       .w = p->w[level], .isa = net->isa,
                        .blas = net->gemm == SEGD_GEMM_OPENBLAS};
     assert(!j.blas || c->wzr);
     assert(resampled_scratch(c, j.h, j.w, nthreads) <= p->thr_floats);
-    int n = j.sh * j.sw, nr = SEGD_WINO_NR;
+    int n = j.sh * j.sw, nr = SEGD_GEMM_NR_MAX; /* chunks start at multiples of any isa's nr */
     int chunk = (n + 4 * nthreads - 1) / (4 * nthreads);
     j.chunk = (chunk + nr - 1) / nr * nr;
     segd_team_run(team, (n + j.chunk - 1) / j.chunk, resampled_gemm, &j);

@@ -34,23 +34,23 @@ typedef struct segd_unet3p {
     segd_conv head;                       /* 5w -> nclass, 3x3, no BN/ReLU */
     segd_conv cls;                        /* 16w -> nclass, 1x1 */
     float *block;                         /* all folded weights, one malloc */
-    int avx2;                             /* use the AVX2+FMA micro-kernel */
+    int isa;                              /* native kernels: SEGD_ISA_* (model/gemm.h) */
     segd_gemm gemm;                       /* resolved: NATIVE or OPENBLAS */
     float *blas_block;                    /* ur/wzr of every conv (OPENBLAS), or NULL */
 } segd_unet3p;
 
 /* Check that wt holds exactly the tensors of UNet3Plus(width, in_ch, nclass)
  * (no more, no fewer, every shape right), fold BN (eps) and precompute the
- * Winograd weights into one malloc'd block.  The AVX2 kernels are used when
- * the CPU has them and no_avx2 is 0.  The GEMM backend
+ * Winograd weights into one malloc'd block.  isa: the native kernels to
+ * use, at most segd_cpu_isa() (model/cpu.h).  The GEMM backend
  * is SEGD_GEMM_AUTO (segd_unet3p_set_gemm).  On error net is left empty and
  * err names the tensor. */
 int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in_ch,
-                     int nclass, float eps, int no_avx2, char *err, size_t errlen);
+                     int nclass, float eps, int isa, char *err, size_t errlen);
 void segd_unet3p_finalize(segd_unet3p *net);
 
-/* Select the GEMM backend (AUTO resolved with net->avx2, so no_avx2 at load
- * stands for a CPU without AVX2) and build the weights it needs: OPENBLAS
+/* Select the GEMM backend (AUTO resolved with net->isa, so a load with the
+ * portable isa stands for a CPU without AVX2) and build the weights it needs: OPENBLAS
  * adds a second block of row-major weights (freed again by a switch back to
  * NATIVE).  The arena size does not depend on the backend.  Not
  * thread-safe: no forward pass may run meanwhile.  0 or -ENOMEM (backend

@@ -1,8 +1,8 @@
 /* Winograd F(4x4, 3x3) convolution over bands of tile rows: input transform
  * into packed panels, 36 small GEMMs with a register-blocked micro-kernel
- * (AVX2+FMA when the CPU has it) or, for the openblas backend, into
- * row-major matrices for 36 cblas_sgemm calls; output transform fused with
- * bias + ReLU.
+ * (AVX-512 or AVX2+FMA as far as the CPU has them) or, for the openblas
+ * backend, into row-major matrices for 36 cblas_sgemm calls; output
+ * transform fused with bias + ReLU.
  * Transforms are written as loops over tiles so that they vectorise. */
 #include <assert.h>
 #include <string.h>
@@ -16,7 +16,6 @@
 #include "model/vec.h"
 
 #define MR SEGD_WINO_MR
-#define NR SEGD_WINO_NR
 
 int segd_wino_cout_pad(int cout)
 {
@@ -70,22 +69,26 @@ void segd_wino_weights_rows(float *ur, const float *wt, int cin, int cout)
         }
 }
 
-static size_t pad_nr(size_t t)
+/* t rounded up to a multiple of nr. */
+static size_t pad_nr(size_t t, int nr)
 {
-    return (t + NR - 1) / NR * NR;
+    return (t + nr - 1) / nr * nr;
 }
 
-/* Tiles per tile row, padded to 8 so that groups of 8 tiles never straddle
- * an NR (24) lane block. */
-static int tiles_x_pad(int w)
+/* Tiles per tile row, padded to the transforms' group of tiles (8 for
+ * AVX2, 16 for AVX-512) so that a group never straddles an nr (24 or 48)
+ * lane block nor runs into the next tile row. */
+static int tiles_x_pad(int w, int isa)
 {
-    return ((w + 3) / 4 + 7) / 8 * 8;
+    int g = isa >= SEGD_ISA_AVX512 ? 16 : 8;
+    return ((w + 3) / 4 + g - 1) / g * g;
 }
 
 size_t segd_wino_band_floats(int cin, int cout, int rows, int w)
 {
-    size_t tp = pad_nr((size_t)rows * tiles_x_pad(w));
-    /* V (36, T/NR, cin, NR) + M (36, cout_pad, T) + D and E (36, T) each */
+    /* the widest kernel's padding: enough for every isa */
+    size_t tp = pad_nr((size_t)rows * tiles_x_pad(w, SEGD_ISA_AVX512), SEGD_GEMM_NR_MAX);
+    /* V (36, T/nr, cin, nr) + M (36, cout_pad, T) + D and E (36, T) each */
     return 36 * tp * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
 }
 
@@ -142,15 +145,16 @@ static void gather_row(float *D, size_t tp, int t0, const float *const rows[6], 
     }
 }
 
-/* V[xi][tb][c][lane] from D (36, tp) via E = BT rows, then BT columns. */
-VEC_CLONES static void pack_v(float *restrict V, const float *restrict E, size_t tp, int cin, int c)
+/* V[xi][tb][c][lane] (nr lanes) from the transformed patches E (36, tp). */
+VEC_CLONES static void pack_v(float *restrict V, const float *restrict E, size_t tp, int cin, int c,
+                              int nr)
 {
-    size_t ntb = tp / NR;
+    size_t ntb = tp / nr;
     for (int xi = 0; xi < 36; xi++) {
         const float *e = E + (size_t)xi * tp;
-        float *v = V + ((size_t)xi * ntb * cin + c) * NR;
+        float *v = V + ((size_t)xi * ntb * cin + c) * nr;
         for (size_t tb = 0; tb < ntb; tb++)
-            memcpy(v + tb * (size_t)cin * NR, e + tb * NR, sizeof(float) * NR);
+            memcpy(v + tb * (size_t)cin * nr, e + tb * nr, sizeof(float) * nr);
     }
 }
 
@@ -191,14 +195,14 @@ __attribute__((target("avx2,fma"))) static inline void phases8(const float *p, _
 /* Input transform of one channel, tile row by tile row, 8 tiles at a time:
  * BT over the 6 input rows on whole rows, then BT over columns on the 8
  * tiles' column phases; results stored straight into V, where tile t of
- * channel c at Winograd point xi is V[xi * xs + c * cs + (t / NR) * bs + t % NR]
- * (panels: cs = NR, bs = cin * NR; rows: cs = tp, bs = NR).
+ * channel c at Winograd point xi is V[xi * xs + c * cs + (t / nr) * bs + t % nr]
+ * (panels: cs = nr, bs = cin * nr; rows: cs = tp, bs = nr).
  * Over 80 lines on purpose: the row and the column pass are one loop nest
  * over the same 8 tiles and their registers, and read best checked as a
  * whole against the scalar transform. */
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(
-    float *V, size_t xs, size_t cs, size_t bs, int c, const float *plane, int in_r0, int h,
-    int w, int ty0, int ty1, int txp, float *buf)
+    float *V, size_t xs, size_t cs, size_t bs, int nr, int c, const float *plane, int in_r0,
+    int h, int w, int ty0, int ty1, int txp, float *buf)
 {
     const __m256 k2 = _mm256_set1_ps(2.0f), k4 = _mm256_set1_ps(4.0f), k5 = _mm256_set1_ps(5.0f);
     const __m256i shift1 = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
@@ -252,7 +256,7 @@ __attribute__((target("avx2,fma"))) static void wino_in_avx2(
         size_t t0 = (size_t)(ty - ty0) * txp;
         for (int g = 0; g < txp; g += 8) {
             size_t t = t0 + g;
-            float *vt = V + (size_t)c * cs + (t / NR) * bs + t % NR;
+            float *vt = V + (size_t)c * cs + (t / nr) * bs + t % nr;
             for (int i = 0; i < 6; i++) {
                 __m256 p[4];
                 const float *bi = buf + i * lr + 4 * g;
@@ -376,15 +380,16 @@ static void pack_v_rows(float *restrict V, const float *restrict D, size_t tp, i
  * pieces would have to pass around; the phases are commented in place. */
 static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                       int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                      const float *bias, int cin, int cout, int relu, float *scratch, int avx2,
+                      const float *bias, int cin, int cout, int relu, float *scratch, int isa,
                       int blas)
 {
-    int tx_n = (w + 3) / 4, txp = tiles_x_pad(w);
+    int tx_n = (w + 3) / 4, txp = tiles_x_pad(w, isa);
     int nt = (ty1 - ty0) * txp;
-    size_t tp = pad_nr((size_t)nt), ntb = tp / NR;
+    int avx2 = isa >= SEGD_ISA_AVX2, nr = segd_gemm_nr(isa); /* AVX-512: AVX2 transforms */
+    size_t tp = pad_nr((size_t)nt, nr), ntb = tp / nr;
     int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
     float *V = scratch, *M = V + 36 * tp * cin, *D = M + 36 * tp * cp, *E = D + 36 * tp;
-    segd_gemm_micro_fn kern = segd_gemm_micro(avx2);
+    segd_gemm_micro_fn kern = segd_gemm_micro(isa);
     assert(in_r0 <= (4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0));
     assert(in_r1 >= (4 * ty1 + 1 < h ? 4 * ty1 + 1 : h));
 
@@ -394,11 +399,16 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
         if (!blas && tp > (size_t)nt) /* lanes past the last tile (all in the last block): zero */
             for (int xi = 0; xi < 36; xi++)
                 for (int c = 0; c < cin; c++)
-                    memset(V + (((size_t)xi * ntb + ntb - 1) * cin + c) * NR + nt % NR, 0,
+                    memset(V + (((size_t)xi * ntb + ntb - 1) * cin + c) * nr + nt % nr, 0,
                            sizeof(float) * (tp - nt));
+        size_t cs = blas ? tp : (size_t)nr, bs = blas ? (size_t)nr : (size_t)cin * nr;
         for (int c = 0; c < cin; c++)
-            wino_in_avx2(V, tp * cin, blas ? tp : NR, blas ? NR : (size_t)cin * NR, c,
-                         inp + (size_t)c * in_cs, in_r0, h, w, ty0, ty1, txp, D);
+            if (isa >= SEGD_ISA_AVX512)
+                segd_wino_in_avx512(V, tp * cin, cs, bs, nr, c, inp + (size_t)c * in_cs, in_r0,
+                                    h, w, ty0, ty1, txp, D);
+            else
+                wino_in_avx2(V, tp * cin, cs, bs, nr, c, inp + (size_t)c * in_cs, in_r0, h, w,
+                             ty0, ty1, txp, D);
     }
 #endif
     if (tp > (size_t)nt)
@@ -422,7 +432,7 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
         if (blas)
             pack_v_rows(V, D, tp, cin, c, nt);
         else
-            pack_v(V, D, tp, cin, c);
+            pack_v(V, D, tp, cin, c, nr);
     }
 
     /* 36 GEMMs: M[xi] (cp, tp) = U[xi] (cp, cin) x V[xi] (cin, tp). */
@@ -431,12 +441,12 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
                        V + (size_t)xi * cin * tp, tp, nt);
     for (int xi = 0; xi < 36 && !blas; xi++) {
         const float *ux = u + (size_t)xi * ncb * cin * MR;
-        const float *vx = V + (size_t)xi * ntb * cin * NR;
+        const float *vx = V + (size_t)xi * ntb * cin * nr;
         float *mx = M + (size_t)xi * cp * tp;
         for (size_t tb = 0; tb < ntb; tb++)
             for (int cb = 0; cb < ncb; cb++)
-                kern(cin, ux + (size_t)cb * cin * MR, vx + tb * cin * NR,
-                     mx + (size_t)cb * MR * tp + tb * NR, tp);
+                kern(cin, ux + (size_t)cb * cin * MR, vx + tb * cin * nr,
+                     mx + (size_t)cb * MR * tp + tb * nr, tp);
     }
 
     /* Output transform per output channel, scatter 4x4 blocks. */
@@ -482,17 +492,17 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
 
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                    const float *bias, int cin, int cout, int relu, float *scratch, int avx2)
+                    const float *bias, int cin, int cout, int relu, float *scratch, int isa)
 {
     wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, u, bias, cin, cout, relu,
-              scratch, avx2, 0);
+              scratch, isa, 0);
 }
 
 void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                          int in_r1, int h, int w, int ty0, int ty1, const float *ur,
                          const float *bias, int cin, int cout, int relu, float *scratch,
-                         int avx2)
+                         int isa)
 {
     wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, ur, bias, cin, cout, relu,
-              scratch, avx2, 1);
+              scratch, isa, 1);
 }

@@ -15,6 +15,7 @@
 #include "segd/engine.h"
 #include "io/png.h"
 #include "model/cpu.h"
+#include "model/gemm.h"
 #include "io/rle.h"
 
 static char dir[1024];
@@ -249,20 +250,41 @@ static void test_model_options(const char *path)
     segd_model_options o;
     setenv("SEGD_GEMM", "openblas", 1);
     setenv("SEGD_NO_AVX2", "1", 1);
+    setenv("SEGD_NO_AVX512", "1", 1);
     segd_model *m = NULL;
     TEST_REQUIRE(segd_model_load(path, &m, err, sizeof err) == 0);
-    /* the defaults, whatever the environment says: auto, AVX2 if present */
+    /* the defaults, whatever the environment says: auto, AVX2 if present,
+     * on the widest kernels */
     const char *want = segd_cpu_has_avx2() ? "native" : "openblas";
     TEST_EQ_STR(segd_model_gemm(m), want);
+    TEST_EQ_STR(segd_model_kernel(m), segd_cpu_has_avx2() ? segd_gemm_isa_name(segd_cpu_isa(0, 0))
+                                                          : "openblas");
+    json_t *info = segd_model_info_json(m);
+    TEST_REQUIRE(info);
+    TEST_EQ_STR(json_string_value(json_object_get(info, "kernel")), segd_model_kernel(m));
+    json_decref(info);
     segd_model_free(m);
 
     TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), 0);
     TEST_EQ_STR(o.gemm, "openblas");
     TEST_EQ_INT(o.no_avx2, 1);
+    TEST_EQ_INT(o.no_avx512, 1);
     TEST_EQ_INT(segd_cli_model_options(&o, "native", err, sizeof err), 0);
     TEST_EQ_STR(o.gemm, "native"); /* the flag wins */
     TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
     TEST_EQ_STR(segd_model_gemm(m), "native");
+    /* native with AVX2 forced off: the portable kernel */
+    TEST_EQ_STR(segd_model_kernel(m), "native-portable");
+    segd_model_free(m);
+    o = (segd_model_options){.gemm = "native", .no_avx512 = 1};
+    TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
+    TEST_EQ_STR(segd_model_kernel(m), segd_cpu_has_avx2() ? "native-avx2" : "native-portable");
+    TEST_EQ_INT(segd_model_set_gemm(m, "openblas"), 0);
+    TEST_EQ_STR(segd_model_kernel(m), "openblas");
+    info = segd_model_info_json(m); /* follows the backend */
+    TEST_REQUIRE(info);
+    TEST_EQ_STR(json_string_value(json_object_get(info, "kernel")), "openblas");
+    json_decref(info);
     segd_model_free(m);
     o = (segd_model_options){.gemm = "auto", .no_avx2 = 1};
     TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
@@ -277,9 +299,11 @@ static void test_model_options(const char *path)
     TEST_CHECK(strstr(err, "SEGD_GEMM 'bogus'") != NULL);
     unsetenv("SEGD_GEMM");
     setenv("SEGD_NO_AVX2", "", 1); /* empty: unset */
+    setenv("SEGD_NO_AVX512", "", 1);
     TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), 0);
-    TEST_CHECK(o.gemm == NULL && o.no_avx2 == 0);
+    TEST_CHECK(o.gemm == NULL && o.no_avx2 == 0 && o.no_avx512 == 0);
     unsetenv("SEGD_NO_AVX2");
+    unsetenv("SEGD_NO_AVX512");
 }
 
 int main(int argc, char **argv)

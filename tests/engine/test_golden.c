@@ -10,8 +10,13 @@
  * weights fail with the command that regenerates them).
  * Each fixture runs on a single-threaded worker and on a 3-thread team;
  * with SEGD_NO_AVX2=1 in the environment the portable kernels are tested,
- * with SEGD_GEMM=native|openblas|auto the GEMM backend (checked to be the
- * one asked for; OpenBLAS must then run each call on 1 thread). */
+ * with SEGD_NO_AVX512=1 the AVX2 ones (at most), with
+ * SEGD_GEMM=native|openblas|auto the GEMM backend (checked to be the one
+ * asked for, on the kernels asked for; OpenBLAS must then run each call on
+ * 1 thread).  Every line names the kernels that ran (segd_model_kernel),
+ * and so does the last one.  Forcing the AVX2 kernels on a CPU without
+ * AVX-512 repeats the default run (said, not skipped: in CI a skip is a
+ * failure). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +55,9 @@ static void join(char *out, size_t cap, const char *dir, const char *rel)
     snprintf(out, cap, "%s/%s", dir, rel);
 }
 
-static void run_fixture(const char *prefix, int threads)
+/* ran (ran_cap bytes): the kernels that ran (segd_model_kernel), each
+ * appended once, space-separated, for the last line. */
+static void run_fixture(const char *prefix, int threads, char *ran, size_t ran_cap)
 {
     char path[4096], dir[4096], err[512];
     snprintf(path, sizeof path, "%s.json", prefix);
@@ -69,8 +76,9 @@ static void run_fixture(const char *prefix, int threads)
     segd_model *m = NULL;
     /* the library reads no environment: the test passes the variables of
      * its meson test() entry on, as the CLI does */
-    const char *no_avx2 = getenv("SEGD_NO_AVX2");
-    segd_model_options opts = {.gemm = getenv("SEGD_GEMM"), .no_avx2 = no_avx2 && *no_avx2};
+    const char *no_avx2 = getenv("SEGD_NO_AVX2"), *no_avx512 = getenv("SEGD_NO_AVX512");
+    segd_model_options opts = {.gemm = getenv("SEGD_GEMM"), .no_avx2 = no_avx2 && *no_avx2,
+                               .no_avx512 = no_avx512 && *no_avx512};
     int rc = segd_model_load_opts(path, &opts, &m, err, sizeof err);
     if (rc)
         fprintf(stderr, "%s: %s\n", path, err);
@@ -78,12 +86,20 @@ static void run_fixture(const char *prefix, int threads)
     segd_worker *w = NULL;
     TEST_REQUIRE(segd_worker_create_threads(m, SEGD_DEFAULT_MAX_PIXELS, threads, &w) == 0);
     const char *want = getenv("SEGD_GEMM");
+    int isa = segd_cpu_isa(opts.no_avx2, opts.no_avx512);
     if (want && *want && strcmp(want, "auto") != 0) {
         TEST_CHECK(strcmp(segd_model_gemm(m), want) == 0);
-    } else { /* auto: native only with the AVX2 kernels */
-        int avx2 = segd_cpu_has_avx2() && !opts.no_avx2;
-        TEST_CHECK(strcmp(segd_model_gemm(m), avx2 ? "native" : "openblas") == 0);
+    } else { /* auto: native only with the AVX2 kernels (or wider) */
+        TEST_CHECK(strcmp(segd_model_gemm(m), isa >= SEGD_ISA_AVX2 ? "native" : "openblas") == 0);
     }
+    /* native: the widest kernels the CPU has and the options allow */
+    const char *kernel = segd_model_kernel(m);
+    if (strcmp(segd_model_gemm(m), "native") == 0)
+        TEST_EQ_STR(kernel, segd_gemm_isa_name(isa));
+    else
+        TEST_EQ_STR(kernel, "openblas");
+    if (!strstr(ran, kernel) && strlen(ran) + strlen(kernel) + 2 < ran_cap)
+        strcat(strcat(ran, " "), kernel);
     if (strcmp(segd_model_gemm(m), "openblas") == 0)
         TEST_EQ_INT(segd_gemm_blas_threads(), 1);
     const char *sha = json_string_value(json_object_get(man, "sha256"));
@@ -164,7 +180,7 @@ static void run_fixture(const char *prefix, int threads)
         const char *name = json_string_value(json_object_get(c, "png"));
         fprintf(stderr, "%s [%d thr, %s] %s: max |prob diff| %.3g, max |presence diff| %.3g, "
                 "mask mismatches %zu (+%zu within %.0e of threshold), infer %.1f ms\n",
-                prefix, threads, segd_model_gemm(m), name, maxd, maxp, mism, edge, EDGE_TOL, r.ms_infer);
+                prefix, threads, kernel, name, maxd, maxp, mism, edge, EDGE_TOL, r.ms_infer);
         TEST_CHECK(maxd <= PROB_TOL);
         TEST_CHECK(maxp <= PROB_TOL);
         TEST_EQ_INT(mism, 0);
@@ -184,9 +200,15 @@ static void run_fixture(const char *prefix, int threads)
 int main(int argc, char **argv)
 {
     TEST_REQUIRE(argc >= 2);
+    char ran[128] = "";
+    const char *no_avx512 = getenv("SEGD_NO_AVX512");
+    if (no_avx512 && *no_avx512 && !segd_cpu_has_avx512())
+        fprintf(stderr, "test_golden: no AVX-512 on this CPU: SEGD_NO_AVX512 changes nothing, "
+                "the kernels of the default run again\n");
     for (int i = 1; i < argc; i++) {
-        run_fixture(argv[i], 1);
-        run_fixture(argv[i], 3); /* a team of threads must give the same answer */
+        run_fixture(argv[i], 1, ran, sizeof ran);
+        run_fixture(argv[i], 3, ran, sizeof ran); /* a team of threads must give the same answer */
     }
+    fprintf(stderr, "test_golden: kernels run:%s\n", ran);
     return test_report("test_golden");
 }

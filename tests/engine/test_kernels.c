@@ -1,6 +1,8 @@
 /* Kernels against naive loops (double accumulation) on small random shapes,
  * odd sizes included: conv3x3 (tiled, into a channel slice), conv1x1,
- * maxpool ceil_mode, bilinear resize. */
+ * maxpool ceil_mode, bilinear resize; the Winograd bands and the packed GEMM
+ * on every native instruction set the CPU has (SEGD_ISA_*), each also
+ * against the portable one. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,7 +69,7 @@ static void test_conv3x3(int cin, int cout, int h, int w, int relu, size_t col_f
 /* Winograd band conv against the im2col conv, in bands of `rows` tile rows,
  * reading input through a row window as the graph code does; blas: the
  * OpenBLAS GEMM backend (row-major weights). */
-static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int avx2, int blas)
+static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int isa, int blas)
 {
     size_t cs = (size_t)h * w + 5;
     float *inp = rand_buf((size_t)cin * h * w), *wt = rand_buf((size_t)cout * cin * 9),
@@ -88,10 +90,10 @@ static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int a
         int r0 = 4 * t0 - 1 > 0 ? 4 * t0 - 1 : 0, r1 = 4 * t1 + 1 < h ? 4 * t1 + 1 : h;
         if (blas)
             segd_wino_band_blas(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0,
-                                t1, ur, b, cin, cout, relu, scr, avx2);
+                                t1, ur, b, cin, cout, relu, scr, isa);
         else
             segd_wino_band(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0, t1,
-                           u, b, cin, cout, relu, scr, avx2);
+                           u, b, cin, cout, relu, scr, isa);
     }
     double maxd = 0;
     for (int o = 0; o < cout; o++)
@@ -100,10 +102,45 @@ static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int a
             maxd = d > maxd ? d : maxd;
         }
     if (maxd > 1e-4)
-        fprintf(stderr, "wino %dx%d c%d->%d rows %d avx2 %d blas %d: max diff %g\n", h, w, cin,
-                cout, rows, avx2, blas, maxd);
+        fprintf(stderr, "wino %dx%d c%d->%d rows %d isa %d blas %d: max diff %g\n", h, w, cin,
+                cout, rows, isa, blas, maxd);
     TEST_CHECK(maxd <= 1e-4);
     free(inp), free(wt), free(b), free(out), free(ref), free(u), free(ur), free(scr), free(col);
+}
+
+/* segd_gemm_packed (the resampled branches' GEMM) on columns [n0, n1) of
+ * C (m, n) against double loops; the columns outside are left alone. */
+static void test_gemm_packed(int m, int k, int n, int n0, int n1, int isa)
+{
+    float *a = rand_buf((size_t)m * k), *b = rand_buf((size_t)k * n),
+          *c = rand_buf((size_t)m * n), *c0 = malloc(sizeof(float) * m * n);
+    float *ap = aligned_alloc(64, (segd_gemm_packed_floats(m, k) * 4 + 63) / 64 * 64);
+    size_t tf = (size_t)SEGD_GEMM_NR_MAX * (k + SEGD_GEMM_MR);
+    float *tmp = aligned_alloc(64, (tf * 4 + 63) / 64 * 64);
+    TEST_REQUIRE(c0 && ap && tmp);
+    memcpy(c0, c, sizeof(float) * m * n);
+    segd_gemm_pack_a(ap, a, m, k);
+    segd_gemm_packed(c, (size_t)n, ap, m, k, b, (size_t)n, n0, n1, tmp, isa);
+    double maxd = 0;
+    int outside = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            if (j < n0 || j >= n1) {
+                outside += c[i * n + j] != c0[i * n + j];
+                continue;
+            }
+            double s = 0;
+            for (int kk = 0; kk < k; kk++)
+                s += (double)a[i * k + kk] * b[(size_t)kk * n + j];
+            double d = fabs(s - c[i * n + j]);
+            maxd = d > maxd ? d : maxd;
+        }
+    if (maxd > 1e-4 || outside)
+        fprintf(stderr, "gemm_packed %dx%dx%d [%d, %d) isa %d: max diff %g, %d written outside\n",
+                m, k, n, n0, n1, isa, maxd, outside);
+    TEST_CHECK(maxd <= 1e-4);
+    TEST_EQ_INT(outside, 0);
+    free(a), free(b), free(c), free(c0), free(ap), free(tmp);
 }
 
 static void test_conv1x1(int cin, int cout, int n, int blas)
@@ -209,12 +246,12 @@ int main(void)
         test_conv3x3(20, 20, h, w, 1, segd_conv3x3_min_col(20, w) * 3);
         test_conv1x1(6, 3, h * w, 0);
         test_conv1x1(6, 3, h * w, 1);
-        for (int avx2 = 0; avx2 <= segd_cpu_has_avx2(); avx2++)
+        for (int isa = SEGD_ISA_PORTABLE; isa <= segd_cpu_isa(0, 0); isa++)
             for (int blas = 0; blas <= 1; blas++) {
-                test_wino(1, 3, h, w, 1, 1, avx2, blas); /* pooled single-channel input */
-                test_wino(2, 3, h, w, 1, 1, avx2, blas);
-                test_wino(5, 8, h, w, 0, 2, avx2, blas);
-                test_wino(17, 6, h, w, 1, 100, avx2, blas);
+                test_wino(1, 3, h, w, 1, 1, isa, blas); /* pooled single-channel input */
+                test_wino(2, 3, h, w, 1, 1, isa, blas);
+                test_wino(5, 8, h, w, 0, 2, isa, blas);
+                test_wino(17, 6, h, w, 1, 100, isa, blas);
             }
         for (int k = 2; k <= 16; k *= 2)
             test_maxpool(3, h, w, k);
@@ -233,5 +270,20 @@ int main(void)
             test_resize(3, n, n + 1, f * n, f * (n + 1));
     test_resize(3, 256, 256, 310, 360);
     test_conv3x3(64, 16, 32, 32, 1, segd_conv3x3_min_col(64, 32) * 5);
+    for (int isa = SEGD_ISA_PORTABLE; isa <= segd_cpu_isa(0, 0); isa++) {
+        /* rows of several groups of 16 tiles, a partial last group, bands
+         * of several tile rows: the AVX-512 transform's cases */
+        for (int blas = 0; blas <= 1; blas++) {
+            test_wino(3, 5, 9, 70, 1, 2, isa, blas);
+            test_wino(16, 16, 37, 150, 1, 3, isa, blas);
+            test_wino(7, 9, 21, 257, 0, 100, isa, blas);
+        }
+        test_gemm_packed(1, 1, 1, 0, 1, isa);
+        test_gemm_packed(7, 13, 100, 0, 100, isa);
+        test_gemm_packed(9, 5, 130, 48, 97, isa); /* a chunk, as the team splits it */
+        test_gemm_packed(36, 64, 50, 0, 48, isa);
+        fprintf(stderr, "winograd bands and packed GEMM tested with %s\n",
+                segd_gemm_isa_name(isa));
+    }
     return test_report("test_kernels");
 }
