@@ -9,11 +9,17 @@
  *                     [...]} in part order, ids from the file names);
  *                     ?id= ?threshold= (0 < t < 1); timing_ms gets queue and
  *                     encode added to the engine's decode, infer, post.
- *   GET  /v1/model    segd_model_info_json()
+ *   POST /v1/segment  also one DICOM image (application/dicom)
+ *   POST /v1/series   one series (multipart/related DICOM, or Kaggle-named
+ *                     PNGs) as one job: JSON, DICOM SEG or RTSTRUCT
+ *   POST /v1/admin/reload  segd_server_reload()
+ *   /v2/...           the Open Inference Protocol (KServe V2 REST)
+ *   GET  /v1/model    segd_model_info_json() of the model in service
  *   GET  /healthz     alive;  GET /readyz  200, or 503 while draining
  *   GET  /metrics     Prometheus text 0.0.4
  *   OPTIONS <route>   204 with Allow (and the CORS preflight headers)
- * Errors: {"error":{"code","message"}} with 400 (bad PNG, multipart, query),
+ * With --api-key-file, POST routes need "Authorization: Bearer <key>" (401).
+ * Errors: {"error":{"code","message"}} ({"error": "..."} on /v2) with 400 (bad PNG, multipart, query),
  * 404, 405 (+Allow), 413 (--max-body, --max-pixels, --max-parts), 415, 422
  * (zero-size image), 500 (non-finite network output), 503 (+Retry-After:
  * queue full, --max-body-total in use, draining, OOM), 504 (deadline
