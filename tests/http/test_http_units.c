@@ -414,6 +414,24 @@ static void test_queue(void)
     TEST_CHECK(job == &c);
     TEST_EQ_INT(segd_queue_try_pop(q, &job, &dl), -EAGAIN);
 
+    /* remove from the middle of a wrapped ring: the rest keep their order */
+    segd_queue *q3;
+    int x[3];
+    TEST_EQ_INT(segd_queue_create(3, &q3), 0);
+    TEST_EQ_INT(segd_queue_push(q3, &a, far), 0);
+    TEST_EQ_INT(segd_queue_try_pop(q3, &job, &dl), 0); /* head moves to slot 1 */
+    for (int i = 0; i < 3; i++)
+        TEST_EQ_INT(segd_queue_push(q3, &x[i], far + i), 0);
+    TEST_EQ_INT(segd_queue_remove(q3, &x[1]), 0);
+    TEST_EQ_INT(segd_queue_remove(q3, &x[1]), -ENOENT);
+    TEST_EQ_INT(segd_queue_length(q3), 2);
+    TEST_EQ_INT(segd_queue_try_pop(q3, &job, &dl), 0);
+    TEST_CHECK(job == &x[0] && dl == far);
+    TEST_EQ_INT(segd_queue_try_pop(q3, &job, &dl), 0);
+    TEST_CHECK(job == &x[2] && dl == far + 2);
+    TEST_EQ_INT(segd_queue_remove(q3, &x[2]), -ENOENT);
+    segd_queue_free(q3);
+
     /* expiry: the reaper call returns once the head's deadline passed */
     double t0 = segd_queue_now();
     TEST_EQ_INT(segd_queue_push(q, &a, t0 + 0.05), 0);
