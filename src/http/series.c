@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "http/server_impl.h"
+#include "io/png.h"
 #include "io/rle.h"
 #include "segd/series.h"
 #ifdef SEGD_HAVE_DICOM
@@ -127,6 +128,12 @@ enum MHD_Result segd_series_begin(request *r)
         return segd_respond_reject(r, 400, "min_volume_ml must be a decimal number >= 0");
     if (query_real(r, "slice_spacing", 1e-3, 1000, &r->slice_spacing))
         return segd_respond_reject(r, 400, "slice_spacing must be a decimal number of mm, > 0");
+    const char *pv = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "preview");
+    if (pv && strcmp(pv, "0") != 0 && strcmp(pv, "1") != 0)
+        return segd_respond_reject(r, 400, "preview must be 0 or 1");
+    r->preview = pv && pv[0] == '1';
+    if (r->preview && r->format != SERIES_JSON)
+        return segd_respond_reject(r, 400, "preview=1 applies to JSON answers only (format=json)");
     return segd_upload_start(r);
 }
 
@@ -472,6 +479,119 @@ static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
     return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* ?preview=1: each slice's decoded image as a 16-bit PNG in the JSON    */
+/* ------------------------------------------------------------------ */
+
+/* Standard base64 (RFC 4648 section 4, padded) of n bytes: a new string
+ * (free()), NULL on OOM. */
+static char *base64_encode(const unsigned char *in, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (n > (SIZE_MAX - 1) / 4 * 3 - 3)
+        return NULL;
+    char *out = malloc((n + 2) / 3 * 4 + 1), *p = out;
+    if (!out)
+        return NULL;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        *p++ = abc[v >> 18];
+        *p++ = abc[(v >> 12) & 63];
+        *p++ = abc[(v >> 6) & 63];
+        *p++ = abc[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+        *p++ = abc[v >> 18];
+        *p++ = abc[(v >> 12) & 63];
+        *p++ = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+        *p++ = '=';
+    }
+    *p = 0;
+    return out;
+}
+
+/* {"png": base64 16-bit grey PNG, "offset": o, "scale": s} for a plane of
+ * n = rows x cols values, value = stored * scale + offset: offset is the
+ * minimum; scale 1 when the values are integers whose range fits 16 bits,
+ * else the range over 65535.  stored: room for n values.  A new reference,
+ * NULL on OOM or an encoder error. */
+static json_t *preview_json(const float *v, int rows, int cols, uint16_t *stored)
+{
+    size_t n = (size_t)rows * (size_t)cols;
+    double lo = v[0], hi = v[0];
+    bool integral = true;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < lo)
+            lo = v[i];
+        if (v[i] > hi)
+            hi = v[i];
+        integral = integral && v[i] == floorf(v[i]);
+    }
+    double scale = integral && hi - lo <= 65535 ? 1.0 : (hi - lo) / 65535;
+    if (scale <= 0)
+        scale = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        double q = round((v[i] - lo) / scale);
+        stored[i] = (uint16_t)(q < 0 ? 0 : q > 65535 ? 65535 : q);
+    }
+    void *png = NULL;
+    size_t len = 0;
+    char err[200];
+    if (segd_png_encode_gray16(stored, rows, cols, &png, &len, err, sizeof err))
+        return NULL;
+    char *b64 = base64_encode(png, len);
+    free(png);
+    if (!b64)
+        return NULL;
+    json_t *o = json_pack("{s:s,s:f,s:f}", "png", b64, "offset", lo, "scale", scale);
+    free(b64);
+    return o;
+}
+
+/* Scratch for the previews of a series: the decoded plane of a PNG slice
+ * (DICOM images are still in the job) and the 16-bit plane. */
+typedef struct preview_buf {
+    float *grey;       /* rows x cols */
+    uint16_t *stored;  /* rows x cols */
+    void *scratch;     /* segd_png_decode_gray's */
+    size_t scratch_cap;
+} preview_buf;
+
+/* Slice k's preview (a new reference), NULL on OOM or when its PNG no
+ * longer decodes. */
+static json_t *slice_preview(request *r, series_job *j, size_t k, preview_buf *b)
+{
+    size_t plane = (size_t)j->rows * (size_t)j->cols;
+    if (!b->stored) {
+        b->stored = malloc(plane * sizeof *b->stored);
+        if (!b->stored)
+            return NULL;
+    }
+#ifdef SEGD_HAVE_DICOM
+    if (r->related)
+        return preview_json(j->sorted[k]->pixels, j->rows, j->cols, b->stored);
+#endif
+    /* PNG slice: decoded again here (the worker's copy is gone), its
+     * bytes are still in the request body */
+    const slice *sl = &r->slices[j->order[k]];
+    if (!b->grey) {
+        b->scratch_cap = segd_png_scratch_bytes(plane);
+        b->grey = malloc(plane * sizeof *b->grey);
+        b->scratch = malloc(b->scratch_cap);
+        if (!b->grey || !b->scratch)
+            return NULL;
+    }
+    int h, w;
+    char err[200];
+    if (segd_png_decode_gray(sl->png, sl->len, plane, b->grey, b->scratch, b->scratch_cap, &h, &w,
+                             err, sizeof err) ||
+        h != j->rows || w != j->cols)
+        return NULL;
+    return preview_json(b->grey, j->rows, j->cols, b->stored);
+}
+
 /* The JSON answer (a new reference, NULL on OOM). */
 static json_t *series_json(request *r, series_job *j, double queue_ms)
 {
@@ -480,6 +600,7 @@ static json_t *series_json(request *r, series_job *j, double queue_ms)
     json_t *top = json_object(), *slices = json_array(), *vol = json_object(),
            *removed = json_object(), *removed_vox = json_object();
     json_t *result = NULL;
+    preview_buf pb = {0};
     if (!top || !slices || !vol || !removed || !removed_vox)
         goto out;
     for (size_t k = 0; k < j->n; k++) {
@@ -509,6 +630,8 @@ static json_t *series_json(request *r, series_job *j, double queue_ms)
 #else
         (void)sl;
 #endif
+        if (ok && r->preview)
+            ok = json_object_set_new(d, "image", slice_preview(r, j, k, &pb)) == 0;
         json_decref(d);
         json_decref(masks);
         json_decref(pixels);
@@ -560,6 +683,9 @@ static json_t *series_json(request *r, series_job *j, double queue_ms)
 #endif
     result = json_incref(top);
 out:
+    free(pb.grey);
+    free(pb.stored);
+    free(pb.scratch);
     json_decref(slices);
     json_decref(vol);
     json_decref(removed);

@@ -215,6 +215,7 @@ typedef struct request {
     series_format format;
     double min_volume_ml;       /* series: 3D clean-up threshold */
     double slice_spacing;       /* PNG series: mm between slices */
+    bool preview;               /* series: ?preview=1, each slice's decoded image in the JSON */
     /* POST /v2/models/{name}/infer (oip.c): the input tensor, the outputs asked */
     uint8_t *oip_png;           /* BYTES input, base64-decoded (owned) */
     size_t oip_png_len;

@@ -1,9 +1,11 @@
-/* PNG -> float grey, row by row into caller storage; libpng errors come back
- * through longjmp into one place that frees libpng's structures. */
+/* PNG -> float grey, row by row into caller storage, and 16-bit grey -> PNG
+ * into a growing memory buffer; libpng errors come back through longjmp into
+ * one place that frees libpng's structures. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <png.h>
@@ -254,4 +256,116 @@ int segd_png_decode_gray(const void *data, size_t len, size_t max_pixels,
 done:
     png_destroy_read_struct(&png, info ? &info : NULL, NULL);
     return rc;
+}
+
+/* ---- encoding: 16-bit grey into memory ---- */
+
+typedef struct png_sink {
+    unsigned char *data;
+    size_t len, cap;
+    char msg[160]; /* libpng's error message */
+    int oom;
+} png_sink;
+
+static void write_fn(png_structp png, png_bytep buf, png_size_t n)
+{
+    png_sink *s = png_get_io_ptr(png);
+    if (n > s->cap - s->len) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap - s->len < n) {
+            if (cap > SIZE_MAX / 2) {
+                s->oom = 1;
+                png_error(png, "out of memory");
+            }
+            cap *= 2;
+        }
+        unsigned char *p = realloc(s->data, cap);
+        if (!p) {
+            s->oom = 1;
+            png_error(png, "out of memory");
+        }
+        s->data = p;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, buf, n);
+    s->len += n;
+}
+
+static void flush_fn(png_structp png)
+{
+    (void)png;
+}
+
+static void write_error_fn(png_structp png, png_const_charp msg)
+{
+    png_sink *s = png_get_error_ptr(png);
+    snprintf(s->msg, sizeof s->msg, "%s", msg);
+    if (strstr(msg, "of memory") || strstr(msg, "of Memory") || strstr(msg, "insufficient memory"))
+        s->oom = 1;
+    png_longjmp(png, 1);
+}
+
+static void write_warning_fn(png_structp png, png_const_charp msg)
+{
+    (void)png;
+    (void)msg;
+}
+
+int segd_png_encode_gray16(const uint16_t *pixels, int height, int width, void **out,
+                           size_t *outlen, char *err, size_t errlen)
+{
+    /* volatile: alive across the longjmp of a libpng error */
+    png_sink sink = {0};
+    png_sink *volatile sp = &sink;
+    png_structp png = NULL;
+    png_infop info = NULL;
+    unsigned char *volatile row = NULL;
+    volatile int rc = 0;
+    *out = NULL;
+    *outlen = 0;
+    if (height < 1 || width < 1) {
+        snprintf(err, errlen, "image of zero size");
+        return -EINVAL;
+    }
+    png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, write_error_fn, write_warning_fn);
+    if (!png) {
+        snprintf(err, errlen, "out of memory creating PNG encoder");
+        return -ENOMEM;
+    }
+    info = png_create_info_struct(png);
+    row = malloc((size_t)width * 2);
+    if (!info || !row) {
+        snprintf(err, errlen, "out of memory creating PNG encoder");
+        rc = -ENOMEM;
+        goto done;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        snprintf(err, errlen, "encoding PNG: %s", sp->msg);
+        rc = sp->oom ? -ENOMEM : -EIO;
+        goto done;
+    }
+    png_set_write_fn(png, &sink, write_fn, flush_fn);
+    png_set_compression_level(png, 1); /* speed: a preview, sent once */
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 16, PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < height; y++) {
+        const uint16_t *src = pixels + (size_t)y * (size_t)width;
+        for (int x = 0; x < width; x++) { /* PNG samples are big-endian */
+            row[2 * x] = (unsigned char)(src[x] >> 8);
+            row[2 * x + 1] = (unsigned char)(src[x] & 0xff);
+        }
+        png_write_row(png, row);
+    }
+    png_write_end(png, NULL);
+done:
+    png_destroy_write_struct(&png, info ? &info : NULL);
+    free(row);
+    if (rc) {
+        free(sp->data);
+        return rc;
+    }
+    *out = sink.data;
+    *outlen = sink.len;
+    return 0;
 }

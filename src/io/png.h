@@ -4,6 +4,7 @@
 #define SEGD_PNG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Scratch bytes segd_png_decode_gray() needs for images of up to max_pixels
  * pixels (decoded rows before grey conversion).  Cannot fail. */
@@ -20,5 +21,14 @@ size_t segd_png_scratch_bytes(size_t max_pixels);
 int segd_png_decode_gray(const void *png, size_t len, size_t max_pixels,
                          float *out, void *scratch, size_t scratch_cap,
                          int *height, int *width, char *err, size_t errlen);
+
+/* Encode a (height, width) plane of 16-bit grey values (row-major,
+ * native endian) as a 16-bit greyscale PNG.  On success *out holds a new
+ * malloc'd buffer of *outlen bytes that the caller frees with free().
+ * Returns 0, -EINVAL (height or width < 1), -ENOMEM (out of memory, also
+ * inside libpng), -EIO (another libpng error); on error *out is NULL and err
+ * gets a message.  Keeps no state between calls. */
+int segd_png_encode_gray16(const uint16_t *pixels, int height, int width, void **out,
+                           size_t *outlen, char *err, size_t errlen);
 
 #endif

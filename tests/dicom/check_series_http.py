@@ -10,12 +10,18 @@ child:
   finds no error in, whose frames and contours give the JSON masks back
   and reference the posted instances; ?format=seg,rtstruct gives both as
   multipart/related;
+- ?preview=1 adds each slice's decoded image (a base64 16-bit PNG with
+  offset and scale) that gives back the values segd-dicom-tool reads
+  (MONOCHROME1 too) and, for PNG slices, the PNG's grey values; absent
+  without preview;
 - a PNG series as multipart/form-data is ordered by its Kaggle slice numbers;
 - POST /v1/segment with application/dicom answers like `segd infer`;
 - bad input gets the documented status and a JSON error naming the reason,
   and the daemon goes on serving.
 
   SEGD_BIN=build/segd SEGD_WEIGHTS=weights/unet3p-16.safetensors check_series_http.py"""
+import base64
+import io
 import json
 import os
 import random
@@ -32,6 +38,7 @@ import dicomtest as T  # noqa: E402
 T.need("dciodvfy")
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
+from PIL import Image  # noqa: E402
 
 SEGD = os.environ.get("SEGD_BIN", "")
 WEIGHTS = os.environ.get("SEGD_WEIGHTS", "")
@@ -107,6 +114,43 @@ def infer(*paths):
                        capture_output=True, text=True, timeout=600)
     T.check(p.returncode == 0, f"segd infer failed: {p.stderr}")
     return [json.loads(line) for line in p.stdout.splitlines()]
+
+
+def preview_values(img, h, w):
+    """The values of a slice's "image" (value = stored * scale + offset)
+    and the scale, or (None, None) when it is no 16-bit grey PNG of h x w."""
+    pic = Image.open(io.BytesIO(base64.b64decode(img["png"], validate=True)))
+    a = np.array(pic)
+    if pic.format != "PNG" or a.shape != (h, w) or pic.mode not in ("I;16", "I;16B", "I"):
+        return None, None
+    return a.astype(np.float64) * img["scale"] + img["offset"], img["scale"]
+
+
+def check_preview(port, what, body, ctype, want):
+    """?preview=1: every slice's image gives `want` (list, series order)
+    back within half a scale step; without preview no image."""
+    st, _, data = post(port, "/v1/series?preview=1", body, ctype)
+    if not T.check(st == 200, f"{what} preview: {st} {data[:200]}"):
+        return
+    doc = json.loads(data)
+    worst, steps = 0.0, set()
+    for s, ref in zip(doc["slices"], want):
+        got, scale = preview_values(s.get("image", {"png": "", "offset": 0, "scale": 1}),
+                                    doc["height"], doc["width"])
+        if not T.check(got is not None, f"{what} preview of {s['id']}: not a {doc['width']}x"
+                                        f"{doc['height']} 16-bit grey PNG"):
+            return
+        err = float(np.abs(got - ref).max())
+        T.check(err <= scale / 2 + 1e-6 * max(1.0, float(np.abs(ref).max())),
+                f"{what} preview of {s['id']}: off by {err} (scale {scale})")
+        worst = max(worst, err)
+        steps.add(scale)
+    T.check(len(doc["slices"]) == len(want), f"{what} preview: {len(doc['slices'])} slices")
+    st, _, data = post(port, "/v1/series", body, ctype)
+    T.check(st == 200 and all("image" not in s for s in json.loads(data)["slices"]),
+            f"{what}: image without preview")
+    print(f"  {what}: preview=1 gives {len(want)} slice images back, worst difference {worst:g} "
+          f"(scales {sorted(steps)}); none without preview")
 
 
 def dciodvfy(data, tmp, name):
@@ -223,6 +267,14 @@ try:
               f"{clean['cleanup']['components_removed']} components ({removed} voxels)")
         if orient != "axial":
             continue
+        raw = os.path.join(tmp, "px.f32")
+        want = []
+        for p in files:
+            info = T.read(p, raw=raw)
+            want.append(np.fromfile(raw, np.float32).reshape(int(info["rows"]), int(info["cols"])))
+        check_preview(port, f"{orient} (segd-dicom-tool values)", body, ctype, want)
+        ds0 = pydicom.dcmread(files[0])
+        T.check(np.array_equal(want[0], ds0.pixel_array.astype(np.float32)), "pydicom = segd-dicom-tool")
         # DICOM answers, with the clean-up's masks
         masks = m1
         st, ct, seg = post(port, "/v1/series?format=seg&min_volume_ml=2", body, ctype, "application/dicom")
@@ -242,6 +294,35 @@ try:
         T.check(mods == ["SEG", "RTSTRUCT"], f"both: parts {mods}")
         print(f"  format=seg,rtstruct: multipart/related with {mods}")
 
+    print("preview of a MONOCHROME1 series:")
+    m1 = T.make_series(os.path.join(tmp, "mono1"), pngs[:3], "--monochrome1")
+    m1files = [os.path.join(tmp, "mono1", s["file"]) for s in m1["slices"]]
+    raw = os.path.join(tmp, "px.f32")
+    want = []
+    for p in m1files:
+        info = T.read(p, raw=raw)
+        want.append(np.fromfile(raw, np.float32).reshape(int(info["rows"]), int(info["cols"])))
+    check_preview(port, "MONOCHROME1", *related([open(p, "rb").read() for p in m1files]), want)
+    # Rescale Slope/Intercept: values that are no integers take a scale
+    resc, want = [], []
+    for p in m1files:
+        ds = pydicom.dcmread(p)
+        ds.RescaleSlope, ds.RescaleIntercept = "0.37", "-12.5"
+        b = pydicom.filebase.DicomBytesIO()
+        ds.save_as(b)
+        resc.append(b.getvalue())
+        path = os.path.join(tmp, "rescaled.dcm")
+        with open(path, "wb") as f:
+            f.write(b.getvalue())
+        info = T.read(path, raw=raw)
+        want.append(np.fromfile(raw, np.float32).reshape(int(info["rows"]), int(info["cols"])))
+    T.check(any((w != np.floor(w)).any() for w in want), "rescaled values are no integers")
+    check_preview(port, "Rescale Slope 0.37, Intercept -12.5", *related(resc), want)
+    expect_error(port, "preview with format=seg", 400, "preview", "/v1/series?format=seg&preview=1",
+                 *related([open(p, "rb").read() for p in m1files]), "application/dicom")
+    expect_error(port, "preview=yes", 400, "preview", "/v1/series?preview=yes",
+                 *related([open(p, "rb").read() for p in m1files]))
+
     print("PNG series, multipart/form-data:")
     names = [(f"case9_day1_slice_{n:04d}_266_266_1.50_1.50.png", p) for n, p in zip([30, 10, 20], pngs)]
     body, ctype = form([(nm, open(p, "rb").read()) for nm, p in names])
@@ -253,6 +334,8 @@ try:
         ref = infer_pngs(*[names[i][1] for i in (1, 2, 0)])
         raw = json.loads(post(port, "/v1/series?min_volume_ml=0", body, ctype)[2])
         T.check(all(s["masks"] == r["masks"] for s, r in zip(raw["slices"], ref)), "PNG series masks")
+        check_preview(port, "PNG series (the PNGs' grey values)", body, ctype,
+                      [np.array(Image.open(names[i][1])).astype(np.float64) for i in (1, 2, 0)])
         print(f"  ordered by slice number: {[s['id'].split('_')[3] for s in doc['slices']]}")
 
     print("POST /v1/segment, application/dicom:")

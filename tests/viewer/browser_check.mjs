@@ -3,16 +3,22 @@
 // picker, upload, overlay pixels read back and compared with the masks of
 // `segd infer`, organ toggles, legend counts and areas, latency, opacity,
 // the 16-bit decoder and window/level, arrow-key stepping, plain-words
-// errors; then a screenshot for the README.
+// errors; then a screenshot for the README.  Last, a DICOM series made by
+// tests/dicom/make_series.py is loaded through the file input and through
+// "Open folder": one POST /v1/series?preview=1, slices in series order with
+// the server's images, masks drawn, the volume table = the JSON's.
 //
 // usage: node browser_check.mjs [SEGD_EXE [WEIGHTS]]
 // env:   CHROMIUM (default /usr/bin/chromium), SEGD_VIEWER_SCREENSHOT
 //        (default docs/viewer.png)
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import {
   ROOT, DATA, config, check, summary, skip, watchdog, startDaemon, stopDaemon, inferMasks, decodeRle, greyPng,
+  request,
 } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
@@ -72,8 +78,8 @@ async function nextChooser(ms = 10000) {
 
 // ------------------------------------------------------------ helpers
 
-async function readOverlay() {
-  return page.evaluate(() => {
+async function readOverlay(pg = page) {
+  return pg.evaluate(() => {
     const c = document.getElementById('overlay');
     const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
     return { w: c.width, h: c.height, id: c.dataset.sliceId, data: Array.from(px) };
@@ -348,6 +354,140 @@ check(`screenshot saved to ${path.relative(ROOT, SHOT)}`, fs.statSync(SHOT).size
   check('a non-PNG file is refused in plain words', /not a PNG image/.test(e2), e2);
   await p2.close();
 }
+
+// ------------------------------------------------------------ a DICOM series (decoded by the server)
+
+async function dicomSeries() {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'segd-viewer-dcm-'));
+  try {
+    const pngs = [F101, ...fs.readdirSync(path.join(DATA, 'robust16')).sort().map((f) => path.join(DATA, 'robust16', f))];
+    const py = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+    const mk = spawnSync(py, [path.join(ROOT, 'tests', 'dicom', 'make_series.py'), '--out', tmp, ...pngs], { encoding: 'utf8' });
+    if (mk.status !== 0) {
+      if (/No module named/.test(mk.stderr)) console.log(`SKIP DICOM part: ${mk.stderr.trim().split('\n').pop()}`);
+      else check('make_series.py writes a DICOM series', false, mk.stderr);
+      return;
+    }
+    const series = JSON.parse(fs.readFileSync(path.join(tmp, 'series.json'), 'utf8'));
+    const uids = series.slices.map((x) => x.sop_instance_uid);
+    // the files in name order (hashes): not the series order
+    const files = fs.readdirSync(tmp).filter((f) => f.endsWith('.dcm')).sort().map((f) => path.join(tmp, f));
+    // a segd without DCMTK refuses multipart/related with 415: reported, not failed
+    const probe = await request(d.base, 'POST', '/v1/series', { body: Buffer.from('--x--\r\n'),
+      headers: { 'Content-Type': 'multipart/related; type="application/dicom"; boundary=x' } });
+    if (probe.status === 415 && /without DICOM/.test(probe.text())) {
+      console.log(`SKIP DICOM part: this segd was built without DICOM support (${probe.text()})`);
+      return;
+    }
+    // the reference: the same request as the viewer's
+    const b = 'segd-browser-check';
+    const body = Buffer.concat([...files.flatMap((f) => [Buffer.from(`--${b}\r\nContent-Type: application/dicom\r\n\r\n`),
+      fs.readFileSync(f), Buffer.from('\r\n')]), Buffer.from(`--${b}--\r\n`)]);
+    const res = await request(d.base, 'POST', '/v1/series?preview=1', { body,
+      headers: { 'Content-Type': `multipart/related; type="application/dicom"; boundary=${b}` } });
+    if (!check('POST /v1/series?preview=1 answers the series', res.status === 200, `${res.status} ${res.text().slice(0, 300)}`)) return;
+    const ref = res.json();
+    check('the JSON has the series in slice order', ref.slices.map((x) => x.id).join() === uids.join());
+
+    const p3 = await browser.newPage({ viewport: { width: 1360, height: 820 }, deviceScaleFactor: 1 });
+    p3.on('pageerror', (e) => pageErrors.push(e.message));
+    let refusing = false; // the browser logs the refused request itself
+    p3.on('console', (m) => {
+      if (m.type() === 'error' && !(refusing && /status of 415/.test(m.text()))) pageErrors.push(m.text());
+    });
+    const posts = [];
+    p3.on('request', (r) => {
+      if (!r.url().startsWith(d.base)) pageErrors.push('request outside the daemon: ' + r.url());
+      if (r.method() === 'POST') posts.push({ url: r.url().slice(d.base.length), ctype: r.headers()['content-type'] || '' });
+    });
+    p3.setDefaultTimeout(60000);
+    await p3.goto(d.base + '/');
+    const n = uids.length;
+    const done = (k) => p3.waitForFunction((k) => {
+      const st = window.segdViewer.state.slices;
+      return st.length === k && st.every((x) => x.status === 'done' || x.status === 'error');
+    }, k, { timeout: 90000 }).then(() => true, () => false);
+
+    await p3.setInputFiles('#file', files);
+    const ok = await done(n);
+    const err = ok ? '' : await p3.locator('#error').innerText().catch(() => '');
+    check(`${n} DICOM files by the file input: ${n} slices listed`, ok, err + ' ' + (await p3.locator('#status').innerText()));
+    check('one POST /v1/series?preview=1, multipart/related of application/dicom',
+      posts.length === 1 && /^\/v1\/series\?preview=1/.test(posts[0].url) &&
+      /^multipart\/related; type="application\/dicom"; boundary=/.test(posts[0].ctype), JSON.stringify(posts));
+    const listed = await p3.evaluate(() => window.segdViewer.state.slices.map((x) => ({ id: x.id, status: x.status,
+      w: x.image && x.image.width, scale: x.image && x.image.scale })));
+    check('slices listed in series order (by position, not file name), all done', listed.map((x) => x.id).join() === uids.join() &&
+      listed.every((x) => x.status === 'done'), JSON.stringify(listed.map((x) => x.id + ' ' + x.status)));
+    check('each slice shows the server\'s 16-bit preview', listed.every((x) => x.w === 266 && typeof x.scale === 'number'));
+    const names = await p3.locator('#slices .name').allInnerTexts();
+    check('list names number the slices in order', names.every((t, k) => t.endsWith(` ${k + 1}/${n}`)), names.join(', '));
+
+    // every slice: overlay = the JSON's masks, image drawn
+    for (let k = 0; k < n; k++) {
+      await p3.click(`#slices li:nth-child(${k + 1}) button`);
+      await p3.waitForSelector(`#overlay[data-rendered="true"][data-slice-id="${uids[k]}"]`, { timeout: 20000 }).catch(() => {});
+      const ov = await readOverlay(p3);
+      const probs = compareOverlay(ov, { width: ref.width, height: ref.height, masks: ref.slices[k].masks }, CLASSES, colours);
+      check(`DICOM slice ${k + 1}: overlay = the series' masks`, ov.id === uids[k] && probs.length === 0, `${ov.id} ${probs.join('; ')}`);
+    }
+    const lit = await p3.evaluate(() => {
+      const c = document.getElementById('image');
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let bright = 0;
+      for (let i = 0; i < px.length; i += 4) bright += px[i] > 20;
+      return { w: c.width, h: c.height, bright };
+    });
+    check('the DICOM image is drawn (266 x 266, not black)', lit.w === 266 && lit.h === 266 && lit.bright > 1000, JSON.stringify(lit));
+    check('decoded by the server', /the server \(DICOM/.test(await p3.locator('#depth').innerText()), await p3.locator('#depth').innerText());
+
+    // the volume table: three organs, the JSON's numbers
+    const rows = await p3.evaluate(() => Array.from(document.querySelectorAll('#volumes-body tr')).map((tr) => ({
+      organ: tr.dataset.organ, vol: tr.querySelector('.volume').textContent, removed: tr.querySelector('.removed').textContent })));
+    const visible = await p3.isVisible('#series-box');
+    const want = Object.keys(ref.volume_ml).map((o) => ({ organ: o, vol: `${ref.volume_ml[o].toFixed(2)} mL`,
+      removed: `${ref.cleanup.components_removed[o].toLocaleString('en-US')} (${ref.cleanup.voxels_removed[o].toLocaleString('en-US')} vx)` }));
+    check('volume table: three organs with the JSON\'s volume_ml and clean-up figures', visible && rows.length === 3 &&
+      JSON.stringify(rows) === JSON.stringify(want), `${JSON.stringify(rows)} want ${JSON.stringify(want)}`);
+    check('clean-up threshold shown', (await p3.locator('#cleanup').innerText()).includes(`${ref.cleanup.min_volume_ml} mL`));
+    // pixel probe: the server's value (stored * scale + offset)
+    {
+      const box = await p3.locator('#canvases').boundingBox();
+      await p3.mouse.move(box.x + box.width * (133.5 / 266), box.y + box.height * (100.5 / 266));
+      const t = await p3.locator('#probe').innerText();
+      const img = ref.slices[n - 1].image;
+      // the source PNG of the last slice (make_series.py keeps its values)
+      const src = await p3.evaluate(async (b64) => {
+        const img = await window.segdViewer.decodePng(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
+        return img.data[100 * img.width + 133];
+      }, fs.readFileSync(pngs[n - 1]).toString('base64'));
+      check('pixel probe reads x, y and the source value (offset and scale applied)', typeof img.scale === 'number' &&
+        t.startsWith(`x 133, y 100: ${src.toLocaleString('en-US')}`), `${t}, want ${src}`);
+      console.log(`     probe: ${t}`);
+    }
+
+    // the same series by "Open folder" (series.json in the folder is left out)
+    posts.length = 0;
+    await p3.click('#clear');
+    await p3.setInputFiles('#folder', tmp);
+    const ok2 = await done(n);
+    const ids2 = await p3.evaluate(() => window.segdViewer.state.slices.map((x) => x.id));
+    check('"Open folder": one series request, slices in series order', ok2 && posts.length === 1 && ids2.join() === uids.join(),
+      `${posts.length} posts; ${ids2.join()}`);
+    // refused by the server: the error shown like the others
+    await p3.click('#clear');
+    refusing = true;
+    await p3.setInputFiles('#file', [{ name: 'broken.dcm', mimeType: 'application/dicom', buffer: Buffer.alloc(300) }]);
+    await done(1);
+    const e3 = await p3.locator('#error').innerText();
+    check('a refused series is explained in plain words', /DICOM/.test(e3) && /server said/.test(e3) &&
+      (await p3.locator('#slices .state').allInnerTexts()).join() === 'error', e3);
+    await p3.close();
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+await dicomSeries();
 
 check('no script errors and no request outside the daemon', pageErrors.length === 0, pageErrors.join(' | '));
 await finish();

@@ -222,6 +222,12 @@ for (const p of Object.keys(spec.paths)) {
     body.slices.map((r) => r.id).join() ===
       'case110_day16_slice_0070_360_310_1.50_1.50,case110_day16_slice_0071_360_310_1.50_1.50',
     body && JSON.stringify((body.slices || []).map((r) => r.id)));
+  // ?preview=1: each slice with its decoded image (the schema's `image`)
+  const pv = await get('/v1/series?preview=1', 'POST', { headers: { 'Content-Type': mp.type }, body: mp.body });
+  const pb = conforms('POST /v1/series?preview=1 -> 200 with slice images', '/v1/series', 'POST', pv);
+  check('series preview: every slice has image.png, offset, scale', pb && Array.isArray(pb.slices) &&
+    pb.slices.every((x) => x.image && typeof x.image.png === 'string' && x.image.scale > 0),
+    pb && JSON.stringify(pb.slices.map((x) => Object.keys(x.image || {}))));
 }
 
 // error statuses

@@ -1,6 +1,9 @@
 /* segd viewer: posts PNG slices to POST v1/segment (same origin), decodes
- * the run-length masks and draws them over the image.  Vanilla JS, no
- * build step, nothing fetched from elsewhere.
+ * the run-length masks and draws them over the image.  DICOM files (a .dcm
+ * name or "DICM" at byte 128) of one drop or pick go together as one
+ * series to POST v1/series?preview=1: the server decodes them (DCMTK) and
+ * sends each slice's pixels back as a 16-bit PNG, so this page never
+ * parses DICOM.  Vanilla JS, no build step, nothing fetched from elsewhere.
  *
  * Two canvases at the image's native resolution are stacked: #image (the
  * slice through window/level) and #overlay (one pixel per image pixel:
@@ -30,6 +33,7 @@
   const CONCURRENCY = 2;    /* requests in flight */
   const MAX_TRIES = 4;      /* a 503 (busy) is retried after Retry-After */
   const MAX_FILES = 5000;
+  const DICM = [68, 73, 67, 77]; /* "DICM" at byte 128 of a Part-10 file */
 
   /* ---------------------------------------------------------------- */
   /* PNG decoding (8/16-bit grey, RGB, palette, with or without alpha,  */
@@ -275,8 +279,17 @@
     504: 'The server did not get to this slice before its deadline; try again when it is less busy.',
   };
 
-  function describeError(status, body) {
-    let words = STATUS_WORDS[status];
+  /* the series route's own words where they differ */
+  const SERIES_WORDS = {
+    400: 'The server could not read the DICOM upload.',
+    413: 'The series is too large for this server (file size, pixel count or number of slices over its limits).',
+    415: 'The server did not take these files as DICOM images (not DICOM Part-10, an unsupported transfer syntax, or a server built without DICOM support).',
+    422: 'The DICOM files were read but do not form one series of greyscale images that can be segmented.',
+    504: 'The server did not get to this series before its deadline; try again when it is less busy.',
+  };
+
+  function describeError(status, body, words0) {
+    let words = (words0 && words0[status]) || STATUS_WORDS[status];
     if (!words) words = status >= 500 ? `The server failed (HTTP ${status}).` : `The request was refused (HTTP ${status}).`;
     const detail = body && body.error && body.error.message;
     return detail ? `${words} (server said: ${detail})` : words;
@@ -294,13 +307,14 @@
     probe: $('probe'), legend: $('legend'), spacing: $('spacing'), opacity: $('opacity'),
     opacityOut: $('opacity-out'), window: $('window'), windowOut: $('window-out'), level: $('level'),
     levelOut: $('level-out'), autoWl: $('auto-wl'), depth: $('depth'), latency: $('latency'),
-    model: $('model'),
+    model: $('model'), folder: $('folder'), openFolder: $('open-folder'), seriesBox: $('series-box'),
+    volumesBody: $('volumes-body'), volumesCaption: $('volumes-caption'), cleanup: $('cleanup'),
   };
 
   const state = {
     classes: DEFAULT_CLASSES.slice(),
     enabled: {},
-    slices: [],          /* sorted by name */
+    slices: [],          /* sorted by key (path or name; a series' slices in series order) */
     current: null,       /* the slice shown */
     wl: null,            /* {window, level, maxValue} */
     queue: [],
@@ -392,17 +406,17 @@
       node.textContent = text;
     }
     if (!s) el.spacing.textContent = '';
-    else if (sp) el.spacing.textContent = `Pixel spacing ${sp.sx} × ${sp.sy} mm (from the file name).`;
+    else if (sp) el.spacing.textContent = `Pixel spacing ${sp.sx} × ${sp.sy} mm (from the ${s.series ? 'DICOM PixelSpacing' : 'file name'}).`;
     else el.spacing.textContent = 'No pixel spacing in the file name: areas need a Kaggle-style name (slice_SSSS_W_H_sx_sy.png).';
   }
 
   function updateLatency(s) {
     el.latency.textContent = '';
     if (!s || !s.result) return;
-    const t = s.result.timing_ms || {};
+    const t = (s.series ? s.series.doc && s.series.doc.timing_ms : s.result.timing_ms) || {};
     const rows = [['round trip', s.rtt], ['queue', t.queue], ['decode', t.decode], ['inference', t.infer],
-      ['post-processing', t.post], ['encode', t.encode]];
-    const server = ['queue', 'decode', 'infer', 'post', 'encode'].reduce((a, k) => a + (t[k] || 0), 0);
+      ['post-processing', t.post], [s.series ? '3D clean-up' : 'encode', s.series ? t.cleanup : t.encode]];
+    const server = ['queue', 'decode', 'infer', 'post', 'encode', 'cleanup'].reduce((a, k) => a + (t[k] || 0), 0);
     rows.splice(1, 0, ['server total', server]);
     for (const [k, v] of rows) {
       const dt = document.createElement('dt');
@@ -411,6 +425,50 @@
       dd.textContent = fmtMs(v);
       el.latency.append(dt, dd);
     }
+  }
+
+  function fmtMl(v) {
+    return typeof v === 'number' && isFinite(v) ? v.toFixed(2) + ' mL' : '–';
+  }
+
+  /* The per-organ volumes and clean-up figures of the series the shown
+   * slice belongs to; hidden for PNG slices. */
+  function updateSeriesPanel(s) {
+    const doc = s && s.series && s.series.doc;
+    el.seriesBox.hidden = !doc;
+    el.volumesBody.textContent = '';
+    el.volumesCaption.textContent = el.cleanup.textContent = '';
+    if (!doc) return;
+    const vol = doc.volume_ml || {};
+    const cu = doc.cleanup || {};
+    const comps = cu.components_removed || {}, voxels = cu.voxels_removed || {};
+    for (const organ of Object.keys(vol)) {
+      const tr = document.createElement('tr');
+      tr.dataset.organ = organ;
+      const th = document.createElement('th');
+      th.scope = 'row';
+      const sw = document.createElement('span');
+      sw.className = 'swatch';
+      sw.setAttribute('aria-hidden', 'true');
+      sw.style.background = rgb(colourOf(organ), FILL_ALPHA / 255);
+      sw.style.borderColor = rgb(colourOf(organ));
+      th.append(sw, document.createTextNode(organLabel(organ)));
+      const tv = document.createElement('td');
+      tv.className = 'volume';
+      tv.textContent = fmtMl(vol[organ]);
+      const tc = document.createElement('td');
+      tc.className = 'removed';
+      tc.textContent = `${fmtInt(comps[organ] || 0)} (${fmtInt(voxels[organ] || 0)} vx)`;
+      tc.title = `${comps[organ] || 0} components, ${voxels[organ] || 0} voxels removed by the 3D clean-up`;
+      tr.append(th, tv, tc);
+      el.volumesBody.append(tr);
+    }
+    const vs = doc.voxel_spacing_mm;
+    el.volumesCaption.textContent = `${doc.slice_count} slices` +
+      (Array.isArray(vs) ? `; voxel ${vs.map((v) => +v.toFixed(3)).join(' × ')} mm` : '; voxel size unknown: no volumes');
+    el.cleanup.textContent = Array.isArray(vs)
+      ? `3D clean-up: components under ${cu.min_volume_ml} mL dropped (${cu.connectivity}-connectivity); "Removed" counts components (voxels).`
+      : 'No 3D clean-up: the slice spacing is unknown.';
   }
 
   /* ---------------------------------------------------------------- */
@@ -539,6 +597,13 @@
     }
   }
 
+  /* A preview's value (the server's decoded pixel) from its stored 16-bit
+   * sample. */
+  function fmtValue(img, stored) {
+    const v = stored * img.scale + img.offset;
+    return Number.isInteger(v) ? fmtInt(v) : String(+v.toPrecision(6));
+  }
+
   function describeSlice(s) {
     const parts = [];
     if (s.result) {
@@ -560,6 +625,7 @@
       el.error.hidden = true;
       updateLegendStats(null);
       updateLatency(null);
+      updateSeriesPanel(null);
       state.wl = null;
       syncWlControls();
       el.depth.textContent = '';
@@ -572,12 +638,17 @@
       el.canvases.style.setProperty('--w', s.image.width);
       el.canvases.style.setProperty('--h', s.image.height);
       const r = valueRange(s.image);
-      el.depth.textContent = `Decoded by ${s.image.decoder}; values ${fmtInt(r.lo)}–${fmtInt(r.hi)} of 0–${fmtInt(s.image.maxValue)}.`;
+      if (s.image.scale !== undefined)
+        el.depth.textContent = `Decoded by ${s.image.decoder}; values ${fmtValue(s.image, r.lo)}–${fmtValue(s.image, r.hi)} ` +
+          `(stored ${fmtInt(r.lo)}–${fmtInt(r.hi)} of 0–${fmtInt(s.image.maxValue)}, × ${+s.image.scale.toPrecision(6)} + ${+s.image.offset.toPrecision(8)}).`;
+      else
+        el.depth.textContent = `Decoded by ${s.image.decoder}; values ${fmtInt(r.lo)}–${fmtInt(r.hi)} of 0–${fmtInt(s.image.maxValue)}.`;
       drawImage();
     }
     drawOverlay();
     updateLegendStats(s);
     updateLatency(s);
+    updateSeriesPanel(s);
     const pos = `Slice ${state.slices.indexOf(s) + 1} of ${state.slices.length}: ${s.name}`;
     const desc = describeSlice(s);
     el.caption.textContent = s.image ? `${s.name} · ${s.image.width} × ${s.image.height}` : s.name;
@@ -771,7 +842,22 @@
     pump();
   }
 
-  function addFiles(entries) {
+  function sortSlices() {
+    state.slices.sort((a, b) => naturalCompare(a.key, b.key));
+  }
+
+  /* A DICOM Part-10 file: a .dcm/.dicom name, or "DICM" at byte 128. */
+  async function isDicom(file) {
+    if (/\.(dcm|dicom)$/i.test(file.name)) return true;
+    if (/\.png$/i.test(file.name) || file.name === 'DICOMDIR') return false;
+    const b = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+    return b.length === 4 && DICM.every((v, i) => b[i] === v);
+  }
+
+  /* Files picked or dropped: PNGs each to v1/segment, the DICOM files
+   * together as one series.  From a folder, files that are neither are
+   * left out; picked one by one, they are listed (and refused). */
+  async function addFiles(entries, fromFolder) {
     let threshold;
     try {
       threshold = thresholdParam();
@@ -781,38 +867,199 @@
       el.threshold.focus();
       return;
     }
-    const added = [];
+    const added = [], dicoms = [];
     for (const { file, path } of entries) {
-      if (state.slices.length + added.length >= MAX_FILES) break;
+      if (state.slices.length + added.length + dicoms.length >= MAX_FILES) break;
       const name = file.name;
-      added.push({ file, name, path: path || '', id: sliceId(name, path), kaggle: parseKaggleName(name),
+      let dicom = false;
+      try { dicom = await isDicom(file); } catch (e) { dicom = false; }
+      if (dicom) {
+        dicoms.push({ file, path: path || name });
+        continue;
+      }
+      if (fromFolder && !/\.png$/i.test(name) && file.type !== 'image/png') continue;
+      added.push({ file, name, path: path || '', key: path || name, id: sliceId(name, path), kaggle: parseKaggleName(name),
         status: 'queued', image: null, result: null, masks: null, counts: {}, rtt: null, error: null });
     }
+    if (dicoms.length) addSeries(dicoms, threshold);
     if (!added.length) {
-      setStatus('No PNG files were found in what was dropped.');
+      if (!dicoms.length) setStatus('No PNG or DICOM files were found in what was dropped.');
       return;
     }
     state.slices.push(...added);
-    state.slices.sort((a, b) => naturalCompare(a.path || a.name, b.path || b.name));
+    sortSlices();
     added.sort((a, b) => state.slices.indexOf(a) - state.slices.indexOf(b));
     setStatus(`Segmenting ${added.length} slice${added.length > 1 ? 's' : ''}…`);
     enqueue(added, threshold);
     showSlice(added[0], false);
   }
 
+  /* ---------------------------------------------------------------- */
+  /* DICOM series: one POST v1/series?preview=1                        */
+  /* ---------------------------------------------------------------- */
+
+  let seriesCount = 0;
+
+  /* The folder the files share, else "DICOM series". */
+  function seriesLabel(entries) {
+    const dirs = new Set(entries.map((e) => e.path.split('/').filter(Boolean).slice(0, -1).join('/')));
+    const dir = dirs.size === 1 ? [...dirs][0] : '';
+    return dir ? dir.split('/').pop() : 'DICOM series';
+  }
+
+  /* A series group: its files, and until its answer one list entry that
+   * stands for it (then its slices, in series order). */
+  function addSeries(entries, threshold) {
+    const label = seriesLabel(entries);
+    const n = ++seriesCount;
+    const g = { label, key: `${label}\u0001${String(n).padStart(4, '0')}`, entries, threshold, seq: 0, doc: null };
+    g.members = [seriesPlaceholder(g)];
+    state.slices.push(...g.members);
+    sortSlices();
+    setStatus(`Sending ${entries.length} DICOM file${entries.length > 1 ? 's' : ''} as one series…`);
+    showSlice(g.members[0], false);
+    processSeries(g);
+  }
+
+  function seriesPlaceholder(g) {
+    return { name: `${g.label} (${g.entries.length} DICOM file${g.entries.length > 1 ? 's' : ''})`, path: '',
+      key: g.key, id: g.label, series: g, placeholder: true, status: 'queued', image: null, result: null,
+      masks: null, counts: {}, rtt: null, error: null };
+  }
+
+  function base64Bytes(b64) {
+    const bin = atob(b64);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+
+  /* POST the group's files as multipart/related (one Part-10 instance per
+   * part); 503 retried after Retry-After as for single slices. */
+  async function postSeries(g, onWait) {
+    const hex = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
+    const boundary = 'segd-viewer-' + hex;
+    const parts = [];
+    for (const { file } of g.entries)
+      parts.push(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, file, '\r\n');
+    parts.push(`--${boundary}--\r\n`);
+    const body = new Blob(parts);
+    const q = new URLSearchParams({ preview: '1' });
+    if (g.threshold) q.set('threshold', g.threshold);
+    for (let attempt = 1; ; attempt++) {
+      const t0 = performance.now();
+      let resp, doc = null;
+      try {
+        resp = await fetch('v1/series?' + q, { method: 'POST', body, headers: {
+          'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`,
+          Accept: 'application/json' } });
+      } catch (e) {
+        throw new Error(describeError(0, null));
+      }
+      const text = await resp.text();
+      try { doc = JSON.parse(text); } catch (e) { doc = null; }
+      const rtt = performance.now() - t0;
+      if (resp.ok && doc && Array.isArray(doc.slices) && doc.slices.length) return { doc, rtt };
+      if (resp.status === 503 && attempt < MAX_TRIES && !/draining|shutting/.test(text)) {
+        const after = Math.min(10, Math.max(0.2, Number(resp.headers.get('Retry-After')) || 1));
+        onWait(true);
+        await sleep(after * 1000 * attempt);
+        onWait(false);
+        continue;
+      }
+      if (resp.ok) throw new Error('The server answered with a document this viewer does not understand.');
+      throw new Error(describeError(resp.status, doc, SERIES_WORDS));
+    }
+  }
+
+  /* Slice k of a series answer as a list entry. */
+  async function seriesSlice(g, doc, k, rtt) {
+    const sd = doc.slices[k];
+    const w = doc.width, h = doc.height, n = w * h;
+    let image = null;
+    if (sd.image && typeof sd.image.png === 'string') {
+      image = await decodePng(base64Bytes(sd.image.png).buffer);
+      if (image.width !== w || image.height !== h || image.channels !== 1)
+        throw new Error(`The server's preview of slice ${k + 1} is ${image.width} × ${image.height}, the series ${w} × ${h}.`);
+      image.offset = Number(sd.image.offset) || 0;
+      image.scale = Number(sd.image.scale) || 1;
+      image.decoder = 'the server (DICOM, DCMTK), sent as a 16-bit PNG';
+    }
+    const masks = {}, counts = {};
+    for (const organ of Object.keys(sd.masks || {})) {
+      masks[organ] = decodeRle(sd.masks[organ], n);
+      let c = 0;
+      for (let i = 0; i < n; i++) c += masks[organ][i];
+      counts[organ] = c;
+    }
+    const ps = sd.dicom && sd.dicom.PixelSpacing;
+    const digits = String(doc.slices.length).length;
+    return { name: `${g.label} ${String(k + 1).padStart(digits, '0')}/${doc.slices.length}`,
+      path: '', key: `${g.key}/${String(k).padStart(6, '0')}`, id: sd.id, series: g, index: k,
+      kaggle: Array.isArray(ps) ? { sx: ps[1], sy: ps[0] } : null, status: 'done', image, result: sd,
+      masks, counts, rtt, error: null, width: w, height: h };
+  }
+
+  function replaceMembers(g, members) {
+    const old = new Set(g.members);
+    const wasCurrent = old.has(state.current);
+    state.slices = state.slices.filter((s) => !old.has(s));
+    g.members = members;
+    state.slices.push(...members);
+    sortSlices();
+    return wasCurrent;
+  }
+
+  async function processSeries(g) {
+    const seq = g.seq = ++state.nextSeq;
+    const ph = g.members.length === 1 && g.members[0].placeholder ? g.members[0] : seriesPlaceholder(g);
+    ph.status = 'running';
+    ph.error = null;
+    const wasCurrent = replaceMembers(g, [ph]) || !state.current;
+    if (wasCurrent) showSlice(ph, false);
+    else renderList();
+    let members;
+    try {
+      const { doc, rtt } = await postSeries(g, (waiting) => {
+        ph.status = waiting ? 'queued' : 'running';
+        renderList();
+      });
+      if (seq !== g.seq) return;
+      members = [];
+      for (let k = 0; k < doc.slices.length; k++) members.push(await seriesSlice(g, doc, k, rtt));
+      if (seq !== g.seq) return;
+      g.doc = doc;
+      setClasses(Object.keys(doc.slices[0].masks || {}));
+    } catch (e) {
+      if (seq !== g.seq) return;
+      g.doc = null;
+      ph.status = 'error';
+      ph.error = e.message || String(e);
+      members = [ph];
+    }
+    const cur = replaceMembers(g, members);
+    if (cur || state.current === ph || !state.current) showSlice(members[0], true);
+    else renderList();
+    summarise();
+  }
+
   /* Files of a drop, folders walked (webkitGetAsEntry). */
+  /* PNGs, DICOM files by name, and names without an extension (DICOM
+   * folders often have those: IM0001); the rest is left out. */
+  const DROP_NAME = /(\.(png|dcm|dicom)|^[^.]+)$/i;
+
   async function filesFromDrop(dt) {
     const out = [];
     const items = dt.items ? Array.from(dt.items) : [];
     const entries = items.map((it) => (it.webkitGetAsEntry ? it.webkitGetAsEntry() : null));
     if (!entries.length || entries.some((e) => !e)) {
       for (const f of Array.from(dt.files)) out.push({ file: f, path: f.name });
-      return out.filter((e) => /\.png$/i.test(e.file.name) || e.file.type === 'image/png');
+      return out.filter((e) => DROP_NAME.test(e.file.name) || e.file.type === 'image/png');
     }
     const walk = async (entry) => {
       if (out.length >= MAX_FILES) return;
       if (entry.isFile) {
-        if (!/\.png$/i.test(entry.name)) return;
+        if (!DROP_NAME.test(entry.name)) return;
         const file = await new Promise((res, rej) => entry.file(res, rej));
         out.push({ file, path: entry.fullPath });
       } else if (entry.isDirectory) {
@@ -876,7 +1123,13 @@
   el.file.addEventListener('change', () => {
     const files = Array.from(el.file.files || []);
     el.file.value = '';
-    addFiles(files.map((f) => ({ file: f, path: f.webkitRelativePath || f.name })));
+    addFiles(files.map((f) => ({ file: f, path: f.webkitRelativePath || f.name })), false);
+  });
+  el.openFolder.addEventListener('click', () => el.folder.click());
+  el.folder.addEventListener('change', () => {
+    const files = Array.from(el.folder.files || []);
+    el.folder.value = '';
+    addFiles(files.map((f) => ({ file: f, path: f.webkitRelativePath || f.name })), true);
   });
   for (const t of ['dragenter', 'dragover']) {
     el.drop.addEventListener(t, (e) => {
@@ -888,14 +1141,14 @@
   el.drop.addEventListener('drop', async (e) => {
     e.preventDefault();
     el.drop.classList.remove('over');
-    addFiles(await filesFromDrop(e.dataTransfer));
+    addFiles(await filesFromDrop(e.dataTransfer), true);
   });
   /* a drop next to the zone must not navigate away from the page */
   window.addEventListener('dragover', (e) => e.preventDefault());
   window.addEventListener('drop', (e) => {
     if (!el.drop.contains(e.target)) {
       e.preventDefault();
-      filesFromDrop(e.dataTransfer).then(addFiles);
+      filesFromDrop(e.dataTransfer).then((list) => addFiles(list, true));
     }
   });
 
@@ -931,15 +1184,23 @@
       return;
     }
     state.queue = [];
-    enqueue(state.slices.slice(), threshold);
+    const groups = new Set(state.slices.filter((s) => s.series).map((s) => s.series));
+    enqueue(state.slices.filter((s) => !s.series), threshold);
+    for (const g of groups) {
+      g.threshold = threshold;
+      processSeries(g);
+    }
     setStatus(`Segmenting ${state.slices.length} slices again…`);
   });
   el.clear.addEventListener('click', () => {
     state.queue = [];
-    for (const s of state.slices) s.seq = -1;
+    for (const s of state.slices) {
+      s.seq = -1;
+      if (s.series) s.series.seq = -1;
+    }
     state.slices = [];
     showSlice(null, false);
-    setStatus('Cleared. Drop or choose PNG slices to segment them.');
+    setStatus('Cleared. Drop or choose PNG slices or a DICOM series to segment them.');
     el.drop.focus();
   });
   el.csv.addEventListener('click', downloadCsv);
@@ -954,7 +1215,8 @@
     if (x < 0 || y < 0 || x >= s.image.width || y >= s.image.height) return;
     const p = y * s.image.width + x;
     const d = s.image.data;
-    const v = s.image.channels === 1 ? String(d[p]) : `${d[3 * p]}, ${d[3 * p + 1]}, ${d[3 * p + 2]}`;
+    const v = s.image.scale !== undefined ? fmtValue(s.image, d[p])
+      : s.image.channels === 1 ? String(d[p]) : `${d[3 * p]}, ${d[3 * p + 1]}, ${d[3 * p + 2]}`;
     const organs = s.masks ? state.classes.filter((k) => s.masks[k] && s.masks[k][p]).map(organLabel) : [];
     el.probe.textContent = `x ${x}, y ${y}: ${v}${organs.length ? ' · ' + organs.join(', ') : ''}`;
   });
@@ -997,5 +1259,5 @@
   loadModel();
 
   /* for tests and the console */
-  window.segdViewer = { decodePng, decodeRle, parseKaggleName, sliceId, describeError, state };
+  window.segdViewer = { decodePng, decodeRle, parseKaggleName, sliceId, describeError, isDicom, state };
 })();
