@@ -749,7 +749,7 @@ static void answer_dicom(request *r, series_job *j)
     static const char part_head[] = "Content-Type: application/dicom\r\n\r\n";
     size_t blen = strlen(boundary);
     total = 2 * (2 + blen + 2 + sizeof part_head - 1 + 2) + len[0] + len[1] + 2 + blen + 4;
-    body = malloc(total);
+    body = malloc(total + 1); /* + the NUL that the last sprintf() writes */
     if (body) {
         char *p = body;
         for (int i = 0; i < 2; i++) {
