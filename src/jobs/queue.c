@@ -1,5 +1,5 @@
 /* Bounded FIFO of (job, deadline) pairs on a ring buffer with one mutex and
- * two condition variables: "not empty" for the workers, "head changed" for
+ * two condition variables: "not empty" for the workers, "queue changed" for
  * the deadline reaper. */
 #include "jobs/queue.h"
 
@@ -99,8 +99,8 @@ int segd_queue_push(segd_queue *q, void *job, double deadline)
         q->slots[(q->head + q->len) % q->cap] = (slot){job, deadline};
         q->len++;
         pthread_cond_signal(&q->nonempty);
-        if (q->len == 1)
-            pthread_cond_signal(&q->changed);
+        /* the reaper re-reads the earliest deadline: this one may be it */
+        pthread_cond_signal(&q->changed);
     }
     pthread_mutex_unlock(&q->lock);
     return rc;
@@ -134,6 +134,19 @@ int segd_queue_pop(segd_queue *q, void **job, double *deadline)
     return rc;
 }
 
+/* Caller holds the lock and i < len: take the i-th queued job out and
+ * close the gap, the later jobs moving one slot forward so FIFO order
+ * stays. */
+static void take_at(segd_queue *q, size_t i)
+{
+    assert(i < q->len);
+    for (size_t k = i; k + 1 < q->len; k++)
+        q->slots[(q->head + k) % q->cap] = q->slots[(q->head + k + 1) % q->cap];
+    q->slots[(q->head + q->len - 1) % q->cap].job = NULL;
+    q->len--;
+    pthread_cond_signal(&q->changed);
+}
+
 int segd_queue_remove(segd_queue *q, void *job)
 {
     int rc = -ENOENT;
@@ -141,13 +154,7 @@ int segd_queue_remove(segd_queue *q, void *job)
     for (size_t i = 0; i < q->len; i++) {
         if (q->slots[(q->head + i) % q->cap].job != job)
             continue;
-        /* close the gap: the later jobs move one slot forward, keeping
-         * FIFO order (and so the oldest-deadline-first rule) */
-        for (size_t k = i; k + 1 < q->len; k++)
-            q->slots[(q->head + k) % q->cap] = q->slots[(q->head + k + 1) % q->cap];
-        q->slots[(q->head + q->len - 1) % q->cap].job = NULL;
-        q->len--;
-        pthread_cond_signal(&q->changed);
+        take_at(q, i);
         rc = 0;
         break;
     }
@@ -180,9 +187,19 @@ int segd_queue_pop_expired(segd_queue *q, void **job)
             pthread_cond_wait(&q->changed, &q->lock);
             continue;
         }
-        double deadline = q->slots[q->head].deadline;
+        /* Deadlines differ per job (X-Request-Timeout), so the head is not
+         * always the first to expire: scan for the earliest; the queue is
+         * short (--queue-depth) and this runs once per push, pop or
+         * expiry. */
+        size_t first = 0;
+        for (size_t i = 1; i < q->len; i++)
+            if (q->slots[(q->head + i) % q->cap].deadline <
+                q->slots[(q->head + first) % q->cap].deadline)
+                first = i;
+        double deadline = q->slots[(q->head + first) % q->cap].deadline;
         if (segd_queue_now() >= deadline) {
-            take_head(q, job, NULL);
+            *job = q->slots[(q->head + first) % q->cap].job;
+            take_at(q, first);
             rc = 0;
             break;
         }

@@ -36,9 +36,10 @@ int segd_queue_remove(segd_queue *q, void *job);
 /* Take the oldest job without blocking.  0, -EAGAIN when empty. */
 int segd_queue_try_pop(segd_queue *q, void **job, double *deadline);
 
-/* Block until the oldest job's deadline has passed and take it (FIFO order
- * with one timeout for all means the oldest expires first).  0, or
- * -ESHUTDOWN as soon as the queue is closed. */
+/* Block until the earliest deadline among the queued jobs has passed and
+ * take that job, wherever it sits (a client's X-Request-Timeout can put a
+ * shorter deadline behind a longer one).  0, or -ESHUTDOWN as soon as the
+ * queue is closed. */
 int segd_queue_pop_expired(segd_queue *q, void **job);
 
 /* Refuse further pushes and wake every waiter; jobs already queued can

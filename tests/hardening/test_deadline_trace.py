@@ -35,11 +35,13 @@ def timed(name, headers):
     results[name] = (r.status, r.elapsed, r)
 
 
-threads = [threading.Thread(target=timed, args=("0.5", {"X-Request-Timeout": "0.5"})),
-           threading.Thread(target=timed, args=("capped", {"X-Request-Timeout": "100"}))]
-t0 = time.monotonic()
-for t in threads:
-    t.start()
+# the longer deadline is queued first: the shorter one behind it must still
+# expire on time (the reaper watches every queued job, not only the head)
+threads = [threading.Thread(target=timed, args=("capped", {"X-Request-Timeout": "100"})),
+           threading.Thread(target=timed, args=("0.5", {"X-Request-Timeout": "0.5"}))]
+threads[0].start()
+T.wait_for(lambda: T.metric(p, "segd_queue_depth", 0) == 1, 5.0, 0.01)
+threads[1].start()
 for t in threads:
     t.join()
 busy.join()

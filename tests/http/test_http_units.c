@@ -440,6 +440,18 @@ static void test_queue(void)
     double waited = segd_queue_now() - t0;
     TEST_CHECK(waited >= 0.049 && waited < 1.0);
 
+    /* a shorter deadline queued behind a longer one (X-Request-Timeout)
+     * expires first, and the longer one keeps its place */
+    t0 = segd_queue_now();
+    TEST_EQ_INT(segd_queue_push(q, &a, far), 0);
+    TEST_EQ_INT(segd_queue_push(q, &b, t0 + 0.05), 0);
+    TEST_EQ_INT(segd_queue_pop_expired(q, &job), 0);
+    TEST_CHECK(job == &b);
+    TEST_CHECK(segd_queue_now() - t0 < 50.0); /* not at a's deadline (100 s) */
+    TEST_EQ_INT(segd_queue_length(q), 1);
+    TEST_EQ_INT(segd_queue_try_pop(q, &job, &dl), 0);
+    TEST_CHECK(job == &a && dl == far);
+
     /* close: pushes refused, queued jobs still popped, then -ESHUTDOWN */
     TEST_EQ_INT(segd_queue_push(q, &b, far), 0);
     segd_queue_close(q);
@@ -464,6 +476,36 @@ static void *consumer(void *p)
     while (segd_queue_pop(t->q, &job, &dl) == 0)
         t->got += (long)(intptr_t)job;
     return NULL;
+}
+
+static void *reaper(void *p)
+{
+    qthread *t = p;
+    void *job = NULL;
+    t->got = segd_queue_pop_expired(t->q, &job) == 0 ? *(int *)job : -1;
+    return NULL;
+}
+
+/* a reaper already asleep until a far deadline wakes for a shorter one
+ * pushed behind it */
+static void test_queue_reaper_wakes(void)
+{
+    segd_queue *q;
+    TEST_EQ_INT(segd_queue_create(4, &q), 0);
+    int a = 1, b = 2;
+    double t0 = segd_queue_now();
+    TEST_EQ_INT(segd_queue_push(q, &a, t0 + 100), 0);
+    qthread t = {q, 0};
+    pthread_t th;
+    TEST_REQUIRE(pthread_create(&th, NULL, reaper, &t) == 0);
+    struct timespec nap = {0, 20 * 1000 * 1000}; /* let it fall asleep on a's deadline */
+    nanosleep(&nap, NULL);
+    TEST_EQ_INT(segd_queue_push(q, &b, segd_queue_now() + 0.05), 0);
+    pthread_join(th, NULL);
+    TEST_EQ_INT(t.got, 2);
+    TEST_CHECK(segd_queue_now() - t0 < 50.0); /* woke for b, not at a's deadline */
+    TEST_EQ_INT(segd_queue_length(q), 1);
+    segd_queue_free(q);
 }
 
 /* producers never block; every accepted job is popped exactly once */
@@ -560,6 +602,7 @@ int main(void)
     test_config();
     test_queue();
     test_queue_threads();
+    test_queue_reaper_wakes();
     test_metrics();
     return test_report("test_http_units");
 }
