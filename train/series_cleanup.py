@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from model import CLASSES  # noqa: E402
+from preprocess import rle_decode  # noqa: E402
 from thresholds import figure, meta_json, unseen_records  # noqa: E402
 from weights_io import read_safetensors  # noqa: E402
 
@@ -63,14 +64,6 @@ def runs(recs, min_run):
     return out
 
 
-def rle_decode(rle, n):
-    m = np.zeros(n, bool)
-    v = [int(x) for x in rle.split()]
-    for s, ln in zip(v[0::2], v[1::2]):
-        m[s - 1:s - 1 + ln] = True
-    return m
-
-
 def post_series(port, recs, min_volume_ml):
     """The daemon's masks, (n, 3, H, W) bool, in the order of recs."""
     b = uuid.uuid4().hex
@@ -86,7 +79,7 @@ def post_series(port, recs, min_volume_ml):
     with urllib.request.urlopen(req, timeout=3600) as resp:
         doc = json.load(resp)
     h, w = doc["height"], doc["width"]
-    return np.stack([np.stack([rle_decode(s["masks"][c], h * w).reshape(h, w) for c in CLASSES])
+    return np.stack([np.stack([rle_decode(s["masks"][c], h, w).astype(bool) for c in CLASSES])
                      for s in doc["slices"]]), doc["cleanup"]["components_removed"]
 
 

@@ -50,14 +50,6 @@ import segdtest  # noqa: E402
 ORGANS = ["large_bowel", "small_bowel", "stomach"]
 
 
-def rle_decode(rle, n):
-    m = np.zeros(n, np.uint8)
-    v = [int(x) for x in rle.split()]
-    for s, ln in zip(v[0::2], v[1::2]):
-        m[s - 1:s - 1 + ln] = 1
-    return m
-
-
 def related(parts):
     b = uuid.uuid4().hex
     body = b"".join(f"--{b}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
@@ -167,7 +159,7 @@ def dciodvfy(data, tmp, name):
 def json_masks(doc):
     """(n, 3, rows, cols) from a series answer, slices in its order."""
     h, w = doc["height"], doc["width"]
-    return np.stack([np.stack([rle_decode(s["masks"][o], h * w).reshape(h, w) for o in ORGANS])
+    return np.stack([np.stack([segdtest.rle_decode(s["masks"][o], h * w).reshape(h, w) for o in ORGANS])
                      for s in doc["slices"]])
 
 

@@ -310,6 +310,24 @@ def same_masks(doc, ref):
     return ""
 
 
+def rle_decode(rle, npix):
+    """A Kaggle UW-Madison RLE ("start length" pairs, 1-based, row-major) as
+    a flat numpy bool array of npix pixels (reshape to (height, width)).
+    ValueError on an odd count, a run outside the image or a zero start,
+    so that a malformed answer fails the test instead of decoding to
+    something plausible."""
+    import numpy as np
+    m = np.zeros(npix, dtype=bool)
+    v = [int(t) for t in rle.split()]
+    if len(v) % 2:
+        raise ValueError("odd number of RLE values")
+    for s, n in zip(v[0::2], v[1::2]):
+        if s < 1 or n < 0 or s - 1 + n > npix:
+            raise ValueError(f"RLE run {s} {n} outside {npix} pixels")
+        m[s - 1:s - 1 + n] = True
+    return m
+
+
 def read(path):
     with open(path, "rb") as f:
         return f.read()

@@ -24,6 +24,9 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hardening"))
+import segdtest  # noqa: E402  the RLE decoder every Python test shares
+
 ORGANS = ("large_bowel", "small_bowel", "stomach")
 MIN_DICE = 0.85
 
@@ -60,14 +63,6 @@ def renditions(raw):
     return out
 
 
-def decode(rle, h, w):
-    m = np.zeros(h * w, dtype=bool)
-    v = [int(t) for t in rle.split()]
-    for s, n in zip(v[0::2], v[1::2]):
-        m[s - 1:s - 1 + n] = True
-    return m.reshape(h, w)
-
-
 def dice(a, b):
     s = int(a.sum()) + int(b.sum())
     return 1.0 if s == 0 else 2.0 * float(np.logical_and(a, b).sum()) / s
@@ -96,7 +91,8 @@ def main():
         assert len(docs) == len(files), (len(docs), len(files))
     masks = {}
     for (base, name, _), doc in zip(files, docs):
-        masks[(base, name)] = {o: decode(doc["masks"][o], doc["height"], doc["width"]) for o in ORGANS}
+        h, w = doc["height"], doc["width"]
+        masks[(base, name)] = {o: segdtest.rle_decode(doc["masks"][o], h * w).reshape(h, w) for o in ORGANS}
     print(f"{'slice':<28} {'rendition':<9} " + " ".join(f"{o:>11}" for o in ORGANS))
     for base in sorted({b for b, _, _ in files}):
         ref = masks[(base, "raw")]
