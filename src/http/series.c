@@ -137,10 +137,10 @@ enum MHD_Result segd_series_begin(request *r)
     return segd_upload_start(r);
 }
 
-static int by_number(const void *a, const void *b, void *ctx)
+/* qsort order of PNG slices: by the slice number of their Kaggle name. */
+static int by_number(const void *a, const void *b)
 {
-    const slice *sl = ctx;
-    int na = sl[*(const size_t *)a].number, nb = sl[*(const size_t *)b].number;
+    int na = ((const slice *)a)->number, nb = ((const slice *)b)->number;
     return (na > nb) - (na < nb);
 }
 
@@ -150,7 +150,6 @@ static unsigned collect_series(request *r, char *msg, size_t msglen)
     segd_server *s = r->srv;
     size_t max = (size_t)s->cfg.max_series_slices, n = 0;
     segd_multipart_part *parts = malloc(max * sizeof *parts);
-    size_t *order = NULL;
     r->slices = calloc(max, sizeof *r->slices);
     unsigned status = 0;
     if (!parts || !r->slices) {
@@ -230,19 +229,14 @@ static unsigned collect_series(request *r, char *msg, size_t msglen)
         status = 400;
         goto out;
     }
-    if (!r->related) { /* slice numbers: distinct, one size, one spacing */
-        order = malloc(r->nslices * sizeof *order);
-        if (!order) {
-            snprintf(msg, msglen, "out of memory");
-            status = 503;
-            goto out;
-        }
-        for (size_t i = 0; i < r->nslices; i++)
-            order[i] = i;
-        qsort_r(order, r->nslices, sizeof *order, by_number, r->slices);
-        const slice *a = &r->slices[order[0]];
+    if (!r->related) {
+        /* PNG series: r->slices sorted by slice number here, once, so the
+         * job runs them in that order; numbers distinct, one size, one
+         * spacing */
+        qsort(r->slices, r->nslices, sizeof *r->slices, by_number);
+        const slice *a = &r->slices[0];
         for (size_t k = 1; k < r->nslices; k++) {
-            const slice *b = &r->slices[order[k]], *prev = &r->slices[order[k - 1]];
+            const slice *b = &r->slices[k], *prev = &r->slices[k - 1];
             if (b->number == prev->number) {
                 snprintf(msg, msglen, "slice number %d appears twice (%.64s, %.64s)", b->number,
                          prev->id, b->id);
@@ -259,7 +253,6 @@ static unsigned collect_series(request *r, char *msg, size_t msglen)
         }
     }
 out:
-    free(order);
     free(parts);
     return status;
 }
@@ -280,6 +273,16 @@ enum MHD_Result segd_series_end(request *r)
 /* Pool thread                                                         */
 /* ------------------------------------------------------------------ */
 
+/* Scratch for ?preview=1 on a PNG series: the decoded plane (kept for the
+ * preview: the worker normalises its own copy in place), the PNG decoder's
+ * scratch and the 16-bit plane. */
+typedef struct preview_buf {
+    float *grey;       /* rows x cols */
+    uint16_t *stored;  /* rows x cols */
+    void *scratch;     /* segd_png_decode_gray's */
+    size_t scratch_cap;
+} preview_buf;
+
 /* Everything a running series job holds; freed by job_free(). */
 typedef struct series_job {
     size_t n;                   /* slices */
@@ -294,6 +297,8 @@ typedef struct series_job {
     double volume[SEGD_MAX_CLASSES];
     char *rle;                  /* the worker's RLE storage (last result) */
     size_t rle_cap;
+    json_t **previews;          /* ?preview=1: previews[k] of slice k (series order) */
+    preview_buf pb;
 #ifdef SEGD_HAVE_DICOM
     segd_dicom_image **images;  /* by part index; NULL for PNG series */
     const segd_dicom_image **sorted; /* series order */
@@ -313,6 +318,13 @@ static void job_free(series_job *j)
     free(j->mask_data);
     free(j->masks);
     free(j->presence);
+    if (j->previews)
+        for (size_t k = 0; k < j->n; k++)
+            json_decref(j->previews[k]);
+    free(j->previews);
+    free(j->pb.grey);
+    free(j->pb.stored);
+    free(j->pb.scratch);
 }
 
 /* Why the job stops between slices: 0 go on, 1 answered (drain time up)
@@ -428,57 +440,6 @@ static int decode_dicom(request *r, series_job *j)
 }
 #endif
 
-/* Segment slice k (series order) and keep its masks.  0, or 1 when the
- * job was answered. */
-static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
-{
-    segd_server *s = r->srv;
-    const slice *sl = &r->slices[j->order[k]];
-    segd_result res;
-    char err[256] = "", msg[400];
-    double t0 = segd_queue_now();
-    int rc;
-#ifdef SEGD_HAVE_DICOM
-    if (sl->dicom) {
-        const segd_dicom_image *im = j->sorted[k];
-        rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, r->threshold, &res, err,
-                                      sizeof err);
-    } else
-#endif
-        rc = segd_worker_segment_png(w, sl->png, sl->len, r->threshold, &res, err, sizeof err);
-    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
-    if (rc) {
-        snprintf(msg, sizeof msg, "slice %.64s: %.255s", sl->id, err[0] ? err : strerror(-rc));
-        segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
-        return 1;
-    }
-    if (!j->mask_data) { /* PNG series: the size is known now */
-        j->rows = res.height;
-        j->cols = res.width;
-        if (alloc_masks(j)) {
-            segd_job_finish_error(r, 503, "out of memory for the series' masks");
-            return 1;
-        }
-    }
-    if (res.width != j->cols || res.height != j->rows) {
-        snprintf(msg, sizeof msg, "slice %.64s is %dx%d, the series %dx%d", sl->id, res.width,
-                 res.height, j->cols, j->rows);
-        segd_job_finish_error(r, 422, msg);
-        return 1;
-    }
-    size_t plane = (size_t)j->rows * (size_t)j->cols;
-    for (int c = 0; c < j->nclass; c++) {
-        memcpy(j->masks[k] + (size_t)c * plane, res.mask[c], plane);
-        j->presence[k * (size_t)j->nclass + (size_t)c] = res.presence[c];
-    }
-    j->ms_decode += res.ms_decode;
-    j->ms_infer += res.ms_infer;
-    j->ms_post += res.ms_post;
-    j->rle = res.rle;
-    j->rle_cap = res.rle_cap;
-    return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* ?preview=1: each slice's decoded image as a 16-bit PNG in the JSON    */
 /* ------------------------------------------------------------------ */
@@ -550,46 +511,102 @@ static json_t *preview_json(const float *v, int rows, int cols, uint16_t *stored
     return o;
 }
 
-/* Scratch for the previews of a series: the decoded plane of a PNG slice
- * (DICOM images are still in the job) and the 16-bit plane. */
-typedef struct preview_buf {
-    float *grey;       /* rows x cols */
-    uint16_t *stored;  /* rows x cols */
-    void *scratch;     /* segd_png_decode_gray's */
-    size_t scratch_cap;
-} preview_buf;
-
-/* Slice k's preview (a new reference), NULL on OOM or when its PNG no
- * longer decodes. */
-static json_t *slice_preview(request *r, series_job *j, size_t k, preview_buf *b)
+/* Segment PNG slice sl with ?preview=1: decoded once, here, into j->pb,
+ * segmented from that plane and its preview made from it (segd_worker_
+ * segment_png would decode into the worker, which normalises in place).
+ * 0 or a negative errno with err set, as segd_worker_segment_png. */
+static int segment_png_preview(request *r, segd_worker *w, series_job *j, const slice *sl,
+                               segd_result *res, char *err, size_t errlen)
 {
-    size_t plane = (size_t)j->rows * (size_t)j->cols;
-    if (!b->stored) {
-        b->stored = malloc(plane * sizeof *b->stored);
-        if (!b->stored)
-            return NULL;
-    }
-#ifdef SEGD_HAVE_DICOM
-    if (r->related)
-        return preview_json(j->sorted[k]->pixels, j->rows, j->cols, b->stored);
-#endif
-    /* PNG slice: decoded again here (the worker's copy is gone), its
-     * bytes are still in the request body */
-    const slice *sl = &r->slices[j->order[k]];
+    preview_buf *b = &j->pb;
+    /* collect_series checked every slice against its name: one size */
+    size_t plane = (size_t)sl->width * (size_t)sl->height;
     if (!b->grey) {
         b->scratch_cap = segd_png_scratch_bytes(plane);
         b->grey = malloc(plane * sizeof *b->grey);
         b->scratch = malloc(b->scratch_cap);
-        if (!b->grey || !b->scratch)
-            return NULL;
+        if (!b->grey || !b->scratch) {
+            snprintf(err, errlen, "out of memory for the previews");
+            return -ENOMEM;
+        }
     }
-    int h, w;
-    char err[200];
-    if (segd_png_decode_gray(sl->png, sl->len, plane, b->grey, b->scratch, b->scratch_cap, &h, &w,
-                             err, sizeof err) ||
-        h != j->rows || w != j->cols)
-        return NULL;
-    return preview_json(b->grey, j->rows, j->cols, b->stored);
+    double t0 = segd_queue_now();
+    int h, wd;
+    int rc = segd_png_decode_gray(sl->png, sl->len, plane, b->grey, b->scratch, b->scratch_cap,
+                                  &h, &wd, err, errlen);
+    if (rc)
+        return rc;
+    j->ms_decode += segd_ms_since(t0);
+    return segd_worker_segment_gray(w, b->grey, h, wd, r->threshold, res, err, errlen);
+}
+
+/* Segment slice k (series order) and keep its masks.  0, or 1 when the
+ * job was answered. */
+static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
+{
+    segd_server *s = r->srv;
+    const slice *sl = &r->slices[j->order[k]];
+    segd_result res;
+    char err[256] = "", msg[400];
+    double t0 = segd_queue_now();
+    int rc;
+#ifdef SEGD_HAVE_DICOM
+    if (sl->dicom) {
+        const segd_dicom_image *im = j->sorted[k];
+        rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, r->threshold, &res, err,
+                                      sizeof err);
+    } else
+#endif
+        if (r->preview)
+            rc = segment_png_preview(r, w, j, sl, &res, err, sizeof err);
+        else
+            rc = segd_worker_segment_png(w, sl->png, sl->len, r->threshold, &res, err,
+                                         sizeof err);
+    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+    if (rc) {
+        snprintf(msg, sizeof msg, "slice %.64s: %.255s", sl->id, err[0] ? err : strerror(-rc));
+        segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        return 1;
+    }
+    if (!j->mask_data) { /* PNG series: the size is known now */
+        j->rows = res.height;
+        j->cols = res.width;
+        if (alloc_masks(j)) {
+            segd_job_finish_error(r, 503, "out of memory for the series' masks");
+            return 1;
+        }
+    }
+    if (res.width != j->cols || res.height != j->rows) {
+        snprintf(msg, sizeof msg, "slice %.64s is %dx%d, the series %dx%d", sl->id, res.width,
+                 res.height, j->cols, j->rows);
+        segd_job_finish_error(r, 422, msg);
+        return 1;
+    }
+    size_t plane = (size_t)j->rows * (size_t)j->cols;
+    for (int c = 0; c < j->nclass; c++) {
+        memcpy(j->masks[k] + (size_t)c * plane, res.mask[c], plane);
+        j->presence[k * (size_t)j->nclass + (size_t)c] = res.presence[c];
+    }
+    if (r->preview) {
+        const float *grey = j->pb.grey;
+#ifdef SEGD_HAVE_DICOM
+        if (sl->dicom)
+            grey = j->sorted[k]->pixels;
+#endif
+        if (!j->pb.stored)
+            j->pb.stored = malloc(plane * sizeof *j->pb.stored);
+        j->previews[k] = j->pb.stored ? preview_json(grey, j->rows, j->cols, j->pb.stored) : NULL;
+        if (!j->previews[k]) {
+            segd_job_finish_error(r, 503, "out of memory for the previews");
+            return 1;
+        }
+    }
+    j->ms_decode += res.ms_decode;
+    j->ms_infer += res.ms_infer;
+    j->ms_post += res.ms_post;
+    j->rle = res.rle;
+    j->rle_cap = res.rle_cap;
+    return 0;
 }
 
 /* The JSON answer (a new reference, NULL on OOM). */
@@ -600,7 +617,6 @@ static json_t *series_json(request *r, series_job *j, double queue_ms)
     json_t *top = json_object(), *slices = json_array(), *vol = json_object(),
            *removed = json_object(), *removed_vox = json_object();
     json_t *result = NULL;
-    preview_buf pb = {0};
     if (!top || !slices || !vol || !removed || !removed_vox)
         goto out;
     for (size_t k = 0; k < j->n; k++) {
@@ -631,7 +647,7 @@ static json_t *series_json(request *r, series_job *j, double queue_ms)
         (void)sl;
 #endif
         if (ok && r->preview)
-            ok = json_object_set_new(d, "image", slice_preview(r, j, k, &pb)) == 0;
+            ok = json_object_set(d, "image", j->previews[k]) == 0;
         json_decref(d);
         json_decref(masks);
         json_decref(pixels);
@@ -683,9 +699,6 @@ static json_t *series_json(request *r, series_job *j, double queue_ms)
 #endif
     result = json_incref(top);
 out:
-    free(pb.grey);
-    free(pb.stored);
-    free(pb.scratch);
     json_decref(slices);
     json_decref(vol);
     json_decref(removed);
@@ -780,7 +793,9 @@ void segd_series_run(request *r, segd_worker *w, double queue_ms)
     j.n = r->nslices;
     j.nclass = segd_model_num_classes(r->slot->model);
     j.order = malloc(j.n * sizeof *j.order);
-    if (!j.order) {
+    if (r->preview)
+        j.previews = calloc(j.n, sizeof *j.previews);
+    if (!j.order || (r->preview && !j.previews)) {
         segd_job_finish_error(r, 503, "out of memory");
         goto out;
     }
@@ -794,10 +809,9 @@ void segd_series_run(request *r, segd_worker *w, double queue_ms)
         }
 #endif
     } else {
-        for (size_t i = 0; i < j.n; i++)
+        for (size_t i = 0; i < j.n; i++) /* collect_series sorted them */
             j.order[i] = i;
-        qsort_r(j.order, j.n, sizeof *j.order, by_number, r->slices);
-        const slice *first = &r->slices[j.order[0]];
+        const slice *first = &r->slices[0];
         j.voxel[0] = first->spacing_y;
         j.voxel[1] = first->spacing_x;
         j.voxel[2] = r->slice_spacing;
