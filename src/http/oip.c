@@ -153,25 +153,22 @@ enum MHD_Result segd_oip_get(request *r)
 /* POST /v2/models/{name}/infer: the request                           */
 /* ------------------------------------------------------------------ */
 
-enum MHD_Result segd_oip_begin(request *r)
+/* POST /v2/models/{name}/infer before the body: the model named, the
+ * media type.  0, or a status with msg set. */
+static unsigned oip_check(request *r, const char *ctype, char *msg, size_t msglen)
 {
-    segd_server *s = r->srv;
-    struct MHD_Connection *c = r->conn;
-    char msg[256];
-    if (atomic_load(&s->draining))
-        return segd_respond_error(r, 503, "draining: not accepting new jobs");
-    if (!model_matches(r, msg, sizeof msg))
-        return segd_respond_reject(r, 404, msg);
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length"))
-        return segd_respond_reject(r, 415, "the binary tensor data extension is not supported: "
-                                           "send the tensors in JSON");
-    if (ctype && !segd_http_media_type_is(ctype, "application/json"))
-        return segd_respond_reject(r, 415, "Content-Type must be application/json");
-    enum MHD_Result ret;
-    if (segd_upload_params(r, &ret))
-        return ret;
-    return segd_upload_start(r);
+    if (!model_matches(r, msg, msglen))
+        return 404;
+    if (MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length")) {
+        snprintf(msg, msglen, "the binary tensor data extension is not supported: send the "
+                              "tensors in JSON");
+        return 415;
+    }
+    if (ctype && !segd_http_media_type_is(ctype, "application/json")) {
+        snprintf(msg, msglen, "Content-Type must be application/json");
+        return 415;
+    }
+    return 0;
 }
 
 /* Standard base64 (RFC 4648 section 4, padding optional) of n characters
@@ -416,23 +413,18 @@ out:
     return status;
 }
 
-enum MHD_Result segd_oip_end(request *r)
+/* The whole body: its tensor, then the body's buffer (and budget) go
+ * before the wait (nothing points into it any more).  0, or a status with
+ * msg set. */
+static unsigned oip_collect(request *r, char *msg, size_t msglen)
 {
-    enum MHD_Result ret;
-    if (segd_upload_check(r, &ret))
-        return ret;
-    char msg[256] = "";
-    unsigned status = read_request(r, msg, sizeof msg);
-    if (status)
-        return segd_respond_error(r, status, msg);
-    /* the body is parsed: its buffer (and budget) can go before the wait */
-    free(r->body);
-    r->body = NULL;
-    r->len = r->cap = 0;
-    segd_segment_budget_give(r->srv, r->reserved);
-    r->reserved = 0;
-    return segd_job_enqueue(r);
+    unsigned status = read_request(r, msg, msglen);
+    if (!status)
+        segd_segment_drop_body(r);
+    return status;
 }
+
+const segd_job_route segd_oip_route_infer = {oip_check, oip_collect};
 
 /* ------------------------------------------------------------------ */
 /* Pool thread: run and answer                                         */

@@ -94,42 +94,38 @@ enum MHD_Result segd_upload_start(request *r)
     return MHD_YES;
 }
 
-/* First call of POST /v1/segment: everything that can be checked before
- * the body arrives. */
-enum MHD_Result segd_segment_begin(request *r)
+/* POST /v1/segment before the body: the media type.  0, or a status with
+ * msg set. */
+static unsigned segment_check(request *r, const char *ctype, char *msg, size_t msglen)
 {
-    segd_server *s = r->srv;
-    struct MHD_Connection *c = r->conn;
-    if (atomic_load(&s->draining))
-        return segd_respond_error(r, 503, "draining: not accepting new jobs");
-
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (segd_http_media_type_is(ctype, "image/png")) {
         r->multipart = false;
     } else if (segd_http_media_type_is(ctype, "application/dicom")) {
 #ifdef SEGD_HAVE_DICOM
         r->dicom = true;
 #else
-        return segd_respond_reject(r, 415, "application/dicom: this segd was built without DICOM "
-                                           "support (DCMTK)");
+        snprintf(msg, msglen, "application/dicom: this segd was built without DICOM support "
+                              "(DCMTK)");
+        return 415;
 #endif
     } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
         r->multipart = true;
-        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
-            return segd_respond_reject(r, 400, "multipart/form-data without a valid boundary parameter");
+        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary)) {
+            snprintf(msg, msglen, "multipart/form-data without a valid boundary parameter");
+            return 400;
+        }
     } else {
-        return segd_respond_reject(r, 415, "Content-Type must be image/png, application/dicom or "
-                                           "multipart/form-data");
+        snprintf(msg, msglen, "Content-Type must be image/png, application/dicom or "
+                              "multipart/form-data");
+        return 415;
     }
-    enum MHD_Result ret;
-    if (segd_upload_params(r, &ret))
-        return ret;
-    return segd_upload_start(r);
+    return 0;
 }
 
-/* Free what a body holds, buffer and budget, when the rest of it is to be
- * dropped (the request is answered 503 at its end). */
-static void drop_body(request *r)
+/* Free what a body holds, buffer and budget: when the rest of it is to be
+ * dropped (the request is answered 503 at its end), or once it is parsed
+ * and nothing points into it. */
+void segd_segment_drop_body(request *r)
 {
     free(r->body);
     r->body = NULL;
@@ -163,7 +159,7 @@ enum MHD_Result segd_segment_body(request *r, const char *data, size_t n)
             cap = r->expected;
         /* a chunked body reserves as it grows */
         if (cap > r->reserved && !budget_take(s, cap - r->reserved)) {
-            drop_body(r);
+            segd_segment_drop_body(r);
             r->over_budget = true;
             return MHD_YES; /* answered 503 at the end of the upload */
         }
@@ -171,7 +167,7 @@ enum MHD_Result segd_segment_body(request *r, const char *data, size_t n)
             r->reserved = cap;
         uint8_t *b = realloc(r->body, cap);
         if (!b) { /* read and drop the rest; segd_segment_end answers 503 */
-            drop_body(r);
+            segd_segment_drop_body(r);
             r->body_oom = true;
             return MHD_YES;
         }
@@ -272,22 +268,17 @@ static bool looks_dicom(const uint8_t *data, size_t len)
     return len >= 132 && memcmp(data + 128, "DICM", 4) == 0;
 }
 
-/* Last call of POST /v1/segment: whole body in memory; enqueue. */
-enum MHD_Result segd_segment_end(request *r)
+/* POST /v1/segment with the whole body in memory: its slices, and what the
+ * decoder would refuse anyway refused without taking a queue slot: not a
+ * PNG (400), zero size (422), too many pixels (413); a DICOM body that is
+ * no Part-10 file (415).  A DICOM file's size is read by the worker (it
+ * takes parsing).  0, or a status with msg set. */
+static unsigned segment_collect(request *r, char *msg, size_t msglen)
 {
     segd_server *s = r->srv;
-    enum MHD_Result ret;
-    if (segd_upload_check(r, &ret))
-        return ret;
-    char msg[256];
-    unsigned status = collect_slices(r, msg, sizeof msg);
+    unsigned status = collect_slices(r, msg, msglen);
     if (status)
-        return segd_respond_error(r, status, msg);
-
-    /* Refuse what the decoder would refuse anyway without taking a queue
-     * slot: not a PNG (400), zero size (422), too many pixels (413); a
-     * DICOM body that is no Part-10 file (415).  A DICOM file's size is
-     * read by the worker (it takes parsing). */
+        return status;
     for (size_t i = 0; i < r->nslices; i++) {
         const slice *sl = &r->slices[i];
         unsigned w, h;
@@ -295,25 +286,62 @@ enum MHD_Result segd_segment_end(request *r)
         if (r->multipart)
             snprintf(where, sizeof where, "part %zu (%.64s): ", i + 1, sl->id);
         if (sl->dicom) {
-            if (!looks_dicom(sl->png, sl->len))
-                return segd_respond_error(r, 415, "application/dicom body is not a DICOM Part-10 "
-                                                  "file (no \"DICM\" after the 128-byte preamble)");
+            if (!looks_dicom(sl->png, sl->len)) {
+                snprintf(msg, msglen, "application/dicom body is not a DICOM Part-10 file (no "
+                                      "\"DICM\" after the 128-byte preamble)");
+                return 415;
+            }
             continue;
         }
         if (segd_http_png_size(sl->png, sl->len, &w, &h)) {
-            snprintf(msg, sizeof msg, "%snot a PNG image", where);
-            return segd_respond_error(r, 400, msg);
+            snprintf(msg, msglen, "%snot a PNG image", where);
+            return 400;
         }
         if (w == 0 || h == 0) {
-            snprintf(msg, sizeof msg, "%sPNG has zero size (%ux%u)", where, w, h);
-            return segd_respond_error(r, 422, msg);
+            snprintf(msg, msglen, "%sPNG has zero size (%ux%u)", where, w, h);
+            return 422;
         }
         if ((unsigned long long)w * h > s->cfg.max_pixels) {
-            snprintf(msg, sizeof msg, "%simage %ux%u is over the limit of %zu pixels", where, w, h,
+            snprintf(msg, msglen, "%simage %ux%u is over the limit of %zu pixels", where, w, h,
                      s->cfg.max_pixels);
-            return segd_respond_error(r, 413, msg);
+            return 413;
         }
     }
+    return 0;
+}
+
+const segd_job_route segd_segment_route = {segment_check, segment_collect};
+
+/* Every job route's first call: refused at once while draining, then the
+ * route's own checks, the common parameters (X-Request-Timeout,
+ * ?threshold, ?id) and the upload's start. */
+enum MHD_Result segd_job_begin(request *r, const segd_job_route *jr)
+{
+    if (atomic_load(&r->srv->draining))
+        return segd_respond_error(r, 503, "draining: not accepting new jobs");
+    const char *ctype =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    char msg[400];
+    unsigned status = jr->check(r, ctype, msg, sizeof msg);
+    if (status)
+        return segd_respond_reject(r, status, msg);
+    enum MHD_Result ret;
+    if (segd_upload_params(r, &ret))
+        return ret;
+    return segd_upload_start(r);
+}
+
+/* Every job route's last call: the upload's verdict, the route's parse of
+ * the body, then the queue. */
+enum MHD_Result segd_job_end(request *r, const segd_job_route *jr)
+{
+    enum MHD_Result ret;
+    if (segd_upload_check(r, &ret))
+        return ret;
+    char msg[400];
+    unsigned status = jr->collect(r, msg, sizeof msg);
+    if (status)
+        return segd_respond_error(r, status, msg);
     return segd_job_enqueue(r);
 }
 

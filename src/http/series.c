@@ -81,60 +81,71 @@ static int query_real(request *r, const char *key, double lo, double hi, double 
     return 0;
 }
 
-enum MHD_Result segd_series_begin(request *r)
+/* POST /v1/series before the body: media type, answer format, query.  0,
+ * or a status with msg set. */
+static unsigned series_check(request *r, const char *ctype, char *msg, size_t msglen)
 {
     segd_server *s = r->srv;
-    struct MHD_Connection *c = r->conn;
-    if (atomic_load(&s->draining))
-        return segd_respond_error(r, 503, "draining: not accepting new jobs");
-
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     r->multipart = true;
     if (segd_http_media_type_is(ctype, "multipart/related")) {
 #ifndef SEGD_HAVE_DICOM
-        return segd_respond_reject(r, 415, "multipart/related DICOM: this segd was built without "
-                                           "DICOM support (DCMTK)");
+        snprintf(msg, msglen, "multipart/related DICOM: this segd was built without DICOM "
+                              "support (DCMTK)");
+        return 415;
 #endif
         char type[64];
         int rc = segd_multipart_param(ctype, "type", type, sizeof type);
-        if (rc == -EINVAL || (rc == 0 && !segd_http_media_type_is(type, "application/dicom")))
-            return segd_respond_reject(r, 415, "multipart/related: type must be "
-                                               "\"application/dicom\" (DICOM Part-10 instances)");
-        if (segd_multipart_boundary_of(ctype, "multipart/related", r->boundary, sizeof r->boundary))
-            return segd_respond_reject(r, 400, "multipart/related without a valid boundary parameter");
+        if (rc == -EINVAL || (rc == 0 && !segd_http_media_type_is(type, "application/dicom"))) {
+            snprintf(msg, msglen, "multipart/related: type must be \"application/dicom\" (DICOM "
+                                  "Part-10 instances)");
+            return 415;
+        }
+        if (segd_multipart_boundary_of(ctype, "multipart/related", r->boundary,
+                                       sizeof r->boundary)) {
+            snprintf(msg, msglen, "multipart/related without a valid boundary parameter");
+            return 400;
+        }
         r->related = true;
     } else if (segd_http_media_type_is(ctype, "multipart/form-data")) {
-        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary))
-            return segd_respond_reject(r, 400, "multipart/form-data without a valid boundary parameter");
+        if (segd_multipart_boundary(ctype, r->boundary, sizeof r->boundary)) {
+            snprintf(msg, msglen, "multipart/form-data without a valid boundary parameter");
+            return 400;
+        }
     } else {
-        return segd_respond_reject(r, 415, "Content-Type must be multipart/related; "
-                                           "type=\"application/dicom\" (DICOM instances) or "
-                                           "multipart/form-data (PNG slices)");
+        snprintf(msg, msglen, "Content-Type must be multipart/related; type=\"application/dicom\" "
+                              "(DICOM instances) or multipart/form-data (PNG slices)");
+        return 415;
     }
 
-    enum MHD_Result ret;
-    if (segd_upload_params(r, &ret))
-        return ret;
-    char msg[160];
-    unsigned status = choose_format(r, msg, sizeof msg);
+    unsigned status = choose_format(r, msg, msglen);
     if (status)
-        return segd_respond_reject(r, status, msg);
-    if (!r->related && r->format != SERIES_JSON)
-        return segd_respond_reject(r, 422, "DICOM SEG and RTSTRUCT need DICOM input (the source "
-                                           "images' UIDs and geometry); PNG slices get JSON");
+        return status;
+    if (!r->related && r->format != SERIES_JSON) {
+        snprintf(msg, msglen, "DICOM SEG and RTSTRUCT need DICOM input (the source images' UIDs "
+                              "and geometry); PNG slices get JSON");
+        return 422;
+    }
     r->min_volume_ml = s->cfg.min_volume_ml;
     r->slice_spacing = SEGD_SERIES_PNG_SLICE_SPACING_MM;
-    if (query_real(r, "min_volume_ml", 0, 1e6, &r->min_volume_ml))
-        return segd_respond_reject(r, 400, "min_volume_ml must be a decimal number >= 0");
-    if (query_real(r, "slice_spacing", 1e-3, 1000, &r->slice_spacing))
-        return segd_respond_reject(r, 400, "slice_spacing must be a decimal number of mm, > 0");
-    const char *pv = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "preview");
-    if (pv && strcmp(pv, "0") != 0 && strcmp(pv, "1") != 0)
-        return segd_respond_reject(r, 400, "preview must be 0 or 1");
+    if (query_real(r, "min_volume_ml", 0, 1e6, &r->min_volume_ml)) {
+        snprintf(msg, msglen, "min_volume_ml must be a decimal number >= 0");
+        return 400;
+    }
+    if (query_real(r, "slice_spacing", 1e-3, 1000, &r->slice_spacing)) {
+        snprintf(msg, msglen, "slice_spacing must be a decimal number of mm, > 0");
+        return 400;
+    }
+    const char *pv = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "preview");
+    if (pv && strcmp(pv, "0") != 0 && strcmp(pv, "1") != 0) {
+        snprintf(msg, msglen, "preview must be 0 or 1");
+        return 400;
+    }
     r->preview = pv && pv[0] == '1';
-    if (r->preview && r->format != SERIES_JSON)
-        return segd_respond_reject(r, 400, "preview=1 applies to JSON answers only (format=json)");
-    return segd_upload_start(r);
+    if (r->preview && r->format != SERIES_JSON) {
+        snprintf(msg, msglen, "preview=1 applies to JSON answers only (format=json)");
+        return 400;
+    }
+    return 0;
 }
 
 /* qsort order of PNG slices: by the slice number of their Kaggle name. */
@@ -257,17 +268,7 @@ out:
     return status;
 }
 
-enum MHD_Result segd_series_end(request *r)
-{
-    enum MHD_Result ret;
-    if (segd_upload_check(r, &ret))
-        return ret;
-    char msg[320];
-    unsigned status = collect_series(r, msg, sizeof msg);
-    if (status)
-        return segd_respond_error(r, status, msg);
-    return segd_job_enqueue(r);
-}
+const segd_job_route segd_series_route = {series_check, collect_series};
 
 /* ------------------------------------------------------------------ */
 /* Pool thread                                                         */

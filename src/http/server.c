@@ -63,6 +63,15 @@ const segd_route segd_routes[R_NONE] = {
     [R_STATIC] = {"static", false, "GET, HEAD, OPTIONS"}, /* path is the metrics label */
 };
 
+/* The job side of a POST route that runs on the pool, else NULL. */
+static const segd_job_route *job_route(route_id id)
+{
+    return id == R_SEGMENT    ? &segd_segment_route
+           : id == R_SERIES   ? &segd_series_route
+           : id == R_V2_INFER ? &segd_oip_route_infer
+                              : NULL;
+}
+
 static route_id route_lookup(const char *url)
 {
     for (int i = 0; i < R_V2_SERVER; i++)
@@ -333,12 +342,9 @@ static enum MHD_Result begin_request(request *r, bool probe, const char *url,
             return segd_respond_reject(r, 401, auth ? "invalid API key"
                                                     : "Authorization: Bearer <API key> required");
     }
-    if (r->route == R_SEGMENT)
-        return segd_segment_begin(r);
-    if (r->route == R_SERIES)
-        return segd_series_begin(r);
-    if (r->route == R_V2_INFER)
-        return segd_oip_begin(r);
+    const segd_job_route *jr = job_route(r->route);
+    if (jr)
+        return segd_job_begin(r, jr);
     if (r->route == R_ADMIN_RELOAD)
         return segd_respond_reject(r, 0, ""); /* reloaded once the request is read */
     return segd_respond_reject(r, 0, ""); /* GET, HEAD: answered in the final call */
@@ -389,9 +395,7 @@ static enum MHD_Result handle_request(segd_server *s, bool probe, struct MHD_Con
             return segd_segment_body(r, upload_data, n);
         }
         segd_guard_phase(s, c, CP_BUSY); /* body complete */
-        return r->route == R_SERIES    ? segd_series_end(r)
-               : r->route == R_V2_INFER ? segd_oip_end(r)
-                                        : segd_segment_end(r);
+        return segd_job_end(r, job_route(r->route));
     case ST_DONE: {
         struct MHD_Response *resp = r->resp;
         r->resp = NULL;

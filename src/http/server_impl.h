@@ -296,7 +296,23 @@ bool segd_job_gone(request *r);
  * the connection resumed without an answer and closed. */
 void segd_job_drop(request *r);
 enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
-enum MHD_Result segd_segment_end(request *r);
+/* Free the body's buffer and give its budget back. */
+void segd_segment_drop_body(request *r);
+
+/* A route that runs a job on the pool (POST /v1/segment, /v1/series,
+ * /v2/models/{name}/infer): its own parts of the first and last calls,
+ * each 0 or an HTTP status with msg set.  segd_job_begin and segd_job_end
+ * (segment.c) put around them what all share: the draining refusal, the
+ * common parameters, the upload, the queue. */
+typedef struct segd_job_route {
+    /* before the body: ctype is the Content-Type header (NULL if none) */
+    unsigned (*check)(request *r, const char *ctype, char *msg, size_t msglen);
+    /* the whole body in memory: into r->slices (or the route's input) */
+    unsigned (*collect)(request *r, char *msg, size_t msglen);
+} segd_job_route;
+extern const segd_job_route segd_segment_route, segd_series_route, segd_oip_route_infer;
+enum MHD_Result segd_job_begin(request *r, const segd_job_route *jr);
+enum MHD_Result segd_job_end(request *r, const segd_job_route *jr);
 void segd_segment_run(void *job, segd_worker **w, void *arg);
 void segd_segment_expire(void *job, int reason, void *arg);
 /* oip.c: the Open Inference Protocol (KServe V2) routes.  route:
@@ -304,8 +320,6 @@ void segd_segment_expire(void *job, int reason, void *arg);
  * handlers), else R_NONE. */
 route_id segd_oip_route(const char *url);
 enum MHD_Result segd_oip_get(request *r);
-enum MHD_Result segd_oip_begin(request *r);
-enum MHD_Result segd_oip_end(request *r);
 void segd_oip_run(request *r, segd_worker *w, double queue_ms);
 
 /* reload.c: the model slots.  segd_slot_get: the current slot, a new
@@ -324,10 +338,8 @@ void segd_slots_free(segd_server *s);
 int segd_slot_bind_worker(request *r, segd_worker **w);
 char *segd_slot_info_text(segd_server *s, model_slot *slot);
 
-/* series.c: POST /v1/series on the connection thread (first call, last
- * call) and on a pool thread (run; queue_ms: its wait). */
-enum MHD_Result segd_series_begin(request *r);
-enum MHD_Result segd_series_end(request *r);
+/* series.c: POST /v1/series on a pool thread (run; queue_ms: its wait);
+ * segd_series_route on the connection thread. */
 void segd_series_run(request *r, segd_worker *w, double queue_ms);
 /* Give n bytes of upload budget (--max-body-total) back; 0 is fine. */
 void segd_segment_budget_give(segd_server *s, size_t n);
