@@ -1039,7 +1039,7 @@ static void test_startup(const ctx *c)
     TEST_EQ_INT(pclose(p), 0);
     const char *want[] = {"--port", "SEGD_PORT", "--workers", "--queue-depth", "SEGD_QUEUE_DEPTH",
                           "--request-timeout", "--worker-threads", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
-                          "--max-pixels", "--max-parts", "--drain-timeout", "--gemm",
+                          "--max-pixels", "--max-parts", "--drain-timeout", "--gemm", "--precision", "SEGD_PRECISION",
                           "--bind", "--port-file", "--weights", "default: 8080"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         TEST_CHECK(out.p && strstr(out.p, want[i]));
