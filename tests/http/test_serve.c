@@ -160,6 +160,9 @@ static void test_routes(const ctx *c, int port)
     TEST_CHECK(json_is_object(info));
     TEST_CHECK(json_is_string(json_object_get(info, "sha256")));
     TEST_CHECK(json_is_string(json_object_get(info, "name")));
+    TEST_CHECK(json_is_string(json_object_get(info, "kernel")));
+    /* the default precision; bf16 is opt-in (--precision, SEGD_PRECISION) */
+    TEST_EQ_STR(json_string_value(json_object_get(info, "precision")), "fp32");
     json_decref(info);
     tc_req_free(&r);
 
