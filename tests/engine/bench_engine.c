@@ -12,6 +12,7 @@
  * --fma-peak: GFLOP/s of a loop of independent FMAs on 1 thread and on 2
  * at once, AVX2 and (where the CPU has it) AVX-512: the ceiling the
  * GFLOP/s above compare with. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,8 +193,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "segd-bench: %s\n", err);
         return 1;
     }
-    if (gemm && segd_model_set_gemm(m, gemm)) {
-        fprintf(stderr, "segd-bench: --gemm must be native, openblas or auto\n");
+    int grc = gemm ? segd_model_set_gemm(m, gemm) : 0;
+    if (grc) {
+        fprintf(stderr, "segd-bench: --gemm %s: %s\n", gemm,
+                grc == -EINVAL     ? "must be native, openblas or auto"
+                : grc == -ENOTSUP ? "no bf16 kernels there (precision bf16)"
+                                  : "out of memory");
         return 2;
     }
     if (segd_worker_create_threads(m, SEGD_DEFAULT_MAX_PIXELS, threads > 0 ? threads : 1, &w)) {
