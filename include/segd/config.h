@@ -35,6 +35,7 @@ typedef struct segd_config {
     int workers;            /* --workers: inference threads */
     int worker_threads;     /* --worker-threads: engine team per worker */
     char gemm[16];          /* --gemm: native|openblas|auto (validated) */
+    char precision[8];      /* --precision: fp32|bf16|auto (validated) */
     int queue_depth;        /* --queue-depth: jobs waiting, not running */
     int http_threads;       /* --http-threads: libmicrohttpd threads */
     double request_timeout; /* --request-timeout: seconds, deadline of a job */

@@ -46,12 +46,18 @@ typedef struct segd_model_options {
                          no AVX-512 kernels either) */
     int no_avx512;    /* 1: never use the AVX-512 kernels (as on a CPU without them):
                          the native backend runs its AVX2+FMA kernels */
+    const char *precision; /* fp32|bf16|auto of the Winograd GEMMs; NULL or "": fp32.
+                              bf16: AVX512-BF16 products, fp32 sums; needs a CPU with
+                              AVX512-BF16 and the native backend on its AVX-512 kernels.
+                              auto: bf16 where those hold, else fp32 */
 } segd_model_options;
 
 /* Load and validate a safetensors weights file (every tensor's name, dtype,
  * shape and offsets checked against the architecture in its metadata; BN
  * folded into the convolutions) with the options of opts (NULL: the
- * defaults).  An invalid opts->gemm fails the load with -EINVAL.  On error
+ * defaults).  An invalid opts->gemm or opts->precision fails the load with
+ * -EINVAL; precision bf16 where it cannot run (no AVX512-BF16, the openblas
+ * backend, AVX-512 kernels disabled) with -ENOTSUP.  On error
  * *out is NULL and err names the offending tensor or field. */
 int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_model **out,
                          char *err, size_t errlen);
@@ -67,7 +73,8 @@ void segd_model_free(segd_model *m); /* NULL is fine */
  * every worker created afterwards calls segd_gemm_blas_serial() (OpenBLAS
  * at 1 thread, process-wide) so that each BLAS call runs on the team thread
  * that makes it.  Call before creating workers of m; not thread-safe.
- * 0, -EINVAL (unknown name) or -ENOMEM; the backend is unchanged on error. */
+ * 0, -EINVAL (unknown name), -ENOTSUP (openblas while the model runs in
+ * bf16) or -ENOMEM; the backend is unchanged on error. */
 int segd_model_set_gemm(segd_model *m, const char *name);
 /* The backend in use, resolved: "native" or "openblas".  Static string. */
 const char *segd_model_gemm(const segd_model *m);
@@ -76,6 +83,10 @@ const char *segd_model_gemm(const segd_model *m);
  * options allow) or "openblas".  Static string; also the "kernel" field of
  * segd_model_info_json(). */
 const char *segd_model_kernel(const segd_model *m);
+
+/* Precision of the Winograd GEMMs in use, resolved: "fp32" or "bf16".
+ * Static string; also the "precision" field of segd_model_info_json(). */
+const char *segd_model_precision(const segd_model *m);
 
 const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
 const char *segd_model_sha256(const segd_model *m);  /* hex of the file */
@@ -98,7 +109,8 @@ void segd_model_grid(const segd_model *m, int *height, int *width);
 /* Conv FLOPs of one forward pass at the model grid (2 * MACs). */
 double segd_model_flops(const segd_model *m);
 /* Everything in __metadata__ (nested JSON strings parsed) plus sha256,
- * name, path and kernel (segd_model_kernel); a new reference owned by the
+ * name, path, kernel (segd_model_kernel) and precision
+ * (segd_model_precision); a new reference owned by the
  * caller, NULL on OOM. */
 json_t *segd_model_info_json(const segd_model *m);
 

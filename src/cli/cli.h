@@ -36,11 +36,12 @@ int segd_cli_weights_in(const char *dir, const char *name, char *buf, unsigned l
  * (e.g. /usr/local/share/segd).  Static string; cannot fail. */
 const char *segd_cli_datadir(void);
 /* env.c.  The model options of both sub-commands: gemm (a flag's value, already
- * validated) or else $SEGD_GEMM, $SEGD_NO_AVX2 (non-empty: portable
- * kernels) and $SEGD_NO_AVX512 (non-empty: AVX2 kernels at most).  The
- * only place the engine's environment is read.  0, or -EINVAL with err
- * naming an invalid $SEGD_GEMM. */
-int segd_cli_model_options(segd_model_options *opts, const char *gemm, char *err,
-                           unsigned long errlen);
+ * validated) or else $SEGD_GEMM, precision (likewise) or else
+ * $SEGD_PRECISION, $SEGD_NO_AVX2 (non-empty: portable kernels) and
+ * $SEGD_NO_AVX512 (non-empty: AVX2 kernels at most).  The only place the
+ * engine's environment is read.  0, or -EINVAL with err naming an invalid
+ * $SEGD_GEMM or $SEGD_PRECISION. */
+int segd_cli_model_options(segd_model_options *opts, const char *gemm, const char *precision,
+                           char *err, unsigned long errlen);
 
 #endif

@@ -20,7 +20,8 @@
 static void usage(FILE *f)
 {
     fputs("usage: segd infer [--weights FILE] [--threshold T] [--max-pixels N] [--threads N]\n"
-          "                  [--gemm native|openblas|auto] SLICE.png|IMAGE.dcm|FOLDER...\n"
+          "                  [--gemm native|openblas|auto] [--precision fp32|bf16|auto]\n"
+          "                  SLICE.png|IMAGE.dcm|FOLDER...\n"
           "Segments each slice (each file of a FOLDER, in name order, not recursing)\n"
           "and prints one JSON document per line.  A DICOM file\n"
           "(Part 10, one greyscale frame) is read after Rescale Slope/Intercept and\n"
@@ -29,6 +30,9 @@ static void usage(FILE *f)
           "--gemm: GEMM backend (default: $SEGD_GEMM, else auto = native with AVX2+FMA,\n"
           "        else openblas); native runs AVX-512 kernels where the CPU has them\n"
           "        ($SEGD_NO_AVX512=1: the AVX2 ones).\n"
+          "--precision: of the Winograd GEMMs (default: $SEGD_PRECISION, else fp32); bf16\n"
+          "        needs AVX512-BF16 and the native AVX-512 kernels, auto = bf16 there,\n"
+          "        else fp32.\n"
           "Default weights: $SEGD_WEIGHTS, else in weights/ of the working directory, of the\n"
           "checkout this executable was built in, or of the installed data directory\n"
           "(" SEGD_DATADIR "): the file " SEGD_DEFAULT_WEIGHTS " there, else the single\n"
@@ -71,7 +75,7 @@ out:
 
 /* The options of `segd infer`, and the index of its first slice. */
 typedef struct infer_args {
-    const char *weights, *gemm; /* NULL: the default */
+    const char *weights, *gemm, *precision; /* NULL: the default */
     float threshold;            /* < 0: the model's */
     size_t max_pixels;
     int threads;
@@ -118,6 +122,13 @@ static int parse_args(int argc, char **argv, infer_args *a)
             a->gemm = argv[++i];
             if (segd_gemm_parse(a->gemm, &g)) {
                 fprintf(stderr, "segd infer: --gemm must be native, openblas or auto\n");
+                return 2;
+            }
+        } else if (strcmp(o, "--precision") == 0 && i + 1 < argc) {
+            segd_precision p;
+            a->precision = argv[++i];
+            if (segd_precision_parse(a->precision, &p)) {
+                fprintf(stderr, "segd infer: --precision must be fp32, bf16 or auto\n");
                 return 2;
             }
         } else if (strcmp(o, "--") == 0) {
@@ -278,7 +289,7 @@ int segd_cli_infer(int argc, char **argv)
     segd_model *m = NULL;
     segd_worker *w = NULL;
     segd_model_options opts;
-    if (segd_cli_model_options(&opts, a.gemm, err, sizeof err) ||
+    if (segd_cli_model_options(&opts, a.gemm, a.precision, err, sizeof err) ||
         segd_model_load_opts(a.weights, &opts, &m, err, sizeof err)) {
         fprintf(stderr, "segd infer: %s\n", err);
         return 1;

@@ -119,10 +119,10 @@ static void log_started(segd_log *log, const segd_config *cfg, const segd_model 
 {
     const char *host = cfg->bind;
     int v6 = strchr(host, ':') != NULL;
-    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s), "
+    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s, %s), "
                     "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
                     segd_model_name(model), cfg->weights, cfg->workers, cfg->worker_threads,
-                    segd_model_kernel(model), cfg->queue_depth,
+                    segd_model_kernel(model), segd_model_precision(model), cfg->queue_depth,
                     cfg->max_body, cfg->max_body_total, cfg->max_pixels);
     if (segd_server_probe_port(server) >= 0)
         segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
@@ -174,8 +174,9 @@ int segd_cli_serve(int argc, char **argv)
     segd_log *log = NULL;
 
     segd_model_options opts;
-    /* cfg.gemm holds --gemm, else $SEGD_GEMM (both validated), else "auto" */
-    if (segd_cli_model_options(&opts, cfg.gemm, err, sizeof err) ||
+    /* cfg.gemm holds --gemm, else $SEGD_GEMM (both validated), else "auto";
+     * cfg.precision likewise --precision, $SEGD_PRECISION, "fp32" */
+    if (segd_cli_model_options(&opts, cfg.gemm, cfg.precision, err, sizeof err) ||
         segd_model_load_opts(cfg.weights, &opts, &model, err, sizeof err)) {
         fprintf(stderr, "segd serve: cannot load weights '%s': %s\n", cfg.weights, err);
         goto out;

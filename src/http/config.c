@@ -39,6 +39,8 @@ static const opt OPTS[] = {
      "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
     {"gemm", "SEGD_GEMM", OPT_STR, F(gemm), 0, 0, "auto",
      "native (AVX-512 or AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
+    {"precision", "SEGD_PRECISION", OPT_STR, F(precision), 0, 0, "fp32",
+     "Winograd GEMMs: fp32 | bf16 (needs AVX512-BF16, native AVX-512) | auto (bf16 where it runs)"},
     {"queue-depth", "SEGD_QUEUE_DEPTH", OPT_INT, F(queue_depth), 1, 1 << 20, "2 x workers",
      "jobs waiting for a worker; beyond it 503 + Retry-After"},
     {"http-threads", "SEGD_HTTP_THREADS", OPT_INT, F(http_threads), 1, 64, "1", "libmicrohttpd threads (I/O only)"},
@@ -87,6 +89,7 @@ void segd_config_defaults(segd_config *cfg)
     cfg->workers = n > 256 ? 256 : n;
     cfg->worker_threads = 1;
     strcpy(cfg->gemm, "auto");
+    strcpy(cfg->precision, "fp32");
     cfg->queue_depth = 0; /* derived from workers after parsing */
     cfg->http_threads = 1;
     cfg->request_timeout = SEGD_CONFIG_DEFAULT_REQUEST_TIMEOUT;
@@ -111,9 +114,12 @@ static int set_opt(segd_config *cfg, const opt *o, const char *value)
     char *end;
     if (o->kind == OPT_STR) {
         segd_gemm g;
+        segd_precision p;
         if (strlen(value) + 1 > o->cap)
             return -EINVAL;
         if (o->offset == offsetof(segd_config, gemm) && segd_gemm_parse(value, &g))
+            return -EINVAL;
+        if (o->offset == offsetof(segd_config, precision) && segd_precision_parse(value, &p))
             return -EINVAL;
         memcpy(field, value, strlen(value) + 1);
         return 0;

@@ -1,5 +1,5 @@
 /* What the machine gives this process: whether the CPU has AVX2+FMA and
- * AVX-512 (with the OS saving its registers), and how many CPUs and how
+ * AVX-512 (with the OS saving its registers, and AVX512-BF16), and how many CPUs and how
  * much memory it may really use: the affinity mask and RAM, further capped
  * by cgroup limits (containers, systemd CPUQuota=/MemoryMax=), so that
  * defaults follow the container's limits and not the host's. */
@@ -43,6 +43,23 @@ int segd_cpu_has_avx512(void)
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
         return 0;
     return (b & bit_AVX512F) && (b & bit_AVX512DQ);
+#else
+    return 0;
+#endif
+}
+
+/* The XSAVE check of segd_cpu_has_avx512 covers the BF16 instructions too:
+ * they use the same ZMM state. */
+int segd_cpu_has_avx512_bf16(void)
+{
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!segd_cpu_has_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) ||
+        !(b & bit_AVX512BW) || a < 1)
+        return 0; /* a: the highest subleaf of leaf 7 */
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        return 0;
+    return (a >> 5) & 1;
 #else
     return 0;
 #endif

@@ -15,6 +15,11 @@ int segd_cpu_has_avx2(void);
  * run; else 0, always 0 off x86-64.  Cannot fail. */
 int segd_cpu_has_avx512(void);
 
+/* 1 when segd_cpu_has_avx512() and the CPU also has AVX-512BW and
+ * AVX512-BF16 (CPUID leaf 7 subleaf 1 EAX bit 5), so the bf16 Winograd
+ * GEMMs may run; else 0, always 0 off x86-64.  Cannot fail. */
+int segd_cpu_has_avx512_bf16(void);
+
 /* The widest native kernels (SEGD_ISA_*, model/gemm.h) this CPU runs and
  * the caller allows: no_avx2 stands for a CPU without AVX2 (portable, and
  * so no AVX-512 either), no_avx512 for one without AVX-512.  Cannot fail. */

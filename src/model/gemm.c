@@ -44,6 +44,27 @@ const char *segd_gemm_name(segd_gemm g)
     return g >= SEGD_GEMM_AUTO && g <= SEGD_GEMM_OPENBLAS ? NAMES[g] : "?";
 }
 
+static const char *const PREC_NAMES[] = {[SEGD_PRECISION_FP32] = "fp32",
+                                         [SEGD_PRECISION_BF16] = "bf16",
+                                         [SEGD_PRECISION_AUTO] = "auto"};
+
+int segd_precision_parse(const char *name, segd_precision *out)
+{
+    if (!name)
+        return -EINVAL;
+    for (int p = 0; p < (int)(sizeof PREC_NAMES / sizeof PREC_NAMES[0]); p++)
+        if (!strcasecmp(name, PREC_NAMES[p])) {
+            *out = (segd_precision)p;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+const char *segd_precision_name(segd_precision p)
+{
+    return p >= SEGD_PRECISION_FP32 && p <= SEGD_PRECISION_AUTO ? PREC_NAMES[p] : "?";
+}
+
 segd_gemm segd_gemm_resolve(segd_gemm g, int isa)
 {
     if (g != SEGD_GEMM_AUTO)
@@ -190,6 +211,36 @@ void segd_gemm_packed(float *c, size_t ldc, const float *ap, int m, int k, const
                 memcpy(c + (size_t)(mb * MR + i) * ldc + nb, ct + i * nr, sizeof(float) * nn);
         }
     }
+}
+
+/* ------------------------------------------------------------------ bf16 */
+
+uint16_t segd_gemm_bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: truncating could make it inf */
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u); /* ties to the even upper half */
+    return (uint16_t)(u >> 16);
+}
+
+size_t segd_gemm_bf16_a_elems(int mblocks, int k)
+{
+    return (size_t)mblocks * ((k + 1) / 2) * MR * 2;
+}
+
+void segd_gemm_bf16_pack_a(uint16_t *dst, const float *ap, int mblocks, int k)
+{
+    int kh = (k + 1) / 2;
+    for (size_t mb = 0; mb < (size_t)mblocks; mb++)
+        for (int p = 0; p < kh; p++)
+            for (int i = 0; i < MR; i++)
+                for (int j = 0; j < 2; j++) {
+                    int kk = 2 * p + j;
+                    dst[((mb * kh + p) * MR + i) * 2 + j] =
+                        kk < k ? segd_gemm_bf16_round(ap[(mb * k + kk) * MR + i]) : 0;
+                }
 }
 
 /* ------------------------------------------------------------- OpenBLAS */

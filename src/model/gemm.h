@@ -12,6 +12,7 @@
 #define SEGD_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Register blocking of the native micro-kernels: an MR x NR tile of C per
  * call; NR = 3 vectors: 24 for AVX2 and the portable kernel, 48 for
@@ -53,6 +54,26 @@ const char *segd_gemm_name(segd_gemm g);
  * Cannot fail. */
 segd_gemm segd_gemm_resolve(segd_gemm g, int isa);
 
+/* Precision of the Winograd GEMMs (everything else stays fp32):
+ *   fp32  fp32 products and sums throughout
+ *   bf16  U and V rounded to bfloat16 (round to nearest even), products
+ *         summed in fp32 by AVX512-BF16's VDPBF16PS; native backend at
+ *         the AVX-512 level only
+ *   auto  bf16 where the CPU has AVX512-BF16 and the native backend runs
+ *         its AVX-512 kernels, else fp32 */
+typedef enum segd_precision {
+    SEGD_PRECISION_FP32 = 0,
+    SEGD_PRECISION_BF16,
+    SEGD_PRECISION_AUTO,
+} segd_precision;
+
+/* "fp32", "bf16" or "auto" (case-insensitive) into *out: 0 or -EINVAL
+ * (*out untouched; NULL name is invalid). */
+int segd_precision_parse(const char *name, segd_precision *out);
+
+/* "fp32", "bf16" or "auto". */
+const char *segd_precision_name(segd_precision p);
+
 /* Make every OpenBLAS call run on its calling thread only
  * (openblas_set_num_threads(1)).  In OpenBLAS 0.3.21 (pthreads build) this
  * is process-wide, not per thread: it also serialises any other BLAS call
@@ -76,6 +97,35 @@ segd_gemm_micro_fn segd_gemm_micro(int isa);
 /* The AVX-512 micro-kernel (gemm_avx512.c), NR = SEGD_GEMM_NR_MAX; NULL
  * in builds without it.  Only through segd_gemm_micro. */
 extern const segd_gemm_micro_fn segd_gemm_micro_avx512;
+
+/* ---- bf16 (AVX512-BF16, gemm_bf16.c) ----------------------------------
+ * Packed operands hold pairs along K: A (ceil(k/2), MR, 2) and B
+ * (ceil(k/2), NR_MAX, 2) uint16 bfloat16, the second of the last pair 0
+ * when k is odd, so that one 32-bit lane holds the two products VDPBF16PS
+ * sums. */
+
+/* fp32 -> bfloat16 bits, round to nearest even (NaN stays a quiet NaN).
+ * Cannot fail. */
+uint16_t segd_gemm_bf16_round(float x);
+
+/* Packed A (mblocks panels of (k, MR) floats, as segd_gemm_pack_a writes)
+ * into bf16 pair panels: dst (mblocks, ceil(k/2), MR, 2).  Cannot fail. */
+size_t segd_gemm_bf16_a_elems(int mblocks, int k); /* uint16 of dst */
+void segd_gemm_bf16_pack_a(uint16_t *dst, const float *ap, int mblocks, int k);
+
+/* C[MR][NR_MAX] (row stride ldc) = A (ceil(k/2), MR, 2) bf16 x
+ * B (ceil(k/2), NR_MAX, 2) bf16, fp32 sums, overwriting C. */
+typedef void (*segd_gemm_bf16_fn)(int k, const uint16_t *a, const uint16_t *b, float *c,
+                                  size_t ldc);
+/* One fp32 B panel (k, NR_MAX) into its bf16 pairs (ceil(k/2), NR_MAX, 2)
+ * in place: the pairs take the first ceil(k/2) * NR_MAX floats' bytes of
+ * the panel. */
+typedef void (*segd_gemm_bf16_pack_fn)(float *panel, int k);
+
+/* The AVX512-BF16 micro-kernel and panel conversion; NULL in builds
+ * without them.  Only where segd_cpu_has_avx512_bf16() (model/cpu.h). */
+extern const segd_gemm_bf16_fn segd_gemm_micro_bf16;
+extern const segd_gemm_bf16_pack_fn segd_gemm_bf16_pack_b;
 
 /* Packed GEMM on the micro-kernel of isa: columns [n0, n1) of
  *   C (m_pad, n) row stride ldc = A (m_pad, k) x B (k, n) row stride ldb,

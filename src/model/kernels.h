@@ -5,6 +5,7 @@
 #define SEGD_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/gemm.h"
 
@@ -103,6 +104,20 @@ void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_
                          int in_r1, int h, int w, int ty0, int ty1, const float *ur,
                          const float *bias, int cin, int cout, int relu, float *scratch,
                          int isa);
+
+/* segd_wino_band with bf16 GEMMs (AVX512-BF16; only where
+ * segd_cpu_has_avx512_bf16(), at SEGD_ISA_AVX512): the input transform
+ * in fp32, each V panel then rounded to bf16 pairs in place, products
+ * summed in fp32, output transform in fp32.  Weights
+ *   ub: (36, cout_pad/MR, ceil(cin/2), MR, 2) uint16 bf16, from
+ *   segd_wino_weights_bf16 (u of segd_wino_weights rounded to nearest even,
+ *   an odd cin's last pair padded with 0).  Same scratch
+ *   (segd_wino_band_floats); results within bf16 rounding of fp32. */
+size_t segd_wino_weights_bf16_elems(int cin, int cout); /* uint16 of ub */
+void segd_wino_weights_bf16(uint16_t *ub, const float *u, int cin, int cout);
+void segd_wino_band_bf16(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                         int in_r1, int h, int w, int ty0, int ty1, const uint16_t *ub,
+                         const float *bias, int cin, int cout, int relu, float *scratch);
 
 /* The input transform of segd_wino_band at SEGD_ISA_AVX512
  * (winograd_avx512.c; only segd_wino_band calls it): channel c of plane

@@ -224,6 +224,40 @@ oom:
     return NULL;
 }
 
+/* opts->precision resolved and applied to m (its GEMM backend already
+ * chosen): bf16 asked for where it cannot run fails, auto falls back to
+ * fp32 there. */
+static int set_precision(segd_model *m, const char *name, char *err, size_t errlen)
+{
+    segd_precision p = SEGD_PRECISION_FP32;
+    if (name && *name && segd_precision_parse(name, &p)) {
+        snprintf(err, errlen, "precision '%s' invalid: expected fp32, bf16 or auto", name);
+        return -EINVAL;
+    }
+    int cpu = segd_cpu_has_avx512_bf16() && segd_gemm_micro_bf16;
+    int native512 = m->net.gemm == SEGD_GEMM_NATIVE && m->net.isa >= SEGD_ISA_AVX512;
+    if (p == SEGD_PRECISION_BF16 && !cpu) {
+        snprintf(err, errlen, "precision bf16 needs a CPU with AVX512-BF16 (and the OS saving "
+                              "the AVX-512 state); this one has not: use fp32 or auto");
+        return -ENOTSUP;
+    }
+    if (p == SEGD_PRECISION_BF16 && m->net.gemm != SEGD_GEMM_NATIVE) {
+        snprintf(err, errlen, "precision bf16 needs the native GEMM backend, not %s",
+                 segd_gemm_name(m->net.gemm));
+        return -ENOTSUP;
+    }
+    if (p == SEGD_PRECISION_BF16 && !native512) {
+        snprintf(err, errlen, "precision bf16 needs the native AVX-512 kernels, which the "
+                              "options turn off (no_avx512 / SEGD_NO_AVX512, no_avx2)");
+        return -ENOTSUP;
+    }
+    int on = p == SEGD_PRECISION_BF16 || (p == SEGD_PRECISION_AUTO && cpu && native512);
+    int rc = segd_unet3p_set_bf16(&m->net, on);
+    if (rc)
+        snprintf(err, errlen, "out of memory for the bf16 weights");
+    return rc;
+}
+
 int segd_model_load(const char *path, segd_model **out, char *err, size_t errlen)
 {
     return segd_model_load_opts(path, NULL, out, err, errlen);
@@ -260,6 +294,8 @@ int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_
             snprintf(err, errlen, "out of memory for the OpenBLAS weights");
         goto fail;
     }
+    if ((rc = set_precision(m, opts->precision, err, errlen)))
+        goto fail;
     const char *name = segd_weights_meta(wt, "name");
     if (name && *name && strlen(name) < sizeof m->name)
         strcpy(m->name, name);
@@ -306,6 +342,11 @@ const char *segd_model_gemm(const segd_model *m) { return segd_gemm_name(m->net.
 const char *segd_model_kernel(const segd_model *m)
 {
     return m->net.gemm == SEGD_GEMM_OPENBLAS ? "openblas" : segd_gemm_isa_name(m->net.isa);
+}
+
+const char *segd_model_precision(const segd_model *m)
+{
+    return segd_precision_name(m->net.bf16 ? SEGD_PRECISION_BF16 : SEGD_PRECISION_FP32);
 }
 
 const char *segd_model_name(const segd_model *m) { return m->name; }
@@ -376,7 +417,8 @@ json_t *segd_model_info_json(const segd_model *m)
 {
     json_t *info = json_deep_copy(m->info);
     /* added per call: segd_model_set_gemm may change it after the load */
-    if (info && json_object_set_new(info, "kernel", json_string(segd_model_kernel(m)))) {
+    if (info && (json_object_set_new(info, "kernel", json_string(segd_model_kernel(m))) ||
+                 json_object_set_new(info, "precision", json_string(segd_model_precision(m))))) {
         json_decref(info);
         return NULL;
     }

@@ -249,6 +249,7 @@ int segd_unet3p_load(segd_unet3p *net, const segd_weights *wt, int width, int in
 
 void segd_unet3p_finalize(segd_unet3p *net)
 {
+    free(net->bf16_block);
     free(net->blas_block);
     free(net->block);
     memset(net, 0, sizeof *net);
@@ -314,6 +315,8 @@ static int clear_blas_conv(segd_conv *c, const char *prefix, void *ctx)
 int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g)
 {
     g = segd_gemm_resolve(g, net->isa);
+    if (g == SEGD_GEMM_OPENBLAS && net->bf16)
+        return -ENOTSUP;
     if (g == SEGD_GEMM_OPENBLAS && !net->blas_block) {
         size_t total = 0;
         for_each_conv(net, count_blas_floats, &total);
@@ -333,6 +336,65 @@ int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g)
     return 0;
 }
 
+/* ------------------------------------------------------ bf16 weight layout */
+
+/* uint16 of a conv's bf16 Winograd weights (+32: keep 64-byte alignment). */
+static size_t bf16_elems(const segd_conv *c)
+{
+    return uses_wino(c) ? segd_wino_weights_bf16_elems(c->cin, c->cout) + 32 : 0;
+}
+
+static int count_bf16_elems(segd_conv *c, const char *prefix, void *ctx)
+{
+    (void)prefix;
+    *(size_t *)ctx += bf16_elems(c);
+    return 0;
+}
+
+/* ctx: uint16_t ** to the next free element of bf16_block. */
+static int build_bf16_conv(segd_conv *c, const char *prefix, void *ctx)
+{
+    (void)prefix;
+    uint16_t **next = ctx;
+    if (uses_wino(c)) {
+        uint16_t *ub = (uint16_t *)(((uintptr_t)*next + 63) & ~(uintptr_t)63);
+        segd_wino_weights_bf16(ub, c->u, c->cin, c->cout);
+        c->ub = ub;
+    }
+    *next += bf16_elems(c);
+    return 0;
+}
+
+static int clear_bf16_conv(segd_conv *c, const char *prefix, void *ctx)
+{
+    (void)prefix;
+    (void)ctx;
+    c->ub = NULL;
+    return 0;
+}
+
+int segd_unet3p_set_bf16(segd_unet3p *net, int on)
+{
+    if (on && (net->gemm != SEGD_GEMM_NATIVE || net->isa < SEGD_ISA_AVX512))
+        return -ENOTSUP;
+    if (on && !net->bf16_block) {
+        size_t total = 0;
+        for_each_conv(net, count_bf16_elems, &total);
+        uint16_t *block = aligned_alloc(64, (total * sizeof(uint16_t) + 63) / 64 * 64);
+        if (!block)
+            return -ENOMEM;
+        uint16_t *next = block;
+        for_each_conv(net, build_bf16_conv, &next);
+        assert((size_t)(next - block) == total);
+        net->bf16_block = block;
+    } else if (!on && net->bf16_block) {
+        for_each_conv(net, clear_bf16_conv, NULL);
+        free(net->bf16_block);
+        net->bf16_block = NULL;
+    }
+    net->bf16 = on;
+    return 0;
+}
 
 /* ------------------------------------------------------------ arena plan */
 
@@ -518,7 +580,7 @@ typedef struct conv_job {
     int rows, nbands;        /* tile rows per band */
     float *scratch;
     size_t thr_floats;
-    int isa, blas;
+    int isa, blas, bf16;
 } conv_job;
 
 static void conv_band(void *ctx, int band, int thread)
@@ -540,7 +602,10 @@ static void conv_band(void *ctx, int band, int thread)
         in = buf;
         in_cs = (size_t)(r1 - r0) * j->w;
     }
-    if (j->blas)
+    if (j->bf16)
+        segd_wino_band_bf16(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->ub,
+                            c->b, c->cin, c->cout, c->relu, scr);
+    else if (j->blas)
         segd_wino_band_blas(j->out, j->out_cs, in, in_cs, r0, r1, j->h, j->w, ty0, ty1, c->ur,
                             c->b, c->cin, c->cout, c->relu, scr, j->isa);
     else
@@ -563,8 +628,9 @@ static void run_conv(const segd_unet3p *net, const plan *p, float *arena, segd_t
                   .src = src, .sh = p->h[src_level], .sw = p->w[src_level],
                   .rows = band_rows(c->cin, c->cout, h, w, nthreads),
                   .scratch = arena + p->thr, .thr_floats = p->thr_floats, .isa = net->isa,
-                  .blas = net->gemm == SEGD_GEMM_OPENBLAS};
+                  .blas = net->gemm == SEGD_GEMM_OPENBLAS, .bf16 = net->bf16};
     assert(!j.blas || c->ur);
+    assert(!j.bf16 || (c->ub && !j.blas));
     j.nbands = ((h + 3) / 4 + j.rows - 1) / j.rows;
     assert(conv_scratch(c, h, w, kind, nthreads) <= p->thr_floats);
     segd_team_run(team, j.nbands, conv_band, &j);

@@ -5,6 +5,7 @@
 #define SEGD_UNET3P_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/gemm.h"
 #include "io/weights.h"
@@ -22,6 +23,7 @@ typedef struct segd_conv {
                            by segd_gemm_pack_a layout, NULL otherwise */
     const float *ur;    /* OpenBLAS backend: Winograd weights (36, cout, cin) row-major */
     const float *wzr;   /* OpenBLAS backend: per-tap weights (cout*9, cin) row-major */
+    const uint16_t *ub; /* bf16 precision: Winograd weights (segd_wino_weights_bf16) */
 } segd_conv;
 
 typedef struct segd_team segd_team; /* fork-join threads of one worker */
@@ -37,6 +39,8 @@ typedef struct segd_unet3p {
     int isa;                              /* native kernels: SEGD_ISA_* (model/gemm.h) */
     segd_gemm gemm;                       /* resolved: NATIVE or OPENBLAS */
     float *blas_block;                    /* ur/wzr of every conv (OPENBLAS), or NULL */
+    int bf16;                             /* Winograd GEMMs in bf16 (segd_unet3p_set_bf16) */
+    uint16_t *bf16_block;                 /* ub of every conv (bf16), or NULL */
 } segd_unet3p;
 
 /* Check that wt holds exactly the tensors of UNet3Plus(width, in_ch, nclass)
@@ -53,9 +57,18 @@ void segd_unet3p_finalize(segd_unet3p *net);
  * portable isa stands for a CPU without AVX2) and build the weights it needs: OPENBLAS
  * adds a second block of row-major weights (freed again by a switch back to
  * NATIVE).  The arena size does not depend on the backend.  Not
- * thread-safe: no forward pass may run meanwhile.  0 or -ENOMEM (backend
+ * thread-safe: no forward pass may run meanwhile.  0, -ENOTSUP (OPENBLAS
+ * while net->bf16: bf16 has only native kernels) or -ENOMEM (backend
  * unchanged). */
 int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g);
+
+/* Run the Winograd GEMMs in bf16 (on = 1) or fp32 (on = 0), building the
+ * bf16 weights (freed again by a switch back to fp32).  bf16 needs the
+ * native backend at SEGD_ISA_AVX512 and segd_cpu_has_avx512_bf16(); the
+ * caller checks (model.c, with the messages).  The arena size does not
+ * depend on it.  Not thread-safe.  0, -ENOTSUP (net->gemm is OPENBLAS or
+ * isa below AVX-512) or -ENOMEM (unchanged on error). */
+int segd_unet3p_set_bf16(segd_unet3p *net, int on);
 
 /* Floats of activation arena one forward pass at h x w with nthreads
  * threads needs. */

@@ -5,6 +5,7 @@
  * transform fused with bias + ReLU.
  * Transforms are written as loops over tiles so that they vectorise. */
 #include <assert.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -56,6 +57,17 @@ void segd_wino_weights(float *u, const float *wt, int cin, int cout)
             for (int xi = 0; xi < 36; xi++) /* u: (36, ncb, cin, MR) */
                 u[(((size_t)xi * ncb + o / MR) * cin + c) * MR + o % MR] = v[xi];
         }
+}
+
+size_t segd_wino_weights_bf16_elems(int cin, int cout)
+{
+    return segd_gemm_bf16_a_elems(36 * (segd_wino_cout_pad(cout) / MR), cin);
+}
+
+void segd_wino_weights_bf16(uint16_t *ub, const float *u, int cin, int cout)
+{
+    /* u's (36, ncb) panels of (cin, MR) are the packed A of 36 * ncb blocks */
+    segd_gemm_bf16_pack_a(ub, u, 36 * (segd_wino_cout_pad(cout) / MR), cin);
 }
 
 void segd_wino_weights_rows(float *ur, const float *wt, int cin, int cout)
@@ -381,7 +393,7 @@ static void pack_v_rows(float *restrict V, const float *restrict D, size_t tp, i
 static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                       int in_r1, int h, int w, int ty0, int ty1, const float *u,
                       const float *bias, int cin, int cout, int relu, float *scratch, int isa,
-                      int blas)
+                      int blas, const uint16_t *ub)
 {
     int tx_n = (w + 3) / 4, txp = tiles_x_pad(w, isa);
     int nt = (ty1 - ty0) * txp;
@@ -390,6 +402,8 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
     int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
     float *V = scratch, *M = V + 36 * tp * cin, *D = M + 36 * tp * cp, *E = D + 36 * tp;
     segd_gemm_micro_fn kern = segd_gemm_micro(isa);
+    assert(!ub || (!blas && isa >= SEGD_ISA_AVX512 && nr == SEGD_GEMM_NR_MAX &&
+                   segd_gemm_micro_bf16));
     assert(in_r0 <= (4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0));
     assert(in_r1 >= (4 * ty1 + 1 < h ? 4 * ty1 + 1 : h));
 
@@ -435,11 +449,30 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
             pack_v(V, D, tp, cin, c, nr);
     }
 
+    /* bf16: each V panel (cin, nr) turned in place into its bf16 pairs
+     * (ceil(cin/2), nr, 2), at the start of the panel's own storage: no
+     * scratch beyond the fp32 plan's, and the panel is still in cache from
+     * the input transform. */
+    for (size_t pb = 0; ub && pb < 36 * ntb; pb++)
+        segd_gemm_bf16_pack_b(V + pb * cin * nr, cin);
+
     /* 36 GEMMs: M[xi] (cp, tp) = U[xi] (cp, cin) x V[xi] (cin, tp). */
+    size_t kh = (size_t)(cin + 1) / 2;
+    for (int xi = 0; xi < 36 && ub; xi++) {
+        /* ub: (36, ncb, kh, MR, 2); V panels: (kh, nr, 2) bf16 each */
+        const uint16_t *ux = ub + (size_t)xi * ncb * kh * MR * 2;
+        const float *vx = V + (size_t)xi * ntb * cin * nr;
+        float *mx = M + (size_t)xi * cp * tp;
+        for (size_t tb = 0; tb < ntb; tb++)
+            for (int cb = 0; cb < ncb; cb++)
+                segd_gemm_micro_bf16(cin, ux + (size_t)cb * kh * MR * 2,
+                                     (const uint16_t *)(const void *)(vx + tb * cin * nr),
+                                     mx + (size_t)cb * MR * tp + tb * nr, tp);
+    }
     for (int xi = 0; xi < 36 && blas; xi++) /* rows cout.. of M, columns nt.. unused */
         segd_gemm_blas(M + (size_t)xi * cp * tp, tp, u + (size_t)xi * cout * cin, cout, cin,
                        V + (size_t)xi * cin * tp, tp, nt);
-    for (int xi = 0; xi < 36 && !blas; xi++) {
+    for (int xi = 0; xi < 36 && !blas && !ub; xi++) {
         const float *ux = u + (size_t)xi * ncb * cin * MR;
         const float *vx = V + (size_t)xi * ntb * cin * nr;
         float *mx = M + (size_t)xi * cp * tp;
@@ -495,7 +528,15 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
                     const float *bias, int cin, int cout, int relu, float *scratch, int isa)
 {
     wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, u, bias, cin, cout, relu,
-              scratch, isa, 0);
+              scratch, isa, 0, NULL);
+}
+
+void segd_wino_band_bf16(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
+                         int in_r1, int h, int w, int ty0, int ty1, const uint16_t *ub,
+                         const float *bias, int cin, int cout, int relu, float *scratch)
+{
+    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, NULL, bias, cin, cout, relu,
+              scratch, SEGD_ISA_AVX512, 0, ub);
 }
 
 void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
@@ -504,5 +545,5 @@ void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_
                          int isa)
 {
     wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, ur, bias, cin, cout, relu,
-              scratch, isa, 1);
+              scratch, isa, 1, NULL);
 }

@@ -1,9 +1,10 @@
 /* segd-bench: time the engine on one PNG, or measure the machine's FMA peak.
  *   segd-bench --weights FILE [--iters N] [--threads T] [--warmup N]
- *              [--gemm native|openblas|auto] SLICE.png
+ *              [--gemm native|openblas|auto] [--precision fp32|bf16|auto] SLICE.png
  *   segd-bench --fma-peak
  * --threads T: the worker's team size.  --gemm: the GEMM backend (default
  * $SEGD_GEMM, else auto); with openblas each BLAS call runs on 1 thread.
+ * --precision: of the Winograd GEMMs (default $SEGD_PRECISION, else fp32).
  * $SEGD_NO_AVX512 / $SEGD_NO_AVX2 (non-empty) force the narrower kernels,
  * as for segd.  Prints the kernel in use, median/min total and forward ms,
  * forward GFLOP/s (segd_model_flops: nominal conv FLOPs, not the fewer
@@ -11,6 +12,7 @@
  * --fma-peak: GFLOP/s of a loop of independent FMAs on 1 thread and on 2
  * at once, AVX2 and (where the CPU has it) AVX-512: the ceiling the
  * GFLOP/s above compare with. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,7 +137,7 @@ static int print_fma_peak(void)
 
 int main(int argc, char **argv)
 {
-    const char *weights = NULL, *png_path = NULL, *gemm = NULL;
+    const char *weights = NULL, *png_path = NULL, *gemm = NULL, *precision = NULL;
     int iters = 20, threads = 0, warmup = 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fma-peak"))
@@ -150,11 +152,14 @@ int main(int argc, char **argv)
             warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gemm") && i + 1 < argc)
             gemm = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc)
+            precision = argv[++i];
         else if (argv[i][0] != '-')
             png_path = argv[i];
         else {
             fprintf(stderr, "usage: segd-bench --weights FILE [--iters N] [--threads T] "
-                            "[--warmup N] [--gemm native|openblas|auto] SLICE.png\n"
+                            "[--warmup N] [--gemm native|openblas|auto]\n"
+                            "                  [--precision fp32|bf16|auto] SLICE.png\n"
                             "       segd-bench --fma-peak\n");
             return 2;
         }
@@ -182,13 +187,18 @@ int main(int argc, char **argv)
     segd_worker *w;
     const char *no_avx2 = getenv("SEGD_NO_AVX2"), *no_avx512 = getenv("SEGD_NO_AVX512");
     segd_model_options opts = {.gemm = getenv("SEGD_GEMM"), .no_avx2 = no_avx2 && *no_avx2,
-                               .no_avx512 = no_avx512 && *no_avx512};
+                               .no_avx512 = no_avx512 && *no_avx512,
+                               .precision = precision ? precision : getenv("SEGD_PRECISION")};
     if (segd_model_load_opts(weights, &opts, &m, err, sizeof err)) {
         fprintf(stderr, "segd-bench: %s\n", err);
         return 1;
     }
-    if (gemm && segd_model_set_gemm(m, gemm)) {
-        fprintf(stderr, "segd-bench: --gemm must be native, openblas or auto\n");
+    int grc = gemm ? segd_model_set_gemm(m, gemm) : 0;
+    if (grc) {
+        fprintf(stderr, "segd-bench: --gemm %s: %s\n", gemm,
+                grc == -EINVAL     ? "must be native, openblas or auto"
+                : grc == -ENOTSUP ? "no bf16 kernels there (precision bf16)"
+                                  : "out of memory");
         return 2;
     }
     if (segd_worker_create_threads(m, SEGD_DEFAULT_MAX_PIXELS, threads > 0 ? threads : 1, &w)) {
@@ -216,6 +226,7 @@ int main(int argc, char **argv)
            segd_model_name(m), gh, gw, r.width, r.height, segd_worker_threads(w),
            segd_model_gemm(m), segd_gemm_blas_threads(), iters);
     printf("kernel %s\n", segd_model_kernel(m));
+    printf("precision %s\n", segd_model_precision(m));
     printf("total median %.2f ms (min %.2f); forward median %.2f ms (min %.2f)\n",
            tot[iters / 2], tot[0], inf[iters / 2], inf[0]);
     printf("forward %.3f GFLOP -> %.1f GFLOP/s; arena %zu bytes\n", gflop,

@@ -9,7 +9,10 @@ usage: cli_check.py SEGD_EXE DATADIR DEFAULT_WEIGHTS DATA_DIR
 - run from a directory without weights/, with no --weights and no
   $SEGD_WEIGHTS, it finds the shipped weights beside its build tree;
 - its help names the data directory of meson's prefix (DATADIR) and the
-  configured default weights file.
+  configured default weights file;
+- --precision: in the help, a bad value is a usage error (exit 2), a bad
+  $SEGD_PRECISION exit 1 naming it, fp32 and auto always run, and bf16
+  either runs or is refused (exit 1) for lack of AVX512-BF16.
 Prints "N passed, N failed"; exits 1 on any failure."""
 import json
 import os
@@ -67,5 +70,33 @@ with tempfile.TemporaryDirectory() as tmp:
 r = subprocess.run([exe, "infer", "--help"], env=env, capture_output=True, text=True, timeout=30)
 check(datadir in r.stdout and default_weights in r.stdout,
       f"help names the installed data directory {datadir} and {default_weights}", r.stdout)
+check("--precision fp32|bf16|auto" in r.stdout and "SEGD_PRECISION" in r.stdout,
+      "help names --precision and $SEGD_PRECISION", r.stdout)
+
+W4 = os.path.join(data, "golden-w4.safetensors")
+base = [exe, "infer", "--threads", "1", "--weights", W4]
+r = subprocess.run(base + ["--precision", "fp16", SLICE], env=env, capture_output=True, text=True,
+                   timeout=60)
+check(r.returncode == 2 and "--precision" in r.stderr, "--precision fp16: usage error (exit 2)",
+      f"exit {r.returncode}: {r.stderr[-200:]}")
+r = subprocess.run(base + [SLICE], env=dict(env, SEGD_PRECISION="half"), capture_output=True,
+                   text=True, timeout=60)
+check(r.returncode == 1 and "SEGD_PRECISION 'half'" in r.stderr,
+      "SEGD_PRECISION=half: exit 1 naming it", f"exit {r.returncode}: {r.stderr[-200:]}")
+for p in ("fp32", "auto"):
+    r = subprocess.run(base + ["--precision", p, SLICE], env=env, capture_output=True, text=True,
+                       timeout=120)
+    check(r.returncode == 0 and '"width":37' in r.stdout, f"--precision {p} runs",
+          f"exit {r.returncode}: {r.stderr[-200:]}")
+r = subprocess.run(base + ["--precision", "bf16", SLICE], env=env, capture_output=True, text=True,
+                   timeout=120)
+check((r.returncode == 0 and '"width":37' in r.stdout) or
+      (r.returncode == 1 and "AVX512-BF16" in r.stderr),
+      "--precision bf16 runs, or is refused for lack of AVX512-BF16",
+      f"exit {r.returncode}: {r.stderr[-200:]}")
+r = subprocess.run(base + ["--precision", "bf16", "--gemm", "openblas", SLICE], env=env,
+                   capture_output=True, text=True, timeout=120)
+check(r.returncode == 1 and "bf16" in r.stderr, "--precision bf16 --gemm openblas: refused",
+      f"exit {r.returncode}: {r.stderr[-200:]}")
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed or not passed else 0)

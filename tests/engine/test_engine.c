@@ -242,6 +242,60 @@ static void test_weights_lookup(const char *datadir)
     rmdir(tmp);
 }
 
+/* Precision: SEGD_PRECISION read by the CLI only (a flag wins), invalid
+ * names refused, bf16 refused with -ENOTSUP where it cannot run (no
+ * AVX512-BF16, openblas, AVX-512 off) and auto falling back to fp32 there. */
+static void test_precision_options(const char *path)
+{
+    char err[512] = "";
+    segd_model_options o;
+    segd_model *m = NULL;
+    int bf = segd_cpu_has_avx512_bf16() && segd_cpu_isa(0, 0) == SEGD_ISA_AVX512;
+    setenv("SEGD_PRECISION", "bf16", 1);
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, NULL, err, sizeof err), 0);
+    TEST_EQ_STR(o.precision, "bf16");
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, "auto", err, sizeof err), 0);
+    TEST_EQ_STR(o.precision, "auto"); /* the flag wins */
+    setenv("SEGD_PRECISION", "fp16", 1);
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, NULL, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "SEGD_PRECISION 'fp16'") != NULL);
+    unsetenv("SEGD_PRECISION");
+
+    o = (segd_model_options){.precision = "half"};
+    TEST_EQ_INT(segd_model_load_opts(path, &o, &m, err, sizeof err), -EINVAL);
+    TEST_CHECK(m == NULL && strstr(err, "precision 'half'") != NULL);
+    o = (segd_model_options){.gemm = "openblas", .precision = "bf16"};
+    TEST_EQ_INT(segd_model_load_opts(path, &o, &m, err, sizeof err), -ENOTSUP);
+    TEST_CHECK(m == NULL && strstr(err, "bf16") != NULL);
+    o = (segd_model_options){.gemm = "native", .no_avx512 = 1, .precision = "bf16"};
+    TEST_EQ_INT(segd_model_load_opts(path, &o, &m, err, sizeof err), -ENOTSUP);
+    TEST_CHECK(m == NULL && strstr(err, "bf16") != NULL);
+    o = (segd_model_options){.gemm = "openblas", .precision = "auto"};
+    TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
+    TEST_EQ_STR(segd_model_precision(m), "fp32"); /* auto: no bf16 on openblas */
+    segd_model_free(m);
+    o = (segd_model_options){.gemm = "native", .precision = "auto"};
+    TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
+    TEST_EQ_STR(segd_model_precision(m), bf ? "bf16" : "fp32");
+    segd_model_free(m);
+    o = (segd_model_options){.precision = "BF16"};
+    int rc = segd_model_load_opts(path, &o, &m, err, sizeof err);
+    TEST_EQ_INT(rc, bf ? 0 : -ENOTSUP);
+    if (bf) {
+        json_t *info = segd_model_info_json(m);
+        TEST_REQUIRE(info);
+        TEST_EQ_STR(json_string_value(json_object_get(info, "precision")), "bf16");
+        TEST_EQ_STR(json_string_value(json_object_get(info, "kernel")), "native-avx512");
+        json_decref(info);
+        /* openblas has no bf16 kernels: refused, backend unchanged */
+        TEST_EQ_INT(segd_model_set_gemm(m, "openblas"), -ENOTSUP);
+        TEST_EQ_STR(segd_model_gemm(m), "native");
+    } else {
+        TEST_CHECK(strstr(err, "AVX512-BF16") != NULL);
+    }
+    segd_model_free(m);
+}
+
 /* The library reads no environment; the CLI's segd_cli_model_options()
  * does, and a flag wins over its variable. */
 static void test_model_options(const char *path)
@@ -262,14 +316,16 @@ static void test_model_options(const char *path)
     json_t *info = segd_model_info_json(m);
     TEST_REQUIRE(info);
     TEST_EQ_STR(json_string_value(json_object_get(info, "kernel")), segd_model_kernel(m));
+    TEST_EQ_STR(segd_model_precision(m), "fp32"); /* the default */
+    TEST_EQ_STR(json_string_value(json_object_get(info, "precision")), "fp32");
     json_decref(info);
     segd_model_free(m);
 
-    TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, NULL, err, sizeof err), 0);
     TEST_EQ_STR(o.gemm, "openblas");
     TEST_EQ_INT(o.no_avx2, 1);
     TEST_EQ_INT(o.no_avx512, 1);
-    TEST_EQ_INT(segd_cli_model_options(&o, "native", err, sizeof err), 0);
+    TEST_EQ_INT(segd_cli_model_options(&o, "native", NULL, err, sizeof err), 0);
     TEST_EQ_STR(o.gemm, "native"); /* the flag wins */
     TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
     TEST_EQ_STR(segd_model_gemm(m), "native");
@@ -294,13 +350,15 @@ static void test_model_options(const char *path)
     TEST_EQ_INT(segd_model_load_opts(path, &o, &m, err, sizeof err), -EINVAL);
     TEST_CHECK(m == NULL && strstr(err, "blas") != NULL);
 
+    test_precision_options(path);
+
     setenv("SEGD_GEMM", "bogus", 1);
-    TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), -EINVAL);
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, NULL, err, sizeof err), -EINVAL);
     TEST_CHECK(strstr(err, "SEGD_GEMM 'bogus'") != NULL);
     unsetenv("SEGD_GEMM");
     setenv("SEGD_NO_AVX2", "", 1); /* empty: unset */
     setenv("SEGD_NO_AVX512", "", 1);
-    TEST_EQ_INT(segd_cli_model_options(&o, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(segd_cli_model_options(&o, NULL, NULL, err, sizeof err), 0);
     TEST_CHECK(o.gemm == NULL && o.no_avx2 == 0 && o.no_avx512 == 0);
     unsetenv("SEGD_NO_AVX2");
     unsetenv("SEGD_NO_AVX512");

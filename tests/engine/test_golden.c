@@ -16,7 +16,14 @@
  * 1 thread).  Every line names the kernels that ran (segd_model_kernel),
  * and so does the last one.  Forcing the AVX2 kernels on a CPU without
  * AVX-512 repeats the default run (said, not skipped: in CI a skip is a
- * failure). */
+ * failure).
+ * With SEGD_PRECISION=bf16 the Winograd GEMMs run in bf16 (checked to be
+ * in use) and the comparison is looser, since bf16 is not meant to
+ * reproduce fp32 to 1e-4: probabilities within PROB_TOL_BF16, presence
+ * within PRES_TOL_BF16 (a gating flip costs the whole organ's pixels),
+ * and at least MASK_AGREE_BF16 of each slice's mask pixels (all organs)
+ * equal to the reference's.  Exit 77 (skip) where the CPU has no
+ * AVX512-BF16: bf16 cannot run there. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +38,17 @@
 #define PROB_TOL 1e-4
 #define EDGE_TOL 1e-5
 #define EDGE_MAX 8 /* near-threshold mask differences forgiven per slice */
+/* bf16: rounding U and V to 8 significant bits, amplified by the Winograd
+ * transforms, moves each conv's outputs by about 2 % RMS (test_bf16); what
+ * survives the network to the probabilities is bounded here, for the
+ * shipped (trained) weights only: on golden-shipped the largest
+ * probability difference was 0.066 and presence 0.0098, the lowest mask
+ * agreement 99.968 %.  The random-weight fixtures (golden-w4*, golden-w1)
+ * put most pixels near the threshold and disagree on 1.5-3 % of them:
+ * meson runs golden-bf16 on golden-shipped only. */
+#define PROB_TOL_BF16 0.1
+#define PRES_TOL_BF16 0.02
+#define MASK_AGREE_BF16 0.999
 
 static void *slurp(const char *path, size_t *len)
 {
@@ -77,8 +95,10 @@ static void run_fixture(const char *prefix, int threads, char *ran, size_t ran_c
     /* the library reads no environment: the test passes the variables of
      * its meson test() entry on, as the CLI does */
     const char *no_avx2 = getenv("SEGD_NO_AVX2"), *no_avx512 = getenv("SEGD_NO_AVX512");
+    const char *prec = getenv("SEGD_PRECISION");
     segd_model_options opts = {.gemm = getenv("SEGD_GEMM"), .no_avx2 = no_avx2 && *no_avx2,
-                               .no_avx512 = no_avx512 && *no_avx512};
+                               .no_avx512 = no_avx512 && *no_avx512, .precision = prec};
+    int bf16 = prec && strcmp(prec, "bf16") == 0;
     int rc = segd_model_load_opts(path, &opts, &m, err, sizeof err);
     if (rc)
         fprintf(stderr, "%s: %s\n", path, err);
@@ -98,6 +118,7 @@ static void run_fixture(const char *prefix, int threads, char *ran, size_t ran_c
         TEST_EQ_STR(kernel, segd_gemm_isa_name(isa));
     else
         TEST_EQ_STR(kernel, "openblas");
+    TEST_EQ_STR(segd_model_precision(m), bf16 ? "bf16" : "fp32");
     if (!strstr(ran, kernel) && strlen(ran) + strlen(kernel) + 2 < ran_cap)
         strcat(strcat(ran, " "), kernel);
     if (strcmp(segd_model_gemm(m), "openblas") == 0)
@@ -172,15 +193,28 @@ static void run_fixture(const char *prefix, int threads, char *ran, size_t ran_c
             long long diff = (long long)r.pixels[k] - want_k;
             if (diff < 0)
                 diff = -diff;
-            if ((size_t)diff > edge_k)
+            if ((size_t)diff > edge_k && !bf16)
                 fprintf(stderr, "%s: class %d: %zu pixels, manifest %lld\n",
                         json_string_value(json_object_get(c, "png")), k, r.pixels[k], want_k);
-            TEST_CHECK((size_t)diff <= edge_k);
+            TEST_CHECK(bf16 || (size_t)diff <= edge_k); /* bf16: the agreement below */
         }
         const char *name = json_string_value(json_object_get(c, "png"));
-        fprintf(stderr, "%s [%d thr, %s] %s: max |prob diff| %.3g, max |presence diff| %.3g, "
+        fprintf(stderr, "%s [%d thr, %s, %s] %s: max |prob diff| %.3g, max |presence diff| %.3g, "
                 "mask mismatches %zu (+%zu within %.0e of threshold), infer %.1f ms\n",
-                prefix, threads, kernel, name, maxd, maxp, mism, edge, EDGE_TOL, r.ms_infer);
+                prefix, threads, kernel, segd_model_precision(m), name, maxd, maxp, mism, edge,
+                EDGE_TOL, r.ms_infer);
+        if (bf16) {
+            double agree = 1.0 - (double)(mism + edge) / ((double)n * nc);
+            fprintf(stderr, "  bf16: mask pixel agreement %.5f%% (required %.1f%%), prob "
+                    "tolerance %.2g, presence %.2g\n", 100 * agree, 100 * MASK_AGREE_BF16,
+                    PROB_TOL_BF16, PRES_TOL_BF16);
+            TEST_CHECK(agree >= MASK_AGREE_BF16);
+            TEST_CHECK(maxd <= PROB_TOL_BF16);
+            TEST_CHECK(maxp <= PRES_TOL_BF16);
+            free(png);
+            free(ref);
+            continue;
+        }
         TEST_CHECK(maxd <= PROB_TOL);
         TEST_CHECK(maxp <= PROB_TOL);
         TEST_EQ_INT(mism, 0);
@@ -201,6 +235,11 @@ int main(int argc, char **argv)
 {
     TEST_REQUIRE(argc >= 2);
     char ran[128] = "";
+    const char *prec = getenv("SEGD_PRECISION");
+    if (prec && strcmp(prec, "bf16") == 0 && !segd_cpu_has_avx512_bf16()) {
+        fprintf(stderr, "SKIP: SEGD_PRECISION=bf16 but this CPU has no AVX512-BF16\n");
+        return 77;
+    }
     const char *no_avx512 = getenv("SEGD_NO_AVX512");
     if (no_avx512 && *no_avx512 && !segd_cpu_has_avx512())
         fprintf(stderr, "test_golden: no AVX-512 on this CPU: SEGD_NO_AVX512 changes nothing, "

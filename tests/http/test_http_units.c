@@ -328,16 +328,18 @@ static void test_config(void)
     TEST_EQ_INT(c.max_parts, 16);
     TEST_EQ_STR(c.cors_origin, "");
     TEST_EQ_STR(c.gemm, "auto");
+    TEST_EQ_STR(c.precision, "fp32");
 
     /* environment, then flags win */
     segd_config_defaults(&c);
     char *env[] = {"SEGD_PORT=9000", "SEGD_WORKERS=3", "SEGD_CORS_ORIGIN=*", "SEGD_MAX_BODY=2M",
                    "PATH=/bin", "SEGD_UNKNOWN=1", "SEGD_REQUEST_TIMEOUT=0.5", "SEGD_GEMM=native",
-                   NULL};
+                   "SEGD_PRECISION=auto", NULL};
     char *argv1[] = {"serve", "--port", "0", "--max-body=4k", "--queue-depth", "7", "--help",
                      "--gemm", "openblas", NULL};
     TEST_EQ_INT(segd_config_parse(&c, 9, argv1, env, err, sizeof err), 0);
     TEST_EQ_STR(c.gemm, "openblas");
+    TEST_EQ_STR(c.precision, "auto");
     TEST_EQ_INT(c.port, 0);
     TEST_EQ_INT(c.workers, 3);
     TEST_EQ_STR(c.cors_origin, "*");
@@ -373,7 +375,7 @@ static void test_config(void)
     const char *bad[][2] = {{"--port", "65536"}, {"--workers", "0"}, {"--workers", "2.5"},
                             {"--max-body", "12Q"}, {"--request-timeout", "0"}, {"--nope", "1"},
                             {"--access-log", "maybe"}, {"--port", ""}, {"--gemm", "mkl"},
-                            {"--gemm", ""}, {"--probe-port", "-2"}, {"--max-body-total", "0"}};
+                            {"--gemm", ""}, {"--precision", "fp16"}, {"--precision", ""}, {"--probe-port", "-2"}, {"--max-body-total", "0"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         segd_config_defaults(&c);
         char *argv3[] = {"serve", (char *)bad[i][0], (char *)bad[i][1], NULL};

@@ -160,6 +160,9 @@ static void test_routes(const ctx *c, int port)
     TEST_CHECK(json_is_object(info));
     TEST_CHECK(json_is_string(json_object_get(info, "sha256")));
     TEST_CHECK(json_is_string(json_object_get(info, "name")));
+    TEST_CHECK(json_is_string(json_object_get(info, "kernel")));
+    /* the default precision; bf16 is opt-in (--precision, SEGD_PRECISION) */
+    TEST_EQ_STR(json_string_value(json_object_get(info, "precision")), "fp32");
     json_decref(info);
     tc_req_free(&r);
 
@@ -1039,7 +1042,7 @@ static void test_startup(const ctx *c)
     TEST_EQ_INT(pclose(p), 0);
     const char *want[] = {"--port", "SEGD_PORT", "--workers", "--queue-depth", "SEGD_QUEUE_DEPTH",
                           "--request-timeout", "--worker-threads", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
-                          "--max-pixels", "--max-parts", "--drain-timeout", "--gemm",
+                          "--max-pixels", "--max-parts", "--drain-timeout", "--gemm", "--precision", "SEGD_PRECISION",
                           "--bind", "--port-file", "--weights", "default: 8080"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         TEST_CHECK(out.p && strstr(out.p, want[i]));

@@ -33,6 +33,26 @@ def dice(a, b):
     return 2.0 * len(a & b) / (len(a) + len(b))
 
 
+def read_labels(folder):
+    """{(slice id, organ): RLE} of FOLDER/labels.csv."""
+    labels = {}
+    with open(os.path.join(folder, "labels.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            labels[(row["id"], row["class"])] = row["segmentation"]
+    return labels
+
+
+def per_organ_dice(files, docs, labels):
+    """{organ: [Dice per slice]} of segd's documents (one per file) against labels."""
+    per = {o: [] for o in ORGANS}
+    for path, doc in zip(files, docs):
+        m = re.match(r"(case\d+_day\d+)_slice_(\d+)", os.path.basename(path))
+        sid = f"{m.group(1)}_slice_{m.group(2)}"
+        for o in ORGANS:
+            per[o].append(dice(pixels(doc["masks"][o]), pixels(labels[(sid, o)])))
+    return per
+
+
 def main():
     binary, weights, folder, reference = sys.argv[1:5]
     with open(reference) as f:
@@ -43,10 +63,7 @@ def main():
         print(f"{reference} was computed for weights {recorded.get('weights_sha256')}, not {sha}: "
               "regenerate it (see this file's docstring)")
         return 1
-    labels = {}
-    with open(os.path.join(folder, "labels.csv"), newline="") as f:
-        for row in csv.DictReader(f):
-            labels[(row["id"], row["class"])] = row["segmentation"]
+    labels = read_labels(folder)
     files = sorted(os.path.join(folder, p) for p in os.listdir(folder) if p.endswith(".png"))
     out = subprocess.run([binary, "infer", "--weights", weights] + files, capture_output=True,
                          text=True, timeout=600)
@@ -55,12 +72,7 @@ def main():
         return 1
     docs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     assert len(docs) == len(files), (len(docs), len(files))
-    per = {o: [] for o in ORGANS}
-    for path, doc in zip(files, docs):
-        m = re.match(r"(case\d+_day\d+)_slice_(\d+)", os.path.basename(path))
-        sid = f"{m.group(1)}_slice_{m.group(2)}"
-        for o in ORGANS:
-            per[o].append(dice(pixels(doc["masks"][o]), pixels(labels[(sid, o)])))
+    per = per_organ_dice(files, docs, labels)
     failures = 0
     print(f"{'organ':<12} {'segd dice':>9} {'recorded':>9}   ({len(files)} held-out slices)")
     for o in ORGANS:
