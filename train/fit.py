@@ -164,7 +164,19 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     X, Y, G = preload(train_recs, size)
     log(f"data: {len(train_recs)} slices of {len({r['case'] for r in train_recs})} cases "
         f"loaded in {time.time() - t0:.1f}s")
-    model = UNet3Plus(width=recipe["width"]).to(dev).to(memory_format=torch.channels_last)
+    model = UNet3Plus(width=recipe["width"])
+    if recipe.get("init"):
+        # fine-tuning: start from an exported file's tensors (same width)
+        from weights_io import load_model
+        path = recipe["init"]  # relative to the repository root, as train.py records it
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", path)
+        init, md = load_model(path)
+        if int(md["width"]) != recipe["width"]:
+            raise SystemExit(f"{recipe['init']} has width {md['width']}, the recipe {recipe['width']}")
+        model.load_state_dict(init.state_dict())
+        log(f"initialised from {recipe['init']}")
+    model = model.to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     total = recipe["steps"]
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=total, pct_start=0.1)

@@ -10,6 +10,7 @@ metadata records the data used (by group and patient), the recipe and, when
 train/cv/cv.json exists, the cross-validation table the recipe earned.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ def main():
         ap.add_argument("--" + key, type=int, help=f"recipe {key} (default {fit.RECIPE[key]})")
     ap.add_argument("--lr", type=float, help=f"recipe lr (default {fit.RECIPE['lr']})")
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (slower on CPU)")
+    ap.add_argument("--init", help="fine-tune: start from this exported .safetensors (same width)")
+    ap.add_argument("--p-coarsen", type=float, help=f"recipe p_coarsen (default {fit.RECIPE['p_coarsen']})")
     ap.add_argument("--exclude-cases", default="", help="comma-separated cases to leave out")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu")
@@ -49,6 +52,11 @@ def main():
             recipe[key] = getattr(args, key)
     if args.no_bf16:
         recipe["bf16"] = False
+    if args.p_coarsen is not None:
+        recipe["p_coarsen"] = args.p_coarsen
+    if args.init:
+        recipe["init"] = os.path.relpath(os.path.abspath(args.init), os.path.join(HERE, ".."))
+        recipe["init_sha256"] = hashlib.sha256(open(args.init, "rb").read()).hexdigest()
     recs = dataset.discover(args.data)
     excluded = {c for c in args.exclude_cases.split(",") if c}
     recs = [r for r in recs if r["case"] not in excluded]
@@ -60,6 +68,7 @@ def main():
         sys.exit(f"{args.out}/last.pt exists: pass --resume or choose another --out")
     model, summary = fit.fit(recs, recipe, args.out, device=args.device, seed=args.seed,
                              resume=args.resume, max_steps=args.max_steps,
+                             log=lambda m: print(m, flush=True),
                              checkpoint_every=min(50, args.max_steps or 50))
     meta = {
         "data": data_metadata(recs, len(recs), 0, excluded),  # every slice trained

@@ -1,10 +1,16 @@
 """Robustness to how a slice was exported, through the C engine (`segd infer`).
 
-Each 16-bit slice given is rendered six ways, as real exports render it:
+Each 16-bit slice given is rendered seven ways, as real exports render it:
   raw       the 16-bit original
   8bit      8-bit, full range: round(255 (v - min) / (max - min))
   shift8    `raw >> 8` stretched linearly to 0-255 (19-62 grey levels: the
-            coarsening of the data's derived8-coarse group)
+            coarsening of the data's derived8-coarse group).  Judged only
+            where it leaves at least MIN_LEVELS grey levels: a dark original
+            (maximum under 4096) keeps 2-15, down to a binary image, with
+            no anatomy left to segment; such rows are printed, marked "not
+            judged", and the slice is still coarsened by coarse32
+  coarse32  8-bit with 32 grey levels over the slice's range (the middle of
+            the derived8-coarse group's 19-62), for every slice
   resample  upscaled x2 and back (bilinear, antialiased): the blur of a
             third-party resize
   gamma07   max * (v / max) ** 0.7, 16-bit
@@ -29,6 +35,7 @@ import segdtest  # noqa: E402  the RLE decoder every Python test shares
 
 ORGANS = ("large_bowel", "small_bowel", "stomach")
 MIN_DICE = 0.85
+MIN_LEVELS = 16  # shift8 with fewer grey levels is not judged (see above)
 
 
 def read16(path):
@@ -52,6 +59,8 @@ def renditions(raw):
     out["8bit"] = (np.round(255.0 * (raw - mn) / max(mx - mn, 1)), 8)
     sh = raw >> 8
     out["shift8"] = (np.round(255.0 * (sh - sh.min()) / max(sh.max() - sh.min(), 1)), 8)
+    q = np.round(31.0 * (raw - mn) / max(mx - mn, 1))
+    out["coarse32"] = (np.round(q * 255.0 / 31.0), 8)
     h, w = raw.shape
     img = Image.fromarray(raw.astype(np.float32), mode="F")
     up = img.resize((2 * w, 2 * h), Image.BILINEAR)
@@ -73,12 +82,14 @@ def main():
     slices = sys.argv[3:]
     if not slices:
         raise SystemExit("no slices given")
-    failures, checks = 0, 0
+    failures, checks, unjudged, levels = 0, 0, 0, {}
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for path in slices:
             base = os.path.basename(path)[:-4]
-            for name, (a, bits) in renditions(read16(path)).items():
+            raw = read16(path)
+            levels[base] = len(np.unique(raw >> 8))
+            for name, (a, bits) in renditions(raw).items():
                 p = os.path.join(tmp, f"{base}.{name}.png")
                 save(a, p, bits)
                 files.append((base, name, p))
@@ -97,7 +108,12 @@ def main():
     for base in sorted({b for b, _, _ in files}):
         ref = masks[(base, "raw")]
         print(f"{base[:28]:<28} {'raw px':<9} " + " ".join(f"{int(ref[o].sum()):>11}" for o in ORGANS))
-        for name in ("8bit", "shift8", "resample", "gamma07", "window"):
+        for name in ("8bit", "shift8", "coarse32", "resample", "gamma07", "window"):
+            if name == "shift8" and levels[base] < MIN_LEVELS:
+                print(f"{base[:28]:<28} {name:<9} not judged: raw >> 8 leaves {levels[base]} grey "
+                      f"level(s), under {MIN_LEVELS}")
+                unjudged += 1
+                continue
             cells = []
             for o in ORGANS:
                 if not ref[o].any():
@@ -109,6 +125,8 @@ def main():
                 failures += bad
                 cells.append(f"{d:>10.3f}{'!' if bad else ' '}")
             print(f"{base[:28]:<28} {name:<9} " + " ".join(cells))
+    if unjudged:
+        print(f"{unjudged} shift8 rendition(s) not judged (under {MIN_LEVELS} grey levels)")
     print(f"{checks - failures} passed, {failures} failed (Dice >= {MIN_DICE} against raw, organs present)")
     return 1 if failures or not checks else 0
 
