@@ -263,3 +263,26 @@ def test_thresholds_choice_never_sees_the_scored_patient():
     assert thresholds.choose(res, {"p2"}) == (0.2, 0.2)
     # best on both pooled: (0.9 + 0.1) / 2 = 0.5 against (0.2 + 0.8) / 2 = 0.5: ties go to the larger pair
     assert thresholds.choose(res, {"p1", "p2"}) == (0.5, 0.5)
+
+
+def test_fine_tune_records_its_start(data_root, tmp_path):
+    """train.py --init starts from an exported file of the same width and
+    records it (path and sha256) in the recipe of the file it exports; a
+    file of another width is refused."""
+    import hashlib
+    from weights_io import read_safetensors
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+    init = os.path.join(ROOT, "tests", "data", "golden-w4.safetensors")
+    base = [PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--size", "64", "--batch", "2",
+            "--steps", "1", "--max-slices", "4", "--device", "cpu", "--init", init]
+    r = subprocess.run(base + ["--width", "4", "--out", str(tmp_path / "ft")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "initialised from tests/data/golden-w4.safetensors" in r.stdout
+    _, md = read_safetensors(str(tmp_path / "ft" / "unet3p-4.safetensors"))
+    recipe = json.loads(md["training"])["recipe"]
+    with open(init, "rb") as f:
+        assert recipe["init_sha256"] == hashlib.sha256(f.read()).hexdigest()
+    r = subprocess.run(base + ["--width", "8", "--out", str(tmp_path / "bad")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "has width 4, the recipe 8" in r.stderr
