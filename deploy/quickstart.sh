@@ -5,7 +5,10 @@
 # `segd serve` (e.g. --port 9000 --workers 2).
 set -eu
 cd "$(dirname "$0")/.."
-PKGS="gcc meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev libopenblas-dev"
+# g++ and libdcmtk-dev: the DICOM routes (DICOM in, SEG and RTSTRUCT out);
+# without them segd builds, but answers DICOM with 415
+PKGS="gcc g++ meson ninja-build pkg-config libmicrohttpd-dev libjansson-dev libpng-dev libopenblas-dev
+      libdcmtk-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -262,10 +262,9 @@ int segd_upload_check(request *r, enum MHD_Result *ret)
     return 0;
 }
 
-/* 1 when data starts like a DICOM Part-10 file (128-byte preamble, "DICM"). */
-static bool looks_dicom(const uint8_t *data, size_t len)
+bool segd_http_looks_dicom(const void *data, size_t len)
 {
-    return len >= 132 && memcmp(data + 128, "DICM", 4) == 0;
+    return len >= 132 && memcmp((const uint8_t *)data + 128, "DICM", 4) == 0;
 }
 
 /* POST /v1/segment with the whole body in memory: its slices, and what the
@@ -286,12 +285,18 @@ static unsigned segment_collect(request *r, char *msg, size_t msglen)
         if (r->multipart)
             snprintf(where, sizeof where, "part %zu (%.64s): ", i + 1, sl->id);
         if (sl->dicom) {
-            if (!looks_dicom(sl->png, sl->len)) {
+            if (!segd_http_looks_dicom(sl->png, sl->len)) {
                 snprintf(msg, msglen, "application/dicom body is not a DICOM Part-10 file (no "
                                       "\"DICM\" after the 128-byte preamble)");
                 return 415;
             }
             continue;
+        }
+        if (r->multipart && segd_http_looks_dicom(sl->png, sl->len)) {
+            snprintf(msg, msglen, "%sa DICOM file: send one DICOM instance as the whole body with "
+                                  "Content-Type: application/dicom, or a series to /v1/series as "
+                                  "multipart/related; type=\"application/dicom\"", where);
+            return 415;
         }
         if (segd_http_png_size(sl->png, sl->len, &w, &h)) {
             snprintf(msg, msglen, "%snot a PNG image", where);

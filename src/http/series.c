@@ -191,7 +191,7 @@ static unsigned collect_series(request *r, char *msg, size_t msglen)
                 status = 415;
                 goto out;
             }
-            if (p->len < 132 || memcmp(p->data + 128, "DICM", 4) != 0) {
+            if (!segd_http_looks_dicom(p->data, p->len)) {
                 snprintf(msg, msglen, "part %zu is not a DICOM Part-10 file (no \"DICM\" after "
                                       "the 128-byte preamble)", i + 1);
                 status = 415;
@@ -203,6 +203,13 @@ static unsigned collect_series(request *r, char *msg, size_t msglen)
             if (strcmp(p->name, "file") != 0)
                 continue; /* other form fields are ignored */
             segd_http_id_from_filename(p->filename, strlen(p->filename), sl->id, sizeof sl->id);
+            if (segd_http_looks_dicom(p->data, p->len)) {
+                snprintf(msg, msglen, "part %zu (%.64s) is a DICOM file: send a DICOM series as "
+                                      "multipart/related; type=\"application/dicom\" (as DICOMweb "
+                                      "STOW-RS does), not as multipart/form-data", i + 1, p->filename);
+                status = 415;
+                goto out;
+            }
             unsigned w, h;
             if (segd_series_kaggle_name(p->filename, &sl->number, &sl->width, &sl->height,
                                         &sl->spacing_x, &sl->spacing_y)) {

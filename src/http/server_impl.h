@@ -296,6 +296,8 @@ bool segd_job_gone(request *r);
  * the connection resumed without an answer and closed. */
 void segd_job_drop(request *r);
 enum MHD_Result segd_segment_body(request *r, const char *data, size_t n);
+/* 1 when data starts like a DICOM Part-10 file (128-byte preamble, "DICM"). */
+bool segd_http_looks_dicom(const void *data, size_t len);
 /* Free the body's buffer and give its budget back. */
 void segd_segment_drop_body(request *r);
 

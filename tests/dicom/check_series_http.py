@@ -376,6 +376,11 @@ try:
     expect_error(port, "PNG series as SEG", 422, "DICOM input", "/v1/series?format=seg",
                  *form([(names[0][0], png)]), "application/dicom")
     expect_error(port, "PNG without a Kaggle name", 422, "Kaggle", "/v1/series", *form([("x.png", png)]))
+    # DICOM sent the obvious curl way (-F file=@x.dcm): told how to send it
+    expect_error(port, "DICOM as form-data to /v1/series", 415, "multipart/related", "/v1/series",
+                 *form([("x.dcm", good[0])]))
+    expect_error(port, "DICOM as form-data to /v1/segment", 415, "application/dicom", "/v1/segment",
+                 *form([("x.dcm", good[0])]))
     expect_error(port, "type=application/json", 415, "application/dicom", "/v1/series", related(good)[0],
                  "multipart/related; type=application/json; boundary=x")
     expect_error(port, "image/png to /v1/series", 415, "multipart", "/v1/series", png, "image/png")
