@@ -74,7 +74,9 @@ def main():
         "data": data_metadata(recs, len(recs), 0, excluded),  # every slice trained
         "training": {"recipe": recipe, "seed": args.seed, "device": args.device, **summary},
     }
-    if os.path.exists(args.cv) and not args.max_slices:
+    # the CV table measures training from nothing with this recipe: a
+    # fine-tune gets its figure from its held-out twin (record_figure.py)
+    if os.path.exists(args.cv) and not args.max_slices and not args.init:
         with open(args.cv) as f:
             cv = json.load(f)
         meta["cross_validation"] = {"folds_done": cv["folds_done"], "k": cv["k"],

@@ -286,3 +286,30 @@ def test_fine_tune_records_its_start(data_root, tmp_path):
     r = subprocess.run(base + ["--width", "8", "--out", str(tmp_path / "bad")], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "has width 4, the recipe 8" in r.stderr
+
+
+def test_record_figure_writes_the_twins_figure(tmp_path):
+    """record_figure.py puts the named twin's pooled figure into the file's
+    metadata, drops a copied cross_validation entry, keeps the tensors, and
+    refuses an ambiguous or unknown twin."""
+    import shutil
+    from weights_io import read_safetensors
+    w = tmp_path / "w.safetensors"
+    shutil.copy(os.path.join(ROOT, "tests", "data", "golden-w4.safetensors"), w)
+    row = lambda d: {c: {"dice": d, "hd95_mm": 10.0} for c in CLASSES}  # noqa: E731
+    doc = {"cases": ["p1"], "slices": 3, "files": [
+        {"weights": "a", "sha256": "aa11", "table": {"all": {"pooled": {**row(0.5), "mean_dice": 0.5}}}},
+        {"weights": "b", "sha256": "bb22", "table": {"all": {"pooled": {**row(0.25), "mean_dice": 0.25}}}}]}
+    cmp = tmp_path / "compare.json"
+    cmp.write_text(json.dumps(doc))
+    t0, _ = read_safetensors(str(w))
+    script = os.path.join(TRAIN, "record_figure.py")
+    r = subprocess.run([PY, script, str(w), str(cmp), "--twin", "bb"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    t1, md = read_safetensors(str(w))
+    fig = json.loads(md["unseen_patients"])
+    assert fig["mean_dice"] == 0.25 and fig["measured_with"] == "bb22" and fig["cases"] == ["p1"]
+    assert "cross_validation" not in md
+    assert all(np.array_equal(t0[k], t1[k]) for k in t0)
+    r = subprocess.run([PY, script, str(w), str(cmp), "--twin", "cc"], capture_output=True, text=True)
+    assert r.returncode != 0 and "0 files match" in r.stderr
