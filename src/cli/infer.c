@@ -240,8 +240,24 @@ static int visible_file(const struct dirent *d)
     return d->d_name[0] != '.';
 }
 
-/* A file, or each file of a folder in name order (a DICOM series as a
- * PACS exports it: one instance per file).  0, or 1 when any failed. */
+/* 1 when the file starts like a PNG (its signature) or a DICOM Part-10
+ * file ("DICM" after the 128-byte preamble): what a folder is read for. */
+static int looks_like_image(const char *path)
+{
+    unsigned char head[132];
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 1; /* unreadable: infer_one says why */
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    return (n >= 8 && memcmp(head, png, 8) == 0) || (n == 132 && memcmp(head + 128, "DICM", 4) == 0);
+}
+
+/* A file, or each PNG or DICOM file of a folder in name order (a DICOM
+ * series as a PACS exports it: one instance per file, often without an
+ * extension; other files, e.g. a DICOMDIR or notes, are skipped with a
+ * line on stderr).  0, or 1 when any failed. */
 static int infer_path(const segd_model *m, segd_worker *w, const char *path, float threshold,
                       size_t max_pixels)
 {
@@ -262,7 +278,10 @@ static int infer_path(const segd_model *m, segd_worker *w, const char *path, flo
             fprintf(stderr, "segd infer: %s/%s: path too long\n", path, names[i]->d_name);
             status = 1;
         } else if (stat(full, &fst) == 0 && S_ISREG(fst.st_mode)) {
-            status |= infer_one(m, w, full, threshold, max_pixels);
+            if (looks_like_image(full))
+                status |= infer_one(m, w, full, threshold, max_pixels);
+            else
+                fprintf(stderr, "segd infer: skipped %s: neither PNG nor DICOM\n", full);
         }
         free(names[i]);
     }

@@ -68,11 +68,23 @@ try:
     T.check(len(got) == 1 and got[0].get("dicom", {}).get("SOPInstanceUID"), "the good file was not answered")
     T.check("truncated.dcm" in err and "text.dcm" in err, f"messages name both files: {err!r}")
     print(f"  broken files refused: {err.strip()}")
-    # a folder: each file in name order (series.json, not an image, fails alone)
+    # a folder: each PNG or DICOM file in name order, other files skipped
+    # and named (series.json here), DICOM files found by content, not name
     folder = os.path.join(tmp, "explicit")
     names = sorted(n for n in os.listdir(folder) if n.endswith(".dcm"))
     rc, got, err = infer(folder)
-    T.check(rc == 1 and "series.json" in err, f"folder: exit {rc}, the JSON file named: {err!r}")
+    T.check(rc == 0 and "skipped" in err and "series.json" in err,
+            f"folder: exit {rc}, the JSON file skipped and named: {err!r}")
+    bare = os.path.join(tmp, "bare")
+    os.mkdir(bare)
+    shutil.copy(good, os.path.join(bare, "IM0001"))
+    with open(os.path.join(bare, "notes.txt"), "w") as f:
+        f.write("exported by hand\n")
+    rc2, got2, err2 = infer(bare)
+    T.check(rc2 == 0 and len(got2) == 1 and got2[0].get("dicom") and "notes.txt" in err2,
+            f"folder: an extensionless DICOM file read, notes skipped: {rc2} {len(got2)} {err2!r}")
+    rc2, _, err2 = infer(os.path.join(bare, "notes.txt"))
+    T.check(rc2 == 1 and "notes.txt" in err2, f"a non-image file named on the command line fails: {rc2}")
     T.check([d["dicom"]["SOPInstanceUID"] for d in got] ==
             [d["dicom"]["SOPInstanceUID"] for d in infer(*[os.path.join(folder, n) for n in names])[1]],
             "folder: not the files in name order")
