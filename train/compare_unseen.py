@@ -1,7 +1,9 @@
-"""Compare exported weights on the same patients, with cross-validation's
-figures (train/cv.py: Dice over slices where the organ or the prediction is
-present, pooled; the share of both-empty slices; HD95), each file at its own
-thresholds, as the C engine applies them.
+"""Compare exported weights on patients none of them saw (cv.py's figures).
+
+Each file is scored with cross-validation's figures (train/cv.py: Dice
+over slices where the organ or the prediction is present, pooled; the
+share of both-empty slices; HD95), each at its own thresholds, as the C
+engine applies them.
 
 It answers one question honestly only when no compared file saw the
 patients (not in training, not in choosing an epoch or a threshold); the

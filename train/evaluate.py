@@ -1,6 +1,7 @@
-"""Evaluate segd weights on the held-out cases: per-organ Dice and HD95 (mm),
-empty-vs-empty counted separately, and the competition score wherever a
-complete case-day volume is available.
+"""Evaluate segd weights on held-out cases (per-organ Dice, HD95 in mm).
+
+Empty-vs-empty slices are counted separately, and the competition score is
+given wherever a complete case-day volume is available.
 
   /usr/bin/python3 train/evaluate.py --weights weights/unet3p-16.safetensors
   /usr/bin/python3 train/evaluate.py --server http://127.0.0.1:8080   # via segd

@@ -1,6 +1,8 @@
-"""Write into a weights file the quality figure its held-out twin earned
-(train/compare_unseen.py's compare.json), so that `GET /v1/model` and the
-file itself carry the figure that belongs to it: metadata
+"""Write the quality figure of a held-out twin into a weights file.
+
+The figure comes from train/compare_unseen.py's compare.json, so that
+`GET /v1/model` and the file itself carry the figure that belongs to it:
+metadata
 `unseen_patients` = {cases, slices, mean_dice, dice per organ, hd95_mm,
 thresholds, measured_with (the twin's sha256), table}.  The tensors are
 copied unchanged (their `tensor_sha256` stays; the file's sha256 changes).

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
-"""Builds a DICOM MR series (one Part-10 file per slice) from PNG slices of
-the UW-Madison GI tract data, with realistic patient, study, series, MR image
-and image plane modules, for the DICOM tests.
+"""Build a DICOM MR series (one Part-10 file per slice) from Kaggle PNG slices.
+
+The slices come from the UW-Madison GI tract data; the files carry realistic
+patient, study, series, MR image and image plane modules, for the DICOM
+tests.
 
     make_series.py --out DIR [--orientation axial|swapped|coronal|oblique]
                    [--spacing ROW,COL] [--slice-spacing 3] [--syntax explicit|implicit]
