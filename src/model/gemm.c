@@ -27,16 +27,23 @@ int openblas_get_num_threads(void);
 static const char *const NAMES[] = {[SEGD_GEMM_AUTO] = "auto", [SEGD_GEMM_NATIVE] = "native",
                                     [SEGD_GEMM_OPENBLAS] = "openblas"};
 
+/* Index of name (case-insensitive) among the n names, or -1 (also for NULL):
+ * the parser of both option tables below. */
+static int name_index(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (!strcasecmp(name, names[i]))
+            return i;
+    return -1;
+}
+
 int segd_gemm_parse(const char *name, segd_gemm *out)
 {
-    if (!name)
+    int g = name_index(NAMES, (int)(sizeof NAMES / sizeof NAMES[0]), name);
+    if (g < 0)
         return -EINVAL;
-    for (int g = 0; g < (int)(sizeof NAMES / sizeof NAMES[0]); g++)
-        if (!strcasecmp(name, NAMES[g])) {
-            *out = (segd_gemm)g;
-            return 0;
-        }
-    return -EINVAL;
+    *out = (segd_gemm)g;
+    return 0;
 }
 
 const char *segd_gemm_name(segd_gemm g)
@@ -50,14 +57,11 @@ static const char *const PREC_NAMES[] = {[SEGD_PRECISION_FP32] = "fp32",
 
 int segd_precision_parse(const char *name, segd_precision *out)
 {
-    if (!name)
+    int p = name_index(PREC_NAMES, (int)(sizeof PREC_NAMES / sizeof PREC_NAMES[0]), name);
+    if (p < 0)
         return -EINVAL;
-    for (int p = 0; p < (int)(sizeof PREC_NAMES / sizeof PREC_NAMES[0]); p++)
-        if (!strcasecmp(name, PREC_NAMES[p])) {
-            *out = (segd_precision)p;
-            return 0;
-        }
-    return -EINVAL;
+    *out = (segd_precision)p;
+    return 0;
 }
 
 const char *segd_precision_name(segd_precision p)
