@@ -33,6 +33,18 @@ def dice(a, b):
     return 2.0 * len(a & b) / (len(a) + len(b))
 
 
+def infer_docs(binary, weights, files, *options, timeout=900):
+    """`segd infer --weights WEIGHTS OPTIONS... FILES`: (its stderr, one
+    document per file), or (stderr, None) when it exited non-zero."""
+    out = subprocess.run([binary, "infer", "--weights", weights, *options, *files],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        return out.stderr, None
+    docs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert len(docs) == len(files), (len(docs), len(files))
+    return out.stderr, docs
+
+
 def read_labels(folder):
     """{(slice id, organ): RLE} of FOLDER/labels.csv."""
     labels = {}
@@ -65,13 +77,10 @@ def main():
         return 1
     labels = read_labels(folder)
     files = sorted(os.path.join(folder, p) for p in os.listdir(folder) if p.endswith(".png"))
-    out = subprocess.run([binary, "infer", "--weights", weights] + files, capture_output=True,
-                         text=True, timeout=600)
-    if out.returncode != 0:
-        print(out.stderr)
+    err, docs = infer_docs(binary, weights, files, timeout=600)
+    if docs is None:
+        print(err)
         return 1
-    docs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    assert len(docs) == len(files), (len(docs), len(files))
     per = per_organ_dice(files, docs, labels)
     failures = 0
     print(f"{'organ':<12} {'segd dice':>9} {'recorded':>9}   ({len(files)} held-out slices)")

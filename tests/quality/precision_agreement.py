@@ -13,11 +13,10 @@ library only.
 import glob
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from infer_dice import ORGANS, per_organ_dice, pixels, read_labels  # noqa: E402
+from infer_dice import ORGANS, infer_docs, per_organ_dice, pixels, read_labels  # noqa: E402
 
 MIN_AGREEMENT = 0.999
 MAX_DICE_COST = 0.002
@@ -25,14 +24,11 @@ MAX_DICE_COST = 0.002
 
 def infer(binary, weights, precision, files):
     """segd's documents of files, or None where bf16 cannot run here."""
-    out = subprocess.run([binary, "infer", "--weights", weights, "--precision", precision] + files,
-                         capture_output=True, text=True, timeout=900)
-    if out.returncode != 0 and precision == "bf16" and "AVX512-BF16" in out.stderr:
+    err, docs = infer_docs(binary, weights, files, "--precision", precision)
+    if docs is None and precision == "bf16" and "AVX512-BF16" in err:
         return None
-    if out.returncode != 0:
-        sys.exit(f"segd infer --precision {precision} failed:\n{out.stderr}")
-    docs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    assert len(docs) == len(files), (len(docs), len(files))
+    if docs is None:
+        sys.exit(f"segd infer --precision {precision} failed:\n{err}")
     return docs
 
 

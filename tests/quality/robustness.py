@@ -21,9 +21,7 @@ rendition is printed; the exit status is the verdict.
 
   robustness.py SEGD_BIN WEIGHTS SLICE16.png...
 """
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -32,6 +30,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hardening"))
 import segdtest  # noqa: E402  the RLE decoder every Python test shares
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from infer_dice import infer_docs  # noqa: E402
 
 ORGANS = ("large_bowel", "small_bowel", "stomach")
 MIN_DICE = 0.85
@@ -93,13 +93,10 @@ def main():
                 p = os.path.join(tmp, f"{base}.{name}.png")
                 save(a, p, bits)
                 files.append((base, name, p))
-        r = subprocess.run([binary, "infer", "--weights", weights] + [p for _, _, p in files],
-                           capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            print(r.stderr)
+        err, docs = infer_docs(binary, weights, [p for _, _, p in files])
+        if docs is None:
+            print(err)
             return 1
-        docs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-        assert len(docs) == len(files), (len(docs), len(files))
     masks = {}
     for (base, name, _), doc in zip(files, docs):
         h, w = doc["height"], doc["width"]
