@@ -40,7 +40,10 @@ void segd_segment_budget_give(segd_server *s, size_t n)
     segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, -(long)n);
 }
 
-int segd_upload_params(request *r, enum MHD_Result *ret)
+/* The parameters every job route shares (X-Request-Timeout, ?threshold=,
+ * ?id=): 0, or the request was answered (a 400) and the caller returns
+ * *ret. */
+static int upload_params(request *r, enum MHD_Result *ret)
 {
     struct MHD_Connection *c = r->conn;
     /* the client's deadline, never beyond the server's */
@@ -74,7 +77,8 @@ int segd_upload_params(request *r, enum MHD_Result *ret)
     return 0;
 }
 
-enum MHD_Result segd_upload_start(request *r)
+/* Start reading the body (budget reserved from Content-Length). */
+static enum MHD_Result upload_start(request *r)
 {
     segd_server *s = r->srv;
     /* Reserve the announced size against --max-body-total now (answered
@@ -166,7 +170,7 @@ enum MHD_Result segd_segment_body(request *r, const char *data, size_t n)
         if (cap > r->reserved)
             r->reserved = cap;
         uint8_t *b = realloc(r->body, cap);
-        if (!b) { /* read and drop the rest; segd_segment_end answers 503 */
+        if (!b) { /* read and drop the rest; segd_job_end answers 503 */
             segd_segment_drop_body(r);
             r->body_oom = true;
             return MHD_YES;
@@ -243,7 +247,9 @@ out:
     return status;
 }
 
-int segd_upload_check(request *r, enum MHD_Result *ret)
+/* Whole body read: the checks every upload shares (budget, OOM, empty).
+ * 0, or the request was answered and the caller returns *ret. */
+static int upload_check(request *r, enum MHD_Result *ret)
 {
     segd_server *s = r->srv;
     if (r->over_budget) {
@@ -315,6 +321,8 @@ static unsigned segment_collect(request *r, char *msg, size_t msglen)
     return 0;
 }
 
+static enum MHD_Result job_enqueue(request *r);
+
 const segd_job_route segd_segment_route = {segment_check, segment_collect};
 
 /* Every job route's first call: refused at once while draining, then the
@@ -331,9 +339,9 @@ enum MHD_Result segd_job_begin(request *r, const segd_job_route *jr)
     if (status)
         return segd_respond_reject(r, status, msg);
     enum MHD_Result ret;
-    if (segd_upload_params(r, &ret))
+    if (upload_params(r, &ret))
         return ret;
-    return segd_upload_start(r);
+    return upload_start(r);
 }
 
 /* Every job route's last call: the upload's verdict, the route's parse of
@@ -341,16 +349,17 @@ enum MHD_Result segd_job_begin(request *r, const segd_job_route *jr)
 enum MHD_Result segd_job_end(request *r, const segd_job_route *jr)
 {
     enum MHD_Result ret;
-    if (segd_upload_check(r, &ret))
+    if (upload_check(r, &ret))
         return ret;
     char msg[400];
     unsigned status = jr->collect(r, msg, sizeof msg);
     if (status)
         return segd_respond_error(r, status, msg);
-    return segd_job_enqueue(r);
+    return job_enqueue(r);
 }
 
-enum MHD_Result segd_job_enqueue(request *r)
+/* Submit r as one job (deadline, queue, suspend) and answer the refusals. */
+static enum MHD_Result job_enqueue(request *r)
 {
     segd_server *s = r->srv;
     r->t_enqueue = segd_queue_now();

@@ -271,19 +271,9 @@ void segd_request_unref(request *r);
 unsigned segd_head_check(request *r, const char *method, const char *version, char *msg,
                          size_t msglen, bool *fatal, bool *bad_headers);
 
-/* segment.c: POST /v1/segment on the connection thread (first call, body
- * chunks, last call) and on the pool's threads (run, expire). */
-enum MHD_Result segd_segment_begin(request *r);
-/* The parameters shared by both upload routes (?threshold=, ?id=): 0, or
- * the request was answered (a 400) and the caller returns *ret. */
-int segd_upload_params(request *r, enum MHD_Result *ret);
-/* Start reading the body (budget reserved from Content-Length). */
-enum MHD_Result segd_upload_start(request *r);
-/* Whole body read: the checks every upload shares (budget, OOM, empty).
- * 0, or the request was answered and the caller returns *ret. */
-int segd_upload_check(request *r, enum MHD_Result *ret);
-/* Submit r as one job (deadline, queue, suspend) and answer the refusals. */
-enum MHD_Result segd_job_enqueue(request *r);
+/* segment.c: POST /v1/segment's body chunks on the connection thread, the
+ * job routes' shared head and tail (segd_job_begin/segd_job_end, below),
+ * and the pool's side (run, expire). */
 /* A job's answer to its connection (pool threads): a response (taken
  * over; NULL: out of memory), a JSON error, a JSON document (taken
  * over).  Each finishes the job: r is not touched afterwards. */
