@@ -49,7 +49,10 @@ typedef struct segd_model_options {
     const char *precision; /* fp32|bf16|auto of the Winograd GEMMs; NULL or "": fp32.
                               bf16: AVX512-BF16 products, fp32 sums; needs a CPU with
                               AVX512-BF16 and the native backend on its AVX-512 kernels.
-                              auto: bf16 where those hold, else fp32 */
+                              auto: bf16 where those hold and the file carries a
+                              passing measurement of bf16 on its own tensors
+                              (metadata bf16_agreement: >= 99.9 % of mask pixels
+                              as fp32's, <= 0.002 mean Dice lost), else fp32 */
 } segd_model_options;
 
 /* Load and validate a safetensors weights file (every tensor's name, dtype,
@@ -123,7 +126,17 @@ int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out
  * for one request at a time.  0, -EINVAL, -ENOMEM, or -errno. */
 int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threads,
                                segd_worker **out);
+/* Same, with `batch` slots (1 <= batch <= SEGD_MAX_BATCH): up to that
+ * many images staged (segd_worker_stage_*) then run through the network
+ * in one pass (segd_worker_run), which reads each conv's weights once per
+ * batch instead of once per image.  The arena grows by about 27 MiB per
+ * slot beyond the first (width 16, 256 x 256 grid);
+ * segd_worker_arena_bytes() tells.  0, -EINVAL, -ENOMEM, or -errno. */
+int segd_worker_create_batch(const segd_model *m, size_t max_pixels, int threads, int batch,
+                             segd_worker **out);
+#define SEGD_MAX_BATCH 64
 int segd_worker_threads(const segd_worker *w);
+int segd_worker_batch(const segd_worker *w);
 /* The model w runs (the one it was created for). */
 const segd_model *segd_worker_model(const segd_worker *w);
 void segd_worker_free(segd_worker *w); /* NULL is fine */
@@ -160,6 +173,28 @@ int segd_worker_segment_png(segd_worker *w, const void *png, size_t len,
 int segd_worker_segment_gray(segd_worker *w, const float *img, int height,
                              int width, float threshold, segd_result *res,
                              char *err, size_t errlen);
+
+/* Batched segmentation (a series, a multipart request), in three steps:
+ *   1. segd_worker_stage_png / _gray: decode (PNG), normalise and resize
+ *      one image into slot (0 <= slot < segd_worker_batch(w));
+ *   2. segd_worker_run: the network on slots 0..n-1 at once;
+ *   3. segd_worker_result: slot's masks, as segd_worker_segment_png gives
+ *      them (pointing into the arena, valid until the next result or
+ *      segment call).
+ * Staging a slot again replaces it; a result of a slot not staged and run
+ * since is -ENOENT.  The stage calls fail as segd_worker_segment_png and
+ * _gray do (slot out of range: -EINVAL); result fails with -ERANGE (err
+ * set) where the network's output for that image is not finite.  The
+ * masks equal those of segd_worker_segment_png, bit for bit.  ms_infer of
+ * each result is its share (1/n) of the batch's forward pass. */
+int segd_worker_stage_png(segd_worker *w, int slot, const void *png, size_t len, char *err,
+                          size_t errlen);
+int segd_worker_stage_gray(segd_worker *w, int slot, const float *img, int height, int width,
+                           char *err, size_t errlen);
+/* Run slots 0..n-1 (1 <= n <= batch, each staged): 0 or -EINVAL. */
+int segd_worker_run(segd_worker *w, int n);
+int segd_worker_result(segd_worker *w, int slot, float threshold, segd_result *res, char *err,
+                       size_t errlen);
 
 /* The response document shared by `segd infer` and POST /v1/segment
  * (src/api/result_json.c):

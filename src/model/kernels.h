@@ -78,7 +78,11 @@ void segd_conv3x3_c1(float *out, size_t out_cs, const float *inp, const float *w
  * segd_wino_band computes output rows [4*ty0, min(4*ty1, h)) of a (cout, h, w)
  * map (channel stride out_cs) plus bias and optional ReLU, reading input
  * rows [in_r0, in_r1) of each channel c at inp + c*in_cs + (y-in_r0)*w; it
- * needs rows [4*ty0-1, 4*ty1+1) clipped to [0, h).  scratch: 32-byte
+ * needs rows [4*ty0-1, 4*ty1+1) clipped to [0, h).  Only output channels
+ * [oc0, oc1) are computed (oc0 a multiple of SEGD_WINO_MR, oc1 <= cout):
+ * parts of one band's channels can run on different threads, each with
+ * its own scratch (the input transform is repeated; it is cheap where
+ * bands are few: the deep levels).  scratch: 32-byte
  * aligned, segd_wino_band_floats(cin, cout, ty1 - ty0, w) floats (enough
  * for every isa).
  * isa: the native kernels (SEGD_ISA_*, model/gemm.h): the AVX-512
@@ -90,9 +94,17 @@ int segd_wino_cout_pad(int cout);
 size_t segd_wino_weights_floats(int cin, int cout);
 void segd_wino_weights(float *u, const float *wt, int cin, int cout);
 size_t segd_wino_band_floats(int cin, int cout, int rows, int w);
+/* Tiles per tile row in a band's V and M at width w: (w + 3) / 4 padded
+ * to the input transform's group of tiles for isa (8; 16 for AVX-512
+ * where a row has more than 8 tiles),
+ * so that a group never straddles a micro-kernel's nr lanes nor runs into
+ * the next tile row.  A band of r tile rows multiplies r times this many
+ * columns, rounded up to nr. */
+int segd_wino_tiles_x(int w, int isa);
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                    const float *bias, int cin, int cout, int relu, float *scratch, int isa);
+                    const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                    float *scratch, int isa);
 
 /* segd_wino_band with the 36 GEMMs on segd_gemm_blas:
  *   [cout x cin] x [cin x tiles of the band] per Winograd point, weights
@@ -102,8 +114,8 @@ void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, i
 void segd_wino_weights_rows(float *ur, const float *wt, int cin, int cout);
 void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                          int in_r1, int h, int w, int ty0, int ty1, const float *ur,
-                         const float *bias, int cin, int cout, int relu, float *scratch,
-                         int isa);
+                         const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                         float *scratch, int isa);
 
 /* segd_wino_band with bf16 GEMMs (AVX512-BF16; only where
  * segd_cpu_has_avx512_bf16(), at SEGD_ISA_AVX512): the input transform
@@ -117,7 +129,8 @@ size_t segd_wino_weights_bf16_elems(int cin, int cout); /* uint16 of ub */
 void segd_wino_weights_bf16(uint16_t *ub, const float *u, int cin, int cout);
 void segd_wino_band_bf16(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                          int in_r1, int h, int w, int ty0, int ty1, const uint16_t *ub,
-                         const float *bias, int cin, int cout, int relu, float *scratch);
+                         const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                         float *scratch);
 
 /* The input transform of segd_wino_band at SEGD_ISA_AVX512
  * (winograd_avx512.c; only segd_wino_band calls it): channel c of plane

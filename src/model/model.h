@@ -30,6 +30,15 @@ struct segd_model {
     json_t *info; /* metadata with nested JSON parsed, + sha256/name/path */
 };
 
+/* A staged image (segd_worker_stage_*): its native size, presence logits
+ * and the time its steps took. */
+typedef struct segd_slot {
+    int height, width;
+    int staged, ran;
+    float presence[SEGD_MAX_CLASSES];
+    double ms_decode, ms_infer;
+} segd_slot;
+
 /* One per thread: every buffer points into one arena (allocated and
  * touched at creation), so that a request allocates nothing in here. */
 struct segd_worker {
@@ -41,9 +50,11 @@ struct segd_worker {
     float *prob;      /* (nclass, max_pixels); also the PNG decode scratch */
     size_t prob_bytes;
     uint8_t *mask;    /* (nclass, max_pixels) */
-    float *grid;      /* (1, gh, gw) model input */
-    float *logits;    /* (nclass, gh, gw) */
-    float *net_arena; /* segd_unet3p_arena_floats */
+    float *grid;      /* (batch, 1, gh, gw) model inputs, one per slot */
+    float *logits;    /* (batch, nclass, gh, gw) */
+    float *net_arena; /* segd_unet3p_arena_floats(..., batch) */
+    int batch;        /* slots: images one forward pass runs at once */
+    segd_slot *slots; /* (batch) what each staged image was */
     segd_team *team;  /* NULL: single-threaded */
     int threads;
     /* The response's RLE text (segd_result.rle): malloc'd apart from the

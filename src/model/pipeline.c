@@ -2,7 +2,8 @@
  * twin: keep the two in step): decode -> normalise ->
  * resize to the model grid -> forward -> check -> sigmoid and resample back
  * -> threshold -> presence gate.  One function per step, all working in
- * the worker's arena: nothing here allocates. */
+ * the worker's arena: nothing here allocates.  Steps 1-3 fill one of the
+ * worker's slots, step 4 runs a batch of slots, steps 5-7 read one. */
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -113,32 +114,44 @@ static void step_normalise(segd_worker *wk, size_t n)
         normalise(wk->img, n);
 }
 
-/* Step 3: bilinear resize (align_corners=False) of the image onto the grid. */
-static void step_to_grid(segd_worker *wk, int h, int w)
+static size_t grid_px(const segd_model *m)
 {
-    const segd_model *m = wk->m;
-    segd_resize_bilinear(wk->grid, wk->img, 1, h, w, m->grid_h, m->grid_w, NULL);
+    return (size_t)m->grid_h * m->grid_w;
 }
 
-/* Step 4: the network: segmentation logits into wk->logits, presence
- * logits into pres (nclass). */
-static void step_forward(segd_worker *wk, float *pres)
+/* Step 3: bilinear resize (align_corners=False) of the image onto slot's
+ * grid. */
+static void step_to_grid(segd_worker *wk, int slot, int h, int w)
 {
     const segd_model *m = wk->m;
-    segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, m->grid_h, m->grid_w,
-                        wk->net_arena, wk->team);
+    segd_resize_bilinear(wk->grid + (size_t)slot * grid_px(m), wk->img, 1, h, w, m->grid_h,
+                         m->grid_w, NULL);
+}
+
+/* Step 4: the network on slots 0..n-1: segmentation logits into
+ * wk->logits, presence logits into each slot. */
+static void step_forward(segd_worker *wk, int n)
+{
+    const segd_model *m = wk->m;
+    float pres[SEGD_MAX_BATCH * SEGD_MAX_CLASSES];
+    segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, n, m->grid_h, m->grid_w,
+                        wk->net_arena, wk->team, NULL);
+    for (int i = 0; i < n; i++)
+        memcpy(wk->slots[i].presence, pres + (size_t)i * m->nclass,
+               (size_t)m->nclass * sizeof(float));
 }
 
 /* Step 5: refuse a non-finite output.  A NaN would otherwise turn into an
  * empty or full mask (comparisons with NaN are false) and an unencodable
  * presence value.  0, or -ERANGE (weights that overflow in float: finite at
  * load, inf or NaN after a few layers) with err naming the output. */
-static int step_check_finite(const segd_worker *wk, const float *pres, char *err, size_t errlen)
+static int step_check_finite(const segd_worker *wk, const float *logits, const float *pres,
+                             char *err, size_t errlen)
 {
     const segd_model *m = wk->m;
-    size_t grid = (size_t)m->grid_h * m->grid_w;
+    size_t grid = grid_px(m);
     for (int c = 0; c < m->nclass; c++) {
-        size_t at = first_nonfinite(wk->logits + (size_t)c * grid, grid);
+        size_t at = first_nonfinite(logits + (size_t)c * grid, grid);
         if (!isfinite(pres[c]) || at < grid) {
             snprintf(err, errlen, "the network produced a non-finite %s for class '%s' (%s): "
                      "the weights overflow in float", at < grid ? "segmentation logit" : "presence logit",
@@ -149,13 +162,14 @@ static int step_check_finite(const segd_worker *wk, const float *pres, char *err
     return 0;
 }
 
-/* Step 6: probabilities, resampled from the grid back to h x w (wk->prob). */
-static void step_to_native(segd_worker *wk, float *pres, int h, int w)
+/* Step 6: probabilities, resampled from the grid back to h x w (wk->prob);
+ * the slot's logits and pres become probabilities in place. */
+static void step_to_native(segd_worker *wk, float *logits, float *pres, int h, int w)
 {
     const segd_model *m = wk->m;
-    segd_sigmoid(wk->logits, (size_t)m->nclass * m->grid_h * m->grid_w);
+    segd_sigmoid(logits, (size_t)m->nclass * grid_px(m));
     segd_sigmoid(pres, (size_t)m->nclass);
-    segd_resize_bilinear(wk->prob, wk->logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
+    segd_resize_bilinear(wk->prob, logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
 }
 
 /* Step 7: masks = prob > threshold, emptied where the class's presence is
@@ -190,48 +204,50 @@ static void step_threshold_gate(segd_worker *wk, const float *pres, int h, int w
     }
 }
 
-/* Steps 2-7 from the raw grey image in wk->img (h x w); t0 is when step 1
- * began.  0 or -ERANGE (step 5). */
-static int run(segd_worker *wk, int h, int w, float threshold, segd_result *res, double t0,
-               char *err, size_t errlen)
+/* Steps 2-3 from the raw grey image in wk->img (h x w) into slot; t0 is
+ * when step 1 began. */
+static void stage(segd_worker *wk, int slot, int h, int w, double t0)
 {
-    float pres[SEGD_MAX_CLASSES];
+    segd_slot *s = &wk->slots[slot];
     step_normalise(wk, (size_t)h * w);
-    step_to_grid(wk, h, w);
-    double t1 = now_ms();
-    step_forward(wk, pres);
-    double t2 = now_ms();
-    int rc = step_check_finite(wk, pres, err, errlen);
-    if (rc)
-        return rc;
-    step_to_native(wk, pres, h, w);
-    step_threshold_gate(wk, pres, h, w, threshold < 0 ? wk->m->threshold : threshold, res);
-    double t3 = now_ms();
-    res->ms_decode = t1 - t0;
-    res->ms_infer = t2 - t1;
-    res->ms_post = t3 - t2;
-    return 0;
+    step_to_grid(wk, slot, h, w);
+    s->height = h;
+    s->width = w;
+    s->staged = 1;
+    s->ran = 0;
+    s->ms_decode = now_ms() - t0;
 }
 
 /* Step 1 for a PNG: decode to grey floats in wk->img (wk->prob is the
  * decoder's scratch). */
-int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
-                            segd_result *res, char *err, size_t errlen)
+int segd_worker_stage_png(segd_worker *wk, int slot, const void *png, size_t len, char *err,
+                          size_t errlen)
 {
     double t0 = now_ms();
+    if (slot < 0 || slot >= wk->batch) {
+        snprintf(err, errlen, "slot %d outside the worker's batch of %d", slot, wk->batch);
+        return -EINVAL;
+    }
+    wk->slots[slot].staged = 0;
     int h, w;
     int rc = segd_png_decode_gray(png, len, wk->max_pixels, wk->img, wk->prob, wk->prob_bytes,
                                   &h, &w, err, errlen);
     if (rc)
         return rc;
-    return run(wk, h, w, threshold, res, t0, err, errlen);
+    stage(wk, slot, h, w, t0);
+    return 0;
 }
 
 /* Step 1 for a raw image: check and copy it into wk->img. */
-int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int width,
-                             float threshold, segd_result *res, char *err, size_t errlen)
+int segd_worker_stage_gray(segd_worker *wk, int slot, const float *img, int height, int width,
+                           char *err, size_t errlen)
 {
     double t0 = now_ms();
+    if (slot < 0 || slot >= wk->batch) {
+        snprintf(err, errlen, "slot %d outside the worker's batch of %d", slot, wk->batch);
+        return -EINVAL;
+    }
+    wk->slots[slot].staged = 0;
     if (height <= 0 || width <= 0) {
         snprintf(err, errlen, "image has zero size");
         return -EDOM;
@@ -248,5 +264,69 @@ int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int 
             return -EDOM;
         }
     memcpy(wk->img, img, n * sizeof(float));
-    return run(wk, height, width, threshold, res, t0, err, errlen);
+    stage(wk, slot, height, width, t0);
+    return 0;
+}
+
+/* Step 4 over slots 0..n-1. */
+int segd_worker_run(segd_worker *wk, int n)
+{
+    if (n < 1 || n > wk->batch)
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (!wk->slots[i].staged)
+            return -EINVAL;
+    double t0 = now_ms();
+    step_forward(wk, n);
+    double share = (now_ms() - t0) / n;
+    for (int i = 0; i < n; i++) {
+        wk->slots[i].staged = 0;
+        wk->slots[i].ran = 1;
+        wk->slots[i].ms_infer = share;
+    }
+    return 0;
+}
+
+/* Steps 5-7 for slot; a slot gives its result once. */
+int segd_worker_result(segd_worker *wk, int slot, float threshold, segd_result *res, char *err,
+                       size_t errlen)
+{
+    double t0 = now_ms();
+    if (slot < 0 || slot >= wk->batch || !wk->slots[slot].ran) {
+        snprintf(err, errlen, "slot %d was not staged and run", slot);
+        return -ENOENT;
+    }
+    segd_slot *s = &wk->slots[slot];
+    const segd_model *m = wk->m;
+    float *logits = wk->logits + (size_t)slot * m->nclass * grid_px(m);
+    s->ran = 0;
+    int rc = step_check_finite(wk, logits, s->presence, err, errlen);
+    if (rc)
+        return rc;
+    step_to_native(wk, logits, s->presence, s->height, s->width);
+    step_threshold_gate(wk, s->presence, s->height, s->width,
+                        threshold < 0 ? m->threshold : threshold, res);
+    res->ms_decode = s->ms_decode;
+    res->ms_infer = s->ms_infer;
+    res->ms_post = now_ms() - t0;
+    return 0;
+}
+
+/* One image through slot 0: stage, run, result. */
+int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
+                            segd_result *res, char *err, size_t errlen)
+{
+    int rc = segd_worker_stage_png(wk, 0, png, len, err, errlen);
+    if (!rc)
+        rc = segd_worker_run(wk, 1);
+    return rc ? rc : segd_worker_result(wk, 0, threshold, res, err, errlen);
+}
+
+int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int width,
+                             float threshold, segd_result *res, char *err, size_t errlen)
+{
+    int rc = segd_worker_stage_gray(wk, 0, img, height, width, err, errlen);
+    if (!rc)
+        rc = segd_worker_run(wk, 1);
+    return rc ? rc : segd_worker_result(wk, 0, threshold, res, err, errlen);
 }

@@ -70,21 +70,36 @@ int segd_unet3p_set_gemm(segd_unet3p *net, segd_gemm g);
  * isa below AVX-512) or -ENOMEM (unchanged on error). */
 int segd_unet3p_set_bf16(segd_unet3p *net, int on);
 
-/* Floats of activation arena one forward pass at h x w with nthreads
- * threads needs. */
-size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w, int nthreads);
+/* Floats of activation arena a forward pass of up to `batch` images at
+ * h x w with nthreads threads needs.  Most maps have one copy per image
+ * (about 27 MiB per image for width 16 at 256 x 256), the finest decoder
+ * level's buffers one in all. */
+size_t segd_unet3p_arena_floats(const segd_unet3p *net, int h, int w, int nthreads, int batch);
 
 /* Conv FLOPs (2 * MACs) of one forward pass at h x w. */
 double segd_unet3p_flops(const segd_unet3p *net, int h, int w);
 
-/* Forward pass.
- *   logits:   (nclass, h, w) segmentation logits
- *   presence: (nclass) presence logits (max over the bottleneck of cls)
- *   x:        (in_ch, h, w) normalised input
- *   arena:    segd_unet3p_arena_floats(net, h, w, segd_team_size(team))
- *             floats, 64-byte aligned
- *   team:     threads to run on (NULL: the calling thread only) */
+/* Convs of the net, in tensor-file order: enc.0.0 .. enc.4.1 (0-9),
+ * dec.D.branch.0-4 and dec.D.fuse (10 + 6 D + 0..5), head (34), cls (35). */
+#define SEGD_UNET3P_NCONV 36
+/* The tensor-name prefix of conv i into buf; returns buf. */
+const char *segd_unet3p_conv_name(int i, char *buf, size_t len);
+
+/* Forward pass of n images at once (1 <= n <= the arena's batch).  Every
+ * conv of the encoder and of decoder levels 4-2 runs over all n images
+ * before the next conv, so its weights are read once per batch and the
+ * team's tasks span the images; decoder level 1 and the head run image by
+ * image.  Results equal n single-image passes bit for bit.
+ *   logits:   (n, nclass, h, w) segmentation logits
+ *   presence: (n, nclass) presence logits (max over the bottleneck of cls)
+ *   x:        (n, in_ch, h, w) normalised input
+ *   arena:    segd_unet3p_arena_floats(net, h, w, segd_team_size(team), batch)
+ *             floats (batch >= n), 64-byte aligned
+ *   team:     threads to run on (NULL: the calling thread only)
+ *   prof:     NULL, or SEGD_UNET3P_NCONV accumulators: adds each conv's
+ *             wall time in ms, over all n images (cls: the presence head) */
 void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
-                         const float *x, int h, int w, float *arena, segd_team *team);
+                         const float *x, int n, int h, int w, float *arena, segd_team *team,
+                         double *prof);
 
 #endif

@@ -87,19 +87,25 @@ static size_t pad_nr(size_t t, int nr)
     return (t + nr - 1) / nr * nr;
 }
 
-/* Tiles per tile row, padded to the transforms' group of tiles (8 for
- * AVX2, 16 for AVX-512) so that a group never straddles an nr (24 or 48)
- * lane block nor runs into the next tile row. */
-static int tiles_x_pad(int w, int isa)
+/* The AVX-512 input transform (16 tiles at a time) where the isa has it
+ * and a tile row holds more than 8 tiles; narrower maps (32 pixels and
+ * less: the deepest levels) take the AVX2 one, 8 at a time, which pads a
+ * 4-tile row to 8 lanes instead of 16.  Both give the same V bit for bit. */
+static int wide_group(int w, int isa)
 {
-    int g = isa >= SEGD_ISA_AVX512 ? 16 : 8;
+    return isa >= SEGD_ISA_AVX512 && (w + 3) / 4 > 8;
+}
+
+int segd_wino_tiles_x(int w, int isa)
+{
+    int g = wide_group(w, isa) ? 16 : 8;
     return ((w + 3) / 4 + g - 1) / g * g;
 }
 
 size_t segd_wino_band_floats(int cin, int cout, int rows, int w)
 {
     /* the widest kernel's padding: enough for every isa */
-    size_t tp = pad_nr((size_t)rows * tiles_x_pad(w, SEGD_ISA_AVX512), SEGD_GEMM_NR_MAX);
+    size_t tp = pad_nr((size_t)rows * segd_wino_tiles_x(w, SEGD_ISA_AVX512), SEGD_GEMM_NR_MAX);
     /* V (36, T/nr, cin, nr) + M (36, cout_pad, T) + D and E (36, T) each */
     return 36 * tp * ((size_t)cin + segd_wino_cout_pad(cout) + 2);
 }
@@ -392,18 +398,20 @@ static void pack_v_rows(float *restrict V, const float *restrict D, size_t tp, i
  * pieces would have to pass around; the phases are commented in place. */
 static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                       int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                      const float *bias, int cin, int cout, int relu, float *scratch, int isa,
-                      int blas, const uint16_t *ub)
+                      const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                      float *scratch, int isa, int blas, const uint16_t *ub)
 {
-    int tx_n = (w + 3) / 4, txp = tiles_x_pad(w, isa);
+    int tx_n = (w + 3) / 4, txp = segd_wino_tiles_x(w, isa);
     int nt = (ty1 - ty0) * txp;
     int avx2 = isa >= SEGD_ISA_AVX2, nr = segd_gemm_nr(isa); /* AVX-512: AVX2 transforms */
     size_t tp = pad_nr((size_t)nt, nr), ntb = tp / nr;
     int cp = segd_wino_cout_pad(cout), ncb = cp / MR;
+    int cb0 = oc0 / MR, cb1 = (oc1 + MR - 1) / MR; /* the output channels' row blocks */
     float *V = scratch, *M = V + 36 * tp * cin, *D = M + 36 * tp * cp, *E = D + 36 * tp;
     segd_gemm_micro_fn kern = segd_gemm_micro(isa);
     assert(!ub || (!blas && isa >= SEGD_ISA_AVX512 && nr == SEGD_GEMM_NR_MAX &&
                    segd_gemm_micro_bf16));
+    assert(oc0 % MR == 0 && 0 <= oc0 && oc0 < oc1 && oc1 <= cout);
     assert(in_r0 <= (4 * ty0 - 1 > 0 ? 4 * ty0 - 1 : 0));
     assert(in_r1 >= (4 * ty1 + 1 < h ? 4 * ty1 + 1 : h));
 
@@ -417,7 +425,7 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
                            sizeof(float) * (tp - nt));
         size_t cs = blas ? tp : (size_t)nr, bs = blas ? (size_t)nr : (size_t)cin * nr;
         for (int c = 0; c < cin; c++)
-            if (isa >= SEGD_ISA_AVX512)
+            if (wide_group(w, isa))
                 segd_wino_in_avx512(V, tp * cin, cs, bs, nr, c, inp + (size_t)c * in_cs, in_r0,
                                     h, w, ty0, ty1, txp, D);
             else
@@ -464,20 +472,20 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
         const float *vx = V + (size_t)xi * ntb * cin * nr;
         float *mx = M + (size_t)xi * cp * tp;
         for (size_t tb = 0; tb < ntb; tb++)
-            for (int cb = 0; cb < ncb; cb++)
+            for (int cb = cb0; cb < cb1; cb++)
                 segd_gemm_micro_bf16(cin, ux + (size_t)cb * kh * MR * 2,
                                      (const uint16_t *)(const void *)(vx + tb * cin * nr),
                                      mx + (size_t)cb * MR * tp + tb * nr, tp);
     }
-    for (int xi = 0; xi < 36 && blas; xi++) /* rows cout.. of M, columns nt.. unused */
-        segd_gemm_blas(M + (size_t)xi * cp * tp, tp, u + (size_t)xi * cout * cin, cout, cin,
-                       V + (size_t)xi * cin * tp, tp, nt);
+    for (int xi = 0; xi < 36 && blas; xi++) /* rows outside [oc0, oc1) of M, columns nt.. unused */
+        segd_gemm_blas(M + ((size_t)xi * cp + oc0) * tp, tp, u + ((size_t)xi * cout + oc0) * cin,
+                       oc1 - oc0, cin, V + (size_t)xi * cin * tp, tp, nt);
     for (int xi = 0; xi < 36 && !blas && !ub; xi++) {
         const float *ux = u + (size_t)xi * ncb * cin * MR;
         const float *vx = V + (size_t)xi * ntb * cin * nr;
         float *mx = M + (size_t)xi * cp * tp;
         for (size_t tb = 0; tb < ntb; tb++)
-            for (int cb = 0; cb < ncb; cb++)
+            for (int cb = cb0; cb < cb1; cb++)
                 kern(cin, ux + (size_t)cb * cin * MR, vx + tb * cin * nr,
                      mx + (size_t)cb * MR * tp + tb * nr, tp);
     }
@@ -485,13 +493,13 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
     /* Output transform per output channel, scatter 4x4 blocks. */
 #if SEGD_X86
     if (avx2) {
-        for (int o = 0; o < cout; o++)
+        for (int o = oc0; o < oc1; o++)
             wino_out_avx2(out + (size_t)o * out_cs, M + (size_t)o * tp, (size_t)cp * tp, bias[o],
                           relu, h, w, ty0, ty1, txp);
         return;
     }
 #endif
-    for (int o = 0; o < cout; o++) {
+    for (int o = oc0; o < oc1; o++) {
         const float *m = M + (size_t)o * tp; /* m[xi] at stride cp*tp */
         size_t ms = (size_t)cp * tp;
         /* AT over i: E[p*6+j] = sum_i AT[p][i] m[i*6+j] */
@@ -525,25 +533,27 @@ static void wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs,
 
 void segd_wino_band(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                     int in_r1, int h, int w, int ty0, int ty1, const float *u,
-                    const float *bias, int cin, int cout, int relu, float *scratch, int isa)
+                    const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                    float *scratch, int isa)
 {
-    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, u, bias, cin, cout, relu,
-              scratch, isa, 0, NULL);
+    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, u, bias, cin, cout, oc0, oc1,
+              relu, scratch, isa, 0, NULL);
 }
 
 void segd_wino_band_bf16(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                          int in_r1, int h, int w, int ty0, int ty1, const uint16_t *ub,
-                         const float *bias, int cin, int cout, int relu, float *scratch)
+                         const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                         float *scratch)
 {
-    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, NULL, bias, cin, cout, relu,
-              scratch, SEGD_ISA_AVX512, 0, ub);
+    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, NULL, bias, cin, cout, oc0,
+              oc1, relu, scratch, SEGD_ISA_AVX512, 0, ub);
 }
 
 void segd_wino_band_blas(float *out, size_t out_cs, const float *inp, size_t in_cs, int in_r0,
                          int in_r1, int h, int w, int ty0, int ty1, const float *ur,
-                         const float *bias, int cin, int cout, int relu, float *scratch,
-                         int isa)
+                         const float *bias, int cin, int cout, int oc0, int oc1, int relu,
+                         float *scratch, int isa)
 {
-    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, ur, bias, cin, cout, relu,
-              scratch, isa, 1, NULL);
+    wino_band(out, out_cs, inp, in_cs, in_r0, in_r1, h, w, ty0, ty1, ur, bias, cin, cout, oc0, oc1,
+              relu, scratch, isa, 1, NULL);
 }

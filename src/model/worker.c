@@ -1,6 +1,6 @@
 /* segd worker: one per inference thread; its activation arena is planned
- * for the largest allowed input and touched at creation, and its team of
- * threads (team.c) shares each forward pass. */
+ * for the largest allowed input and its batch of slots and touched at
+ * creation, and its team of threads (team.c) shares each forward pass. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,7 +19,13 @@
 
 int segd_worker_create(const segd_model *m, size_t max_pixels, segd_worker **out)
 {
-    return segd_worker_create_threads(m, max_pixels, 1, out);
+    return segd_worker_create_batch(m, max_pixels, 1, 1, out);
+}
+
+int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threads,
+                               segd_worker **out)
+{
+    return segd_worker_create_batch(m, max_pixels, threads, 1, out);
 }
 
 /* Byte offsets of the worker's buffers in its arena, each 64-byte aligned. */
@@ -28,7 +34,7 @@ typedef struct arena_plan {
 } arena_plan;
 
 static arena_plan plan_arena(const segd_model *m, size_t max_pixels, size_t prob_bytes,
-                             int threads)
+                             int threads, int batch)
 {
     size_t grid = (size_t)m->grid_h * m->grid_w;
     arena_plan p;
@@ -36,18 +42,20 @@ static arena_plan plan_arena(const segd_model *m, size_t max_pixels, size_t prob
     p.prob = ALIGN_UP(p.img + max_pixels * sizeof(float));
     p.mask = ALIGN_UP(p.prob + prob_bytes);
     p.grid = ALIGN_UP(p.mask + (size_t)m->nclass * max_pixels);
-    p.logits = ALIGN_UP(p.grid + grid * sizeof(float));
-    p.net = ALIGN_UP(p.logits + (size_t)m->nclass * grid * sizeof(float));
-    p.total = ALIGN_UP(p.net + segd_unet3p_arena_floats(&m->net, m->grid_h, m->grid_w, threads) *
+    p.logits = ALIGN_UP(p.grid + (size_t)batch * grid * sizeof(float));
+    p.net = ALIGN_UP(p.logits + (size_t)batch * m->nclass * grid * sizeof(float));
+    p.total = ALIGN_UP(p.net + segd_unet3p_arena_floats(&m->net, m->grid_h, m->grid_w, threads,
+                                                        batch) *
                                    sizeof(float));
     return p;
 }
 
-int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threads,
-                               segd_worker **out)
+int segd_worker_create_batch(const segd_model *m, size_t max_pixels, int threads, int batch,
+                             segd_worker **out)
 {
     *out = NULL;
-    if (max_pixels == 0 || max_pixels > ((size_t)1 << 28) || threads < 1 || threads > 256)
+    if (max_pixels == 0 || max_pixels > ((size_t)1 << 28) || threads < 1 || threads > 256 ||
+        batch < 1 || batch > SEGD_MAX_BATCH)
         return -EINVAL;
     int rc = -ENOMEM;
     segd_worker *w = calloc(1, sizeof *w);
@@ -55,6 +63,9 @@ int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threa
         return -ENOMEM;
     w->m = m;
     w->threads = threads;
+    w->batch = batch;
+    if (!(w->slots = calloc((size_t)batch, sizeof *w->slots)))
+        goto fail;
     /* Each team thread makes its own BLAS calls on its bands: OpenBLAS must
      * not fan them out again (process-wide in OpenBLAS 0.3.21). */
     if (m->net.gemm == SEGD_GEMM_OPENBLAS)
@@ -66,7 +77,7 @@ int segd_worker_create_threads(const segd_model *m, size_t max_pixels, int threa
     size_t prob = (size_t)m->nclass * max_pixels * sizeof(float);
     size_t png = segd_png_scratch_bytes(max_pixels);
     w->prob_bytes = prob > png ? prob : png;
-    arena_plan p = plan_arena(m, max_pixels, w->prob_bytes, threads);
+    arena_plan p = plan_arena(m, max_pixels, w->prob_bytes, threads, batch);
     void *a = NULL;
     if (posix_memalign(&a, 64, p.total))
         goto fail;
@@ -95,11 +106,13 @@ void segd_worker_free(segd_worker *w)
         return;
     segd_team_free(w->team);
     free(w->rle);
+    free(w->slots);
     free(w->arena);
     free(w);
 }
 
 int segd_worker_threads(const segd_worker *w) { return w->threads; }
+int segd_worker_batch(const segd_worker *w) { return w->batch; }
 
 size_t segd_worker_arena_bytes(const segd_worker *w) { return w->arena_bytes; }
 size_t segd_worker_max_pixels(const segd_worker *w) { return w->max_pixels; }

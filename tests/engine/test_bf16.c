@@ -175,9 +175,9 @@ static void test_band(int cin, int cout, int h, int w, int rows, int exact)
         int t1 = t0 + rows < ty ? t0 + rows : ty;
         int r0 = 4 * t0 - 1 > 0 ? 4 * t0 - 1 : 0, r1 = 4 * t1 + 1 < h ? 4 * t1 + 1 : h;
         segd_wino_band(ref, cs, inp + (size_t)r0 * w, cs, r0, r1, h, w, t0, t1, u, bias, cin,
-                       cout, 0, scr, SEGD_ISA_AVX512);
+                       cout, 0, (int)cout, 0, scr, SEGD_ISA_AVX512);
         segd_wino_band_bf16(out, cs, inp + (size_t)r0 * w, cs, r0, r1, h, w, t0, t1, ub, bias,
-                            cin, cout, 0, scr);
+                            cin, cout, 0, (int)cout, 0, scr);
     }
     double ss = 0, sd = 0, maxd = 0, maxr = 0;
     for (size_t i = 0; i < cout * cs; i++) {

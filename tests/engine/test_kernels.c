@@ -88,12 +88,19 @@ static void test_wino(int cin, int cout, int h, int w, int relu, int rows, int i
     for (int t0 = 0; t0 < ty; t0 += rows) {
         int t1 = t0 + rows < ty ? t0 + rows : ty;
         int r0 = 4 * t0 - 1 > 0 ? 4 * t0 - 1 : 0, r1 = 4 * t1 + 1 < h ? 4 * t1 + 1 : h;
-        if (blas)
-            segd_wino_band_blas(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0,
-                                t1, ur, b, cin, cout, relu, scr, isa);
-        else
-            segd_wino_band(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0, t1,
-                           u, b, cin, cout, relu, scr, isa);
+        /* output channels in two parts where cout allows (run_conv's
+         * split of the deep levels), the second starting at a multiple of MR */
+        int part = cout >= 2 * SEGD_WINO_MR ? (cout / 2 + SEGD_WINO_MR - 1) / SEGD_WINO_MR * SEGD_WINO_MR
+                                           : cout;
+        for (int oc0 = 0; oc0 < cout; oc0 += part) {
+            int oc1 = oc0 + part < cout ? oc0 + part : cout;
+            if (blas)
+                segd_wino_band_blas(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w,
+                                    t0, t1, ur, b, cin, cout, oc0, oc1, relu, scr, isa);
+            else
+                segd_wino_band(out, cs, inp + (size_t)r0 * w, (size_t)h * w, r0, r1, h, w, t0,
+                               t1, u, b, cin, cout, oc0, oc1, relu, scr, isa);
+        }
     }
     double maxd = 0;
     for (int o = 0; o < cout; o++)
