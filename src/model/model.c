@@ -224,10 +224,39 @@ oom:
     return NULL;
 }
 
+/* What --precision auto requires of a weights file's own bf16 measurement
+ * (issue 14's gate, tests/quality/precision_agreement.py's thresholds). */
+#define BF16_MIN_AGREEMENT 0.999 /* share of mask pixels equal to fp32's */
+#define BF16_MAX_DICE_COST 0.002 /* mean Dice lost on the held-out slices */
+
+/* Whether wt carries a passing bf16 measurement of its own tensors:
+ * metadata bf16_agreement (written by train/record_figure.py --bf16 from
+ * precision_agreement.py --json) whose tensor_sha256 is the file's,
+ * verified at load.  Weights never measured stay fp32 under auto. */
+static int bf16_measured(const segd_weights *wt)
+{
+    const char *rec = segd_weights_meta(wt, "bf16_agreement");
+    const char *tsha = segd_weights_meta(wt, "tensor_sha256");
+    if (!rec || !tsha || !segd_weights_data_verified(wt))
+        return 0;
+    json_t *j = json_loads(rec, 0, NULL);
+    if (!j)
+        return 0;
+    const char *sha = json_string_value(json_object_get(j, "tensor_sha256"));
+    json_t *a = json_object_get(j, "agreement"), *c = json_object_get(j, "dice_cost");
+    int ok = sha && strcmp(sha, tsha) == 0 && json_is_true(json_object_get(j, "passed")) &&
+             json_is_number(a) && json_number_value(a) >= BF16_MIN_AGREEMENT &&
+             json_is_number(c) && json_number_value(c) <= BF16_MAX_DICE_COST;
+    json_decref(j);
+    return ok;
+}
+
 /* opts->precision resolved and applied to m (its GEMM backend already
- * chosen): bf16 asked for where it cannot run fails, auto falls back to
- * fp32 there. */
-static int set_precision(segd_model *m, const char *name, char *err, size_t errlen)
+ * chosen): bf16 asked for where it cannot run fails; auto picks bf16 only
+ * where it runs and the file carries a passing measurement of it
+ * (bf16_measured), else fp32. */
+static int set_precision(segd_model *m, const segd_weights *wt, const char *name, char *err,
+                         size_t errlen)
 {
     segd_precision p = SEGD_PRECISION_FP32;
     if (name && *name && segd_precision_parse(name, &p)) {
@@ -251,7 +280,8 @@ static int set_precision(segd_model *m, const char *name, char *err, size_t errl
                               "options turn off (no_avx512 / SEGD_NO_AVX512, no_avx2)");
         return -ENOTSUP;
     }
-    int on = p == SEGD_PRECISION_BF16 || (p == SEGD_PRECISION_AUTO && cpu && native512);
+    int on = p == SEGD_PRECISION_BF16 ||
+             (p == SEGD_PRECISION_AUTO && cpu && native512 && bf16_measured(wt));
     int rc = segd_unet3p_set_bf16(&m->net, on);
     if (rc)
         snprintf(err, errlen, "out of memory for the bf16 weights");
@@ -294,7 +324,7 @@ int segd_model_load_opts(const char *path, const segd_model_options *opts, segd_
             snprintf(err, errlen, "out of memory for the OpenBLAS weights");
         goto fail;
     }
-    if ((rc = set_precision(m, opts->precision, err, errlen)))
+    if ((rc = set_precision(m, wt, opts->precision, err, errlen)))
         goto fail;
     const char *name = segd_weights_meta(wt, "name");
     if (name && *name && strlen(name) < sizeof m->name)

@@ -17,6 +17,7 @@
 #include "model/cpu.h"
 #include "model/gemm.h"
 #include "io/rle.h"
+#include "io/sha256.h"
 
 static char dir[1024];
 
@@ -242,6 +243,96 @@ static void test_weights_lookup(const char *datadir)
     rmdir(tmp);
 }
 
+/* Write a copy of the weights at src into dst with metadata key set to
+ * value (a JSON string's content) and tensor_sha256 set to the SHA-256 of
+ * its data (hex, 65 bytes, also returned in tsha); tensors unchanged. */
+static void write_with_meta(const char *src, const char *dst, const char *key, const char *value,
+                            char tsha[65])
+{
+    FILE *f = fopen(src, "rb");
+    TEST_REQUIRE(f);
+    unsigned long long n = 0;
+    TEST_REQUIRE(fread(&n, 8, 1, f) == 1 && n < (1u << 20));
+    char *head = malloc(n + 1);
+    TEST_REQUIRE(head && fread(head, 1, n, f) == n);
+    head[n] = 0;
+    json_error_t e;
+    json_t *h = json_loads(head, 0, &e);
+    TEST_REQUIRE(h);
+    long data_at = ftell(f);
+    fseek(f, 0, SEEK_END);
+    size_t dlen = (size_t)(ftell(f) - data_at);
+    fseek(f, data_at, SEEK_SET);
+    unsigned char *data = malloc(dlen);
+    TEST_REQUIRE(data && fread(data, 1, dlen, f) == dlen);
+    segd_sha256_hex(data, dlen, tsha);
+    json_t *md = json_object_get(h, "__metadata__");
+    json_object_set_new(md, "tensor_sha256", json_string(tsha));
+    if (key)
+        json_object_set_new(md, key, json_string(value));
+    char *out = json_dumps(h, JSON_COMPACT);
+    TEST_REQUIRE(out);
+    size_t m = strlen(out), pad = (8 - m % 8) % 8;
+    FILE *g = fopen(dst, "wb");
+    TEST_REQUIRE(g);
+    unsigned long long len = m + pad;
+    fwrite(&len, 8, 1, g);
+    fwrite(out, 1, m, g);
+    for (size_t i = 0; i < pad; i++)
+        fputc(' ', g);
+    fwrite(data, 1, dlen, g);
+    free(data);
+    fclose(f);
+    TEST_REQUIRE(fclose(g) == 0);
+    free(out);
+    free(head);
+    json_decref(h);
+}
+
+/* --precision auto picks bf16 only for weights carrying a passing bf16
+ * measurement of their own tensors (and only where bf16 runs). */
+static void test_auto_measured(int bf)
+{
+    char src[2048], dst[256], rec[512], err[512];
+    snprintf(src, sizeof src, "%s/golden-w4.safetensors", dir);
+    char tsha[65];
+    snprintf(dst, sizeof dst, "/tmp/segd-test-auto-%d.safetensors", (int)getpid());
+    write_with_meta(src, dst, NULL, NULL, tsha); /* only tensor_sha256: no record */
+    segd_model *a;
+    segd_model_options o = {.gemm = "native", .precision = "auto"};
+    TEST_REQUIRE(segd_model_load_opts(dst, &o, &a, err, sizeof err) == 0);
+    TEST_CHECK(segd_model_data_verified(a));
+    TEST_EQ_STR(segd_model_precision(a), "fp32");
+    segd_model_free(a);
+    struct {
+        const char *what;
+        double agreement, cost;
+        int passed, same_tensors, want_bf16;
+    } cases[] = {
+        {"passing", 0.9998, 0.0005, 1, 1, 1},
+        {"too few pixels agree", 0.998, 0.0005, 0, 1, 0},
+        {"too much Dice lost", 0.9998, 0.003, 0, 1, 0},
+        {"measured on other tensors", 0.9998, 0.0005, 1, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(rec, sizeof rec,
+                 "{\"agreement\": %.6f, \"dice_cost\": %.4f, \"passed\": %s, "
+                 "\"tensor_sha256\": \"%s\"}",
+                 cases[i].agreement, cases[i].cost, cases[i].passed ? "true" : "false",
+                 cases[i].same_tensors ? tsha : "00");
+        char t2[65];
+        write_with_meta(src, dst, "bf16_agreement", rec, t2);
+        TEST_REQUIRE(segd_model_load_opts(dst, &o, &a, err, sizeof err) == 0);
+        const char *got = segd_model_precision(a);
+        const char *want = bf && cases[i].want_bf16 ? "bf16" : "fp32";
+        if (strcmp(got, want))
+            fprintf(stderr, "auto with a %s record: %s, expected %s\n", cases[i].what, got, want);
+        TEST_EQ_STR(got, want);
+        segd_model_free(a);
+    }
+    unlink(dst);
+}
+
 /* Precision: SEGD_PRECISION read by the CLI only (a flag wins), invalid
  * names refused, bf16 refused with -ENOTSUP where it cannot run (no
  * AVX512-BF16, openblas, AVX-512 off) and auto falling back to fp32 there. */
@@ -274,10 +365,12 @@ static void test_precision_options(const char *path)
     TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
     TEST_EQ_STR(segd_model_precision(m), "fp32"); /* auto: no bf16 on openblas */
     segd_model_free(m);
+    /* auto: these weights carry no bf16 measurement, so fp32 even here */
     o = (segd_model_options){.gemm = "native", .precision = "auto"};
     TEST_REQUIRE(segd_model_load_opts(path, &o, &m, err, sizeof err) == 0);
-    TEST_EQ_STR(segd_model_precision(m), bf ? "bf16" : "fp32");
+    TEST_EQ_STR(segd_model_precision(m), "fp32");
     segd_model_free(m);
+    test_auto_measured(bf);
     o = (segd_model_options){.precision = "BF16"};
     int rc = segd_model_load_opts(path, &o, &m, err, sizeof err);
     TEST_EQ_INT(rc, bf ? 0 : -ENOTSUP);

@@ -8,11 +8,18 @@ than 0.002 mean Dice; skips (exit 77) where the CPU has no AVX512-BF16
 (segd refuses bf16 there).  Dice code from infer_dice.py.  Standard
 library only.
 
-  precision_agreement.py SEGD_BIN WEIGHTS DATA_DIR
+  precision_agreement.py SEGD_BIN WEIGHTS DATA_DIR [--json OUT]
+
+--json OUT writes the measurement ({agreement, pixels, differ, slices,
+heldout_slices, dice_fp32, dice_bf16, dice_cost, tensor_sha256, passed})
+for train/record_figure.py --bf16, which puts it into the weights'
+metadata: `segd --precision auto` picks bf16 only for weights that carry
+a passing one.
 """
 import glob
 import json
 import os
+import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,8 +43,22 @@ def mean_dice(per):
     return sum(sum(v) / len(v) for v in per.values()) / len(per)
 
 
+def tensor_sha256(path):
+    """The tensor_sha256 a weights file's metadata declares (None if none)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+    return head.get("__metadata__", {}).get("tensor_sha256")
+
+
 def main():
-    binary, weights, data = sys.argv[1:4]
+    args = sys.argv[1:]
+    out = None
+    if "--json" in args:
+        i = args.index("--json")
+        out = args[i + 1]
+        del args[i:i + 2]
+    binary, weights, data = args[:3]
     heldout = sorted(glob.glob(os.path.join(data, "heldout", "*.png")))
     files = heldout + sorted(glob.glob(os.path.join(data, "robust16", "*.png"))) + \
         sorted(glob.glob(os.path.join(data, "*.png")))
@@ -69,6 +90,14 @@ def main():
           f"(PyTorch reference {recorded:.4f}); bf16 cost {cost:+.4f} (allowed <= {MAX_DICE_COST})")
     ok = agreement >= MIN_AGREEMENT and cost <= MAX_DICE_COST
     print("ok" if ok else "FAIL")
+    if out:
+        with open(out, "w") as f:
+            json.dump({"agreement": round(agreement, 6), "pixels": total, "differ": differ,
+                       "slices": len(files), "heldout_slices": nh, "dice_fp32": round(d32, 4),
+                       "dice_bf16": round(d16, 4), "dice_cost": round(cost, 4),
+                       "min_agreement": MIN_AGREEMENT, "max_dice_cost": MAX_DICE_COST,
+                       "tensor_sha256": tensor_sha256(weights), "passed": ok}, f, indent=1)
+            f.write("\n")
     return 0 if ok else 1
 
 

@@ -313,3 +313,30 @@ def test_record_figure_writes_the_twins_figure(tmp_path):
     assert all(np.array_equal(t0[k], t1[k]) for k in t0)
     r = subprocess.run([PY, script, str(w), str(cmp), "--twin", "cc"], capture_output=True, text=True)
     assert r.returncode != 0 and "0 files match" in r.stderr
+
+
+def test_record_figure_writes_the_bf16_measurement(tmp_path):
+    """record_figure.py --bf16 writes precision_agreement.py's measurement
+    as metadata bf16_agreement, only for the tensors it was made on."""
+    import shutil
+    from weights_io import read_safetensors, write_safetensors
+    w = tmp_path / "w.safetensors"
+    shutil.copy(os.path.join(ROOT, "tests", "data", "golden-w4.safetensors"), w)
+    t, md = read_safetensors(str(w))  # golden-w4 predates tensor_sha256: export it again
+    write_safetensors({k: torch.from_numpy(np.array(v)) for k, v in t.items()}, md, str(w))
+    _, md = read_safetensors(str(w))
+    agree = {"agreement": 0.9998, "dice_cost": 0.0005, "passed": True,
+             "tensor_sha256": md["tensor_sha256"]}
+    rec = tmp_path / "agree.json"
+    rec.write_text(json.dumps(agree))
+    script = os.path.join(TRAIN, "record_figure.py")
+    r = subprocess.run([PY, script, str(w), "--bf16", str(rec)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    _, md2 = read_safetensors(str(w))
+    assert json.loads(md2["bf16_agreement"]) == agree
+    assert md2["tensor_sha256"] == md["tensor_sha256"]
+    rec.write_text(json.dumps(dict(agree, tensor_sha256="00" * 32)))
+    r = subprocess.run([PY, script, str(w), "--bf16", str(rec)], capture_output=True, text=True)
+    assert r.returncode != 0 and "measured on tensors" in r.stderr
+    r = subprocess.run([PY, script, str(w)], capture_output=True, text=True)
+    assert r.returncode != 0 and "nothing to record" in r.stderr
