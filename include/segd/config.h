@@ -34,6 +34,7 @@ typedef struct segd_config {
     char weights[4096];     /* --weights: "" = segd_cli_default_weights() */
     int workers;            /* --workers: inference threads */
     int worker_threads;     /* --worker-threads: engine team per worker */
+    int batch;              /* --batch: series slices per forward pass */
     char gemm[16];          /* --gemm: native|openblas|auto (validated) */
     char precision[8];      /* --precision: fp32|bf16|auto (validated) */
     int queue_depth;        /* --queue-depth: jobs waiting, not running */

@@ -120,9 +120,11 @@ static void log_started(segd_log *log, const segd_config *cfg, const segd_model 
     const char *host = cfg->bind;
     int v6 = strchr(host, ':') != NULL;
     segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s, %s), "
-                    "queue %d, max body %zu, bodies in memory %zu, max pixels %zu",
+                    "series batch %d, queue %d, max body %zu, bodies in memory %zu, "
+                    "max pixels %zu",
                     segd_model_name(model), cfg->weights, cfg->workers, cfg->worker_threads,
-                    segd_model_kernel(model), segd_model_precision(model), cfg->queue_depth,
+                    segd_model_kernel(model), segd_model_precision(model), cfg->batch,
+                    cfg->queue_depth,
                     cfg->max_body, cfg->max_body_total, cfg->max_pixels);
     if (segd_server_probe_port(server) >= 0)
         segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",

@@ -37,6 +37,8 @@ static const opt OPTS[] = {
     {"workers", "SEGD_WORKERS", OPT_INT, F(workers), 1, 256, "one per CPU", "inference threads"},
     {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",
      "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
+    {"batch", "SEGD_BATCH", OPT_INT, F(batch), 1, SEGD_MAX_BATCH, "1",
+     "slices of one request run through the network at once (each beyond 1: ~27 MiB per worker)"},
     {"gemm", "SEGD_GEMM", OPT_STR, F(gemm), 0, 0, "auto",
      "native (AVX-512 or AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
     {"precision", "SEGD_PRECISION", OPT_STR, F(precision), 0, 0, "fp32",
@@ -88,6 +90,7 @@ void segd_config_defaults(segd_config *cfg)
     int n = segd_cpu_count();
     cfg->workers = n > 256 ? 256 : n;
     cfg->worker_threads = 1;
+    cfg->batch = 1;
     strcpy(cfg->gemm, "auto");
     strcpy(cfg->precision, "fp32");
     cfg->queue_depth = 0; /* derived from workers after parsing */

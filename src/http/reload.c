@@ -119,7 +119,8 @@ int segd_slot_bind_worker(request *r, segd_worker **w)
     if (segd_worker_model(*w) == want)
         return 0;
     segd_worker *nw = NULL;
-    int rc = segd_worker_create_threads(want, s->cfg.max_pixels, s->cfg.worker_threads, &nw);
+    int rc = segd_worker_create_batch(want, s->cfg.max_pixels, s->cfg.worker_threads,
+                                      s->cfg.batch, &nw);
     if (rc)
         return rc;
     model_slot *old = segd_slot_of(s, segd_worker_model(*w));

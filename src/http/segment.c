@@ -506,19 +506,19 @@ void segd_segment_expire(void *job, int reason, void *arg)
     }
 }
 
-/* Decode a DICOM slice and segment its pixels (after Rescale
- * Slope/Intercept; MONOCHROME1 inverted), with *dicom its "dicom" object.
- * 0 or a negative errno (segd_dicom_read's, the engine's) with err set. */
-static int segment_dicom(request *r, segd_worker *w, const slice *sl, segd_result *res,
-                         json_t **dicom, char *err, size_t errlen)
+/* Decode a DICOM slice and stage its pixels (after Rescale Slope/
+ * Intercept; MONOCHROME1 inverted) into slot, with *dicom its "dicom"
+ * object.  0 or a negative errno (segd_dicom_read's, the engine's) with
+ * err set. */
+static int stage_dicom(request *r, segd_worker *w, int slot, const slice *sl, json_t **dicom,
+                       char *err, size_t errlen)
 {
 #ifdef SEGD_HAVE_DICOM
     segd_dicom_image *im = NULL;
     int rc = segd_dicom_read(sl->png, sl->len, r->srv->cfg.max_pixels, &im, err, errlen);
     if (rc)
         return rc;
-    rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, r->threshold, res, err,
-                                  errlen);
+    rc = segd_worker_stage_gray(w, slot, im->pixels, im->rows, im->cols, err, errlen);
     if (rc == 0 && !(*dicom = segd_dicom_image_json(im))) {
         snprintf(err, errlen, "out of memory");
         rc = -ENOMEM;
@@ -526,38 +526,38 @@ static int segment_dicom(request *r, segd_worker *w, const slice *sl, segd_resul
     segd_dicom_image_free(im);
     return rc;
 #else
-    (void)r, (void)w, (void)sl, (void)res, (void)dicom;
+    (void)r, (void)w, (void)slot, (void)sl, (void)dicom;
     snprintf(err, errlen, "this segd was built without DICOM support");
     return -ENOTSUP;
 #endif
 }
 
-/* Segment slice i of r into *doc: its document, with the queue wait and
- * the encoding time added to timing_ms.  0; -ENOMEM (nothing answered);
- * or 1: the slice's error was answered (the job is finished). */
-static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json_t **doc)
+/* Answer the job with slice i's error rc (err: the engine's words). */
+static void slice_error(request *r, size_t i, int rc, const char *err)
 {
-    segd_server *s = r->srv;
+    char msg[400];
+    if (r->multipart)
+        snprintf(msg, sizeof msg, "part %zu (%.64s): %.255s", i + 1, r->slices[i].id,
+                 err[0] ? err : strerror(-rc));
+    else
+        snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
+    segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+}
+
+/* Slice i's document from the worker's slot (dicom: its "dicom" object or
+ * NULL, reference taken over), with the queue wait and the encoding time
+ * added to timing_ms.  0; -ENOMEM (nothing answered); or 1: the slice's
+ * error was answered (the job is finished). */
+static int finish_slice(request *r, segd_worker *w, size_t i, int slot, double queue_ms,
+                        json_t *dicom, json_t **doc)
+{
     segd_result res;
     char err[256] = "";
     *doc = NULL;
-    json_t *dicom = NULL;
-    double t0 = segd_queue_now();
-    int rc;
-    if (r->slices[i].dicom)
-        rc = segment_dicom(r, w, &r->slices[i], &res, &dicom, err, sizeof err);
-    else
-        rc = segd_worker_segment_png(w, r->slices[i].png, r->slices[i].len, r->threshold,
-                                     &res, err, sizeof err);
-    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+    int rc = segd_worker_result(w, slot, r->threshold, &res, err, sizeof err);
     if (rc) {
-        char msg[400];
-        if (r->multipart)
-            snprintf(msg, sizeof msg, "part %zu (%.64s): %.255s", i + 1, r->slices[i].id,
-                     err[0] ? err : strerror(-rc));
-        else
-            snprintf(msg, sizeof msg, "%.255s", err[0] ? err : strerror(-rc));
-        segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        json_decref(dicom);
+        slice_error(r, i, rc, err);
         return 1;
     }
     double t_enc = segd_queue_now();
@@ -584,6 +584,58 @@ static int run_slice(request *r, segd_worker *w, size_t i, double queue_ms, json
     }
     *doc = d;
     return 0;
+}
+
+/* Slices [i0, i1) of r (i1 - i0 <= segd_worker_batch(w)) through the
+ * network as one batch, their documents appended to results (multipart)
+ * or the one put in *single.  0; -ENOMEM (nothing answered); or 1: a
+ * slice's error was answered. */
+static int run_batch(request *r, segd_worker *w, size_t i0, size_t i1, double queue_ms,
+                     json_t *results, json_t **single)
+{
+    segd_server *s = r->srv;
+    json_t *dicom[SEGD_MAX_BATCH] = {0};
+    char err[256] = "";
+    double t0 = segd_queue_now();
+    int rc = 0;
+    size_t i = i0;
+    for (; i < i1 && !rc; i++) {
+        int slot = (int)(i - i0);
+        if (r->slices[i].dicom)
+            rc = stage_dicom(r, w, slot, &r->slices[i], &dicom[slot], err, sizeof err);
+        else
+            rc = segd_worker_stage_png(w, slot, r->slices[i].png, r->slices[i].len, err,
+                                       sizeof err);
+    }
+    if (rc) {
+        slice_error(r, i - 1, rc, err);
+        rc = 1;
+        goto out;
+    }
+    if (segd_worker_run(w, (int)(i1 - i0))) { /* every slot staged above: cannot fail */
+        segd_job_finish_error(r, 500, "engine refused a staged batch");
+        rc = 1;
+        goto out;
+    }
+    double each = (segd_queue_now() - t0) / (double)(i1 - i0);
+    for (i = i0; i < i1; i++) {
+        int slot = (int)(i - i0);
+        json_t *doc;
+        double t1 = segd_queue_now();
+        rc = finish_slice(r, w, i, slot, queue_ms, dicom[slot], &doc);
+        dicom[slot] = NULL; /* taken over */
+        if (rc)
+            goto out;
+        segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, each + (segd_queue_now() - t1));
+        if (results ? json_array_append_new(results, doc) != 0 : (*single = doc, 0)) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+out:
+    for (size_t k = 0; k < i1 - i0; k++)
+        json_decref(dicom[k]);
+    return rc;
 }
 
 /* Answer the job with top (reference taken over; NULL: out of memory). */
@@ -642,26 +694,21 @@ void segd_segment_run(void *job, segd_worker **wp, void *arg)
     json_t *single = NULL;
     if (r->multipart && !results)
         goto oom;
-    for (size_t i = 0; i < r->nslices; i++) {
+    size_t batch = (size_t)segd_worker_batch(w);
+    for (size_t i = 0; i < r->nslices; i += batch) {
         if (atomic_load(&s->aborting)) { /* drain time up: answer now, not after every slice */
             json_decref(results);
             segd_job_finish_error(r, 503, "daemon stopping: --drain-timeout ended before this job finished");
             return;
         }
-        json_t *doc;
-        int rc = run_slice(r, w, i, queue_ms, &doc);
+        int rc = run_batch(r, w, i, i + batch < r->nslices ? i + batch : r->nslices, queue_ms,
+                           results, &single);
         if (rc == 1) {
             json_decref(results);
             return;
         }
         if (rc)
             goto oom;
-        if (r->multipart) {
-            if (json_array_append_new(results, doc))
-                goto oom;
-        } else {
-            single = doc;
-        }
     }
     /* "o" steals results, even on failure */
     segd_job_finish_json(r, r->multipart ? json_pack("{s:o}", "results", results) : single);

@@ -519,12 +519,29 @@ static json_t *preview_json(const float *v, int rows, int cols, uint16_t *stored
     return o;
 }
 
-/* Segment PNG slice sl with ?preview=1: decoded once, here, into j->pb,
- * segmented from that plane and its preview made from it (segd_worker_
- * segment_png would decode into the worker, which normalises in place).
- * 0 or a negative errno with err set, as segd_worker_segment_png. */
-static int segment_png_preview(request *r, segd_worker *w, series_job *j, const slice *sl,
-                               segd_result *res, char *err, size_t errlen)
+/* ?preview=1: slice k's preview from its grey plane (j->previews[k]).
+ * 0, or 1 when the job was answered. */
+static int make_preview(request *r, series_job *j, size_t k, const float *grey, int rows,
+                        int cols)
+{
+    size_t plane = (size_t)rows * (size_t)cols;
+    if (!j->pb.stored)
+        j->pb.stored = malloc(plane * sizeof *j->pb.stored);
+    j->previews[k] = j->pb.stored ? preview_json(grey, rows, cols, j->pb.stored) : NULL;
+    if (!j->previews[k]) {
+        segd_job_finish_error(r, 503, "out of memory for the previews");
+        return 1;
+    }
+    return 0;
+}
+
+/* Stage PNG slice sl with ?preview=1: decoded once, here, into j->pb,
+ * staged from that plane and slice k's preview made from it (segd_worker_
+ * stage_png would decode into the worker, which normalises in place).
+ * 0 or a negative errno with err set, as segd_worker_stage_png; 1 when the
+ * job was answered. */
+static int stage_png_preview(request *r, segd_worker *w, int slot, series_job *j, size_t k,
+                             const slice *sl, char *err, size_t errlen)
 {
     preview_buf *b = &j->pb;
     /* collect_series checked every slice against its name: one size */
@@ -545,35 +562,52 @@ static int segment_png_preview(request *r, segd_worker *w, series_job *j, const 
     if (rc)
         return rc;
     j->ms_decode += segd_ms_since(t0);
-    return segd_worker_segment_gray(w, b->grey, h, wd, r->threshold, res, err, errlen);
+    rc = segd_worker_stage_gray(w, slot, b->grey, h, wd, err, errlen);
+    return rc ? rc : make_preview(r, j, k, b->grey, h, wd);
 }
 
-/* Segment slice k (series order) and keep its masks.  0, or 1 when the
- * job was answered. */
-static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
+/* Answer the job with slice k's error rc (err: the engine's words). */
+static void slice_error(request *r, const slice *sl, int rc, const char *err)
 {
-    segd_server *s = r->srv;
+    char msg[400];
+    snprintf(msg, sizeof msg, "slice %.64s: %.255s", sl->id, err[0] ? err : strerror(-rc));
+    segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+}
+
+/* Stage slice k (series order) into the worker's slot.  0, or 1 when the
+ * job was answered. */
+static int stage_slice(request *r, segd_worker *w, series_job *j, size_t k, int slot)
+{
     const slice *sl = &r->slices[j->order[k]];
-    segd_result res;
-    char err[256] = "", msg[400];
-    double t0 = segd_queue_now();
+    char err[256] = "";
     int rc;
 #ifdef SEGD_HAVE_DICOM
     if (sl->dicom) {
         const segd_dicom_image *im = j->sorted[k];
-        rc = segd_worker_segment_gray(w, im->pixels, im->rows, im->cols, r->threshold, &res, err,
-                                      sizeof err);
+        rc = segd_worker_stage_gray(w, slot, im->pixels, im->rows, im->cols, err, sizeof err);
+        if (!rc && r->preview)
+            return make_preview(r, j, k, im->pixels, im->rows, im->cols);
     } else
 #endif
         if (r->preview)
-            rc = segment_png_preview(r, w, j, sl, &res, err, sizeof err);
+            rc = stage_png_preview(r, w, slot, j, k, sl, err, sizeof err);
         else
-            rc = segd_worker_segment_png(w, sl->png, sl->len, r->threshold, &res, err,
-                                         sizeof err);
-    segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, segd_queue_now() - t0);
+            rc = segd_worker_stage_png(w, slot, sl->png, sl->len, err, sizeof err);
+    if (rc < 0)
+        slice_error(r, sl, rc, err);
+    return rc != 0;
+}
+
+/* Slice k's result from the worker's slot into the series' masks.  0, or
+ * 1 when the job was answered. */
+static int collect_slice(request *r, segd_worker *w, series_job *j, size_t k, int slot)
+{
+    const slice *sl = &r->slices[j->order[k]];
+    segd_result res;
+    char err[256] = "", msg[400];
+    int rc = segd_worker_result(w, slot, r->threshold, &res, err, sizeof err);
     if (rc) {
-        snprintf(msg, sizeof msg, "slice %.64s: %.255s", sl->id, err[0] ? err : strerror(-rc));
-        segd_job_finish_error(r, (unsigned)segd_http_status_for_errno(rc), msg);
+        slice_error(r, sl, rc, err);
         return 1;
     }
     if (!j->mask_data) { /* PNG series: the size is known now */
@@ -595,25 +629,33 @@ static int segment_slice(request *r, segd_worker *w, series_job *j, size_t k)
         memcpy(j->masks[k] + (size_t)c * plane, res.mask[c], plane);
         j->presence[k * (size_t)j->nclass + (size_t)c] = res.presence[c];
     }
-    if (r->preview) {
-        const float *grey = j->pb.grey;
-#ifdef SEGD_HAVE_DICOM
-        if (sl->dicom)
-            grey = j->sorted[k]->pixels;
-#endif
-        if (!j->pb.stored)
-            j->pb.stored = malloc(plane * sizeof *j->pb.stored);
-        j->previews[k] = j->pb.stored ? preview_json(grey, j->rows, j->cols, j->pb.stored) : NULL;
-        if (!j->previews[k]) {
-            segd_job_finish_error(r, 503, "out of memory for the previews");
-            return 1;
-        }
-    }
     j->ms_decode += res.ms_decode;
     j->ms_infer += res.ms_infer;
     j->ms_post += res.ms_post;
     j->rle = res.rle;
     j->rle_cap = res.rle_cap;
+    return 0;
+}
+
+/* Slices [k0, k1) through the network as one batch of the worker's slots
+ * (k1 - k0 <= segd_worker_batch(w)); each slice's share of the time goes
+ * to the inference histogram.  0, or 1 when the job was answered. */
+static int segment_batch(request *r, segd_worker *w, series_job *j, size_t k0, size_t k1)
+{
+    double t0 = segd_queue_now();
+    for (size_t k = k0; k < k1; k++)
+        if (stage_slice(r, w, j, k, (int)(k - k0)))
+            return 1;
+    if (segd_worker_run(w, (int)(k1 - k0))) { /* every slot staged above: cannot fail */
+        segd_job_finish_error(r, 500, "engine refused a staged batch");
+        return 1;
+    }
+    for (size_t k = k0; k < k1; k++)
+        if (collect_slice(r, w, j, k, (int)(k - k0)))
+            return 1;
+    double each = segd_queue_now() - t0;
+    for (size_t k = k0; k < k1; k++)
+        segd_metrics_observe(r->srv->metrics, SEGD_HIST_INFERENCE, each / (double)(k1 - k0));
     return 0;
 }
 
@@ -824,8 +866,9 @@ void segd_series_run(request *r, segd_worker *w, double queue_ms)
         j.voxel[1] = first->spacing_x;
         j.voxel[2] = r->slice_spacing;
     }
-    for (size_t k = 0; k < j.n; k++)
-        if (stop_now(r) || segment_slice(r, w, &j, k))
+    size_t batch = (size_t)segd_worker_batch(w);
+    for (size_t k = 0; k < j.n; k += batch)
+        if (stop_now(r) || segment_batch(r, w, &j, k, k + batch < j.n ? k + batch : j.n))
             goto out;
 
     double t0 = segd_queue_now();

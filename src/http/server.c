@@ -753,7 +753,7 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     if ((rc = load_tls(s, err, errlen)))
         goto fail;
 
-    segd_pool_config pc = {cfg->workers, cfg->worker_threads,
+    segd_pool_config pc = {cfg->workers, cfg->worker_threads, cfg->batch,
                            (size_t)cfg->queue_depth, cfg->max_pixels};
     rc = segd_pool_create(model, &pc, segd_segment_run, segd_segment_expire, s, &s->pool, err,
                           errlen);

@@ -120,11 +120,12 @@ int segd_pool_create(const segd_model *m, const segd_pool_config *cfg,
     }
     for (int i = 0; i < cfg->workers; i++) {
         p->threads[i].pool = p;
-        rc = segd_worker_create_threads(m, cfg->max_pixels, cfg->worker_threads,
-                                        &p->threads[i].worker);
+        rc = segd_worker_create_batch(m, cfg->max_pixels, cfg->worker_threads, cfg->batch,
+                                      &p->threads[i].worker);
         if (rc) {
-            snprintf(err, errlen, "cannot create worker %d (max %zu pixels, %d threads): %s", i,
-                     cfg->max_pixels, cfg->worker_threads, strerror(-rc));
+            snprintf(err, errlen,
+                     "cannot create worker %d (max %zu pixels, %d threads, batch %d): %s", i,
+                     cfg->max_pixels, cfg->worker_threads, cfg->batch, strerror(-rc));
             goto fail;
         }
     }

@@ -16,6 +16,7 @@ typedef struct segd_pool segd_pool;
 typedef struct segd_pool_config {
     int workers;        /* >= 1 */
     int worker_threads; /* >= 1, threads of each worker's engine team */
+    int batch;          /* >= 1, slots of each worker (segd_worker_create_batch) */
     size_t queue_depth; /* >= 1 jobs waiting (running ones not counted) */
     size_t max_pixels;  /* per-worker input limit (arena size) */
 } segd_pool_config;

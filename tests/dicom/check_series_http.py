@@ -216,7 +216,10 @@ daemon = None
 try:
     pngs = T.stand_in_pngs()
     run = T.real_run(6)
-    daemon = segdtest.Daemon("--workers", "1", "--worker-threads", "2", "--max-series-slices", "12")
+    # --batch 4: series of 6 run as a batch of 4 and one of 2, so every
+    # "masks = segd infer" below also checks batched against single slices
+    daemon = segdtest.Daemon("--workers", "1", "--worker-threads", "2", "--batch", "4",
+                             "--max-series-slices", "12")
     port = daemon.port
     print("DICOM series, multipart/related:")
     for orient, src in [("axial", run or pngs), ("oblique", pngs), ("swapped", pngs)]:

@@ -505,6 +505,34 @@ static void test_multipart(const ctx *c, int port)
     TEST_EQ_INT(r.status, 400);
     TEST_CHECK(strstr(r.resp.p, "part 1") != NULL);
     tc_req_free(&r);
+
+    /* a bad part in the second slot of a batch, and one in the second
+     * batch (--batch 2), are named; the worker serves the next request */
+    for (int bad = 1; bad <= 2; bad++) {
+        uint8_t junk3[] = "garbage-garbage-garbage-garbage";
+        uint8_t *p3[3] = {c->png[0], c->png[1], c->png[2]};
+        size_t l3[3] = {c->len[0], c->len[1], c->len[2]};
+        p3[bad] = junk3;
+        l3[bad] = sizeof junk3 - 1;
+        tc_multipart(&body, ctype, sizeof ctype, 3, p3, l3, names);
+        post(&r, port, "/v1/segment", ctype, body.p, body.len);
+        TEST_EQ_INT(r.status, 400);
+        char want[16];
+        snprintf(want, sizeof want, "part %d", bad + 1);
+        TEST_CHECK(r.resp.p && strstr(r.resp.p, want) != NULL);
+        tc_req_free(&r);
+        tc_buf_free(&body);
+    }
+    tc_multipart(&body, ctype, sizeof ctype, 2, pngs, lens, names);
+    post(&r, port, "/v1/segment", ctype, body.p, body.len);
+    TEST_EQ_INT(r.status, 200);
+    doc = parse_json(&r);
+    res = json_object_get(doc, "results");
+    for (size_t i = 0; i < 2 && i < json_array_size(res); i++)
+        TEST_CHECK(json_equal(json_object_get(json_array_get(res, i), "masks"), c->ref_masks[i]));
+    json_decref(doc);
+    tc_req_free(&r);
+    tc_buf_free(&body);
 }
 
 /* The RLE of the daemon equals the RLE of `segd infer` on the same file. */
@@ -699,9 +727,11 @@ static void check_access_log(const char *path, int min_lines)
 static void test_main_daemon(ctx *c)
 {
     tc_daemon d;
+    /* --batch 2: a multipart request of 3 slices runs as a batch of 2 and
+     * one of 1, and test_multipart compares every mask with segd infer */
     TEST_REQUIRE(tc_daemon_start(&d, c->exe, c->weights, NULL, NULL, "--workers", "2",
-                                 "--cors-origin", "*", "--max-body", "1M", "--max-pixels",
-                                 "120000", "--max-parts", "4", NULL) == 0);
+                                 "--batch", "2", "--cors-origin", "*", "--max-body", "1M",
+                                 "--max-pixels", "120000", "--max-parts", "4", NULL) == 0);
     char *log = tc_read_file(d.log, NULL);
     char want[64];
     snprintf(want, sizeof want, "segd: listening on http://127.0.0.1:%d", d.port);
@@ -1041,7 +1071,7 @@ static void test_startup(const ctx *c)
         tc_buf_add(&out, chunk, n);
     TEST_EQ_INT(pclose(p), 0);
     const char *want[] = {"--port", "SEGD_PORT", "--workers", "--queue-depth", "SEGD_QUEUE_DEPTH",
-                          "--request-timeout", "--worker-threads", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
+                          "--request-timeout", "--worker-threads", "--batch", "--cors-origin", "SEGD_CORS_ORIGIN", "--max-body",
                           "--max-pixels", "--max-parts", "--drain-timeout", "--gemm", "--precision", "SEGD_PRECISION",
                           "--bind", "--port-file", "--weights", "default: 8080"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
