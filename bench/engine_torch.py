@@ -23,8 +23,11 @@ def main():
     if cmd == "export":
         size = int(sys.argv[4])
         x = torch.rand(1, 1, size, size)
+        # batch axis dynamic: bench/engine also runs series in batches
         torch.onnx.export(model, x, sys.argv[3], input_names=["image"],
-                          output_names=["logits", "presence"], opset_version=13)
+                          output_names=["logits", "presence"], opset_version=13,
+                          dynamic_axes={"image": {0: "n"}, "logits": {0: "n"},
+                                        "presence": {0: "n"}})
         return
     iters = int(sys.argv[3])
     # "tuned": the faster of the two memory formats on this build of torch
