@@ -1,5 +1,6 @@
 // ONNX Runtime side of bench/engine: median forward ms at the model grid,
-// or a series of N slices in batches of B (forward passes only).
+// or a series of N slices in batches of B (forward passes only; MODEL
+// exported for batch B, N a multiple of B).
 // node engine_ort.js MODEL.onnx SIZE ITERS THREADS [SERIES BATCH]
 const ort = require('onnxruntime-node');
 (async () => {
@@ -13,11 +14,12 @@ const ort = require('onnxruntime-node');
     for (let i = 0; i < data.length; i++) data[i] = Math.random();
     return { image: new ort.Tensor('float32', data, [k, 1, n, n]) };
   };
-  const one = feed(total ? b : 1), last = total % b ? feed(total % b) : one;
+  if (total % b) throw new Error(`series ${total} is not a multiple of batch ${b}`);
+  const one = feed(total ? b : 1);
   // one pass: a forward of one slice, or the whole series batch by batch
   const pass = async () => {
     if (!total) return s.run(one);
-    for (let k = 0; k < total; k += b) await s.run(k + b <= total ? one : last);
+    for (let k = 0; k < total; k += b) await s.run(one);
   };
   const times = [];
   for (let i = 0; i < Number(iters) + (total ? 1 : 3); i++) {
