@@ -90,6 +90,10 @@ const char *segd_model_kernel(const segd_model *m);
 /* Precision of the Winograd GEMMs in use, resolved: "fp32" or "bf16".
  * Static string; also the "precision" field of segd_model_info_json(). */
 const char *segd_model_precision(const segd_model *m);
+/* Why --precision auto chose fp32 or bf16 (a static sentence, e.g. "auto
+ * chose fp32: the weights carry no passing bf16_agreement record ..."),
+ * for the log; NULL when the precision was named, not auto. */
+const char *segd_model_precision_note(const segd_model *m);
 
 const char *segd_model_name(const segd_model *m);    /* e.g. "unet3p-16" */
 const char *segd_model_sha256(const segd_model *m);  /* hex of the file */

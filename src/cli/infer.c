@@ -31,8 +31,9 @@ static void usage(FILE *f)
           "        else openblas); native runs AVX-512 kernels where the CPU has them\n"
           "        ($SEGD_NO_AVX512=1: the AVX2 ones).\n"
           "--precision: of the Winograd GEMMs (default: $SEGD_PRECISION, else fp32); bf16\n"
-          "        needs AVX512-BF16 and the native AVX-512 kernels, auto = bf16 there,\n"
-          "        else fp32.\n"
+          "        needs AVX512-BF16 and the native AVX-512 kernels; auto = bf16 there if\n"
+          "        the weights carry a passing bf16_agreement record, else fp32 (a line\n"
+          "        on stderr says which and why).\n"
           "Default weights: $SEGD_WEIGHTS, else in weights/ of the working directory, of the\n"
           "checkout this executable was built in, or of the installed data directory\n"
           "(" SEGD_DATADIR "): the file " SEGD_DEFAULT_WEIGHTS " there, else the single\n"
@@ -316,6 +317,8 @@ int segd_cli_infer(int argc, char **argv)
     if (!segd_model_data_verified(m))
         fprintf(stderr, "segd infer: warning: weights '%s' carry no tensor_sha256 (exported before "
                         "it existed): tensor data not verified\n", a.weights);
+    if (segd_model_precision_note(m))
+        fprintf(stderr, "segd infer: precision %s\n", segd_model_precision_note(m));
     int rc = segd_worker_create_threads(m, a.max_pixels, a.threads, &w);
     if (rc) {
         fprintf(stderr, "segd infer: cannot create worker: %s\n", strerror(-rc));

@@ -119,13 +119,16 @@ static void log_started(segd_log *log, const segd_config *cfg, const segd_model 
 {
     const char *host = cfg->bind;
     int v6 = strchr(host, ':') != NULL;
-    segd_log_printf(log, "segd: model %s (%s), %d workers x %d threads (GEMM %s, %s), "
-                    "series batch %d, queue %d, max body %zu, bodies in memory %zu, "
+    segd_log_printf(log, "segd: model %s (%s), %d worker%s x %d thread%s (GEMM %s, %s), "
+                    "batch %d, queue %d, max body %zu, bodies in memory %zu, "
                     "max pixels %zu",
-                    segd_model_name(model), cfg->weights, cfg->workers, cfg->worker_threads,
-                    segd_model_kernel(model), segd_model_precision(model), cfg->batch,
-                    cfg->queue_depth,
+                    segd_model_name(model), cfg->weights, cfg->workers,
+                    cfg->workers == 1 ? "" : "s", cfg->worker_threads,
+                    cfg->worker_threads == 1 ? "" : "s", segd_model_kernel(model),
+                    segd_model_precision(model), cfg->batch, cfg->queue_depth,
                     cfg->max_body, cfg->max_body_total, cfg->max_pixels);
+    if (segd_model_precision_note(model))
+        segd_log_printf(log, "segd: precision %s", segd_model_precision_note(model));
     if (segd_server_probe_port(server) >= 0)
         segd_log_printf(log, "segd: probes on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
                         segd_server_probe_port(server));

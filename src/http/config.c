@@ -38,11 +38,13 @@ static const opt OPTS[] = {
     {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",
      "threads sharing each inference of a worker (latency; workers x this <= CPUs)"},
     {"batch", "SEGD_BATCH", OPT_INT, F(batch), 1, SEGD_MAX_BATCH, "1",
-     "slices of one request run through the network at once (each beyond 1: ~27 MiB per worker)"},
+     "slices of one request (series, multipart) run through the network at once, 1-64 "
+     "(each beyond 1: ~27 MiB per worker)"},
     {"gemm", "SEGD_GEMM", OPT_STR, F(gemm), 0, 0, "auto",
      "native (AVX-512 or AVX2 micro-kernel) | openblas | auto (native iff AVX2+FMA)"},
     {"precision", "SEGD_PRECISION", OPT_STR, F(precision), 0, 0, "fp32",
-     "Winograd GEMMs: fp32 | bf16 (needs AVX512-BF16, native AVX-512) | auto (bf16 where it runs)"},
+     "Winograd GEMMs: fp32 | bf16 (needs AVX512-BF16, native AVX-512) | auto (bf16 where it runs "
+     "and the weights carry a passing bf16_agreement record, else fp32)"},
     {"queue-depth", "SEGD_QUEUE_DEPTH", OPT_INT, F(queue_depth), 1, 1 << 20, "2 x workers",
      "jobs waiting for a worker; beyond it 503 + Retry-After"},
     {"http-threads", "SEGD_HTTP_THREADS", OPT_INT, F(http_threads), 1, 64, "1", "libmicrohttpd threads (I/O only)"},
@@ -193,6 +195,16 @@ static int set_opt(segd_config *cfg, const opt *o, const char *value)
     }
 }
 
+/* What a bad value of an integer option is told: its range ("" else). */
+static const char *range_hint(const opt *o, char *buf, size_t len)
+{
+    if (o->kind == OPT_INT)
+        snprintf(buf, len, ": an integer from %.0f to %.0f", o->min, o->max);
+    else
+        buf[0] = 0;
+    return buf;
+}
+
 static const opt *find_flag(const char *name, size_t n)
 {
     for (size_t i = 0; i < NOPTS; i++)
@@ -217,7 +229,9 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
             if (strlen(o->env) != (size_t)(eq - *e) || strncmp(o->env, *e, (size_t)(eq - *e)) != 0)
                 continue;
             if (set_opt(cfg, o, eq + 1)) {
-                snprintf(err, errlen, "invalid value '%s' for %s", eq + 1, o->env);
+                char hint[64];
+                snprintf(err, errlen, "invalid value '%s' for %s%s", eq + 1, o->env,
+                         range_hint(o, hint, sizeof hint));
                 return -EINVAL;
             }
             if (o->offset == offsetof(segd_config, queue_depth))
@@ -254,7 +268,9 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
             value = argv[++i];
         }
         if (set_opt(cfg, o, value)) {
-            snprintf(err, errlen, "invalid value '%s' for --%s", value, o->flag);
+            char hint[64];
+            snprintf(err, errlen, "invalid value '%s' for --%s%s", value, o->flag,
+                     range_hint(o, hint, sizeof hint));
             return -EINVAL;
         }
         if (o->offset == offsetof(segd_config, queue_depth))

@@ -280,8 +280,17 @@ static int set_precision(segd_model *m, const segd_weights *wt, const char *name
                               "options turn off (no_avx512 / SEGD_NO_AVX512, no_avx2)");
         return -ENOTSUP;
     }
-    int on = p == SEGD_PRECISION_BF16 ||
-             (p == SEGD_PRECISION_AUTO && cpu && native512 && bf16_measured(wt));
+    int measured = p == SEGD_PRECISION_AUTO && cpu && native512 && bf16_measured(wt);
+    int on = p == SEGD_PRECISION_BF16 || measured;
+    if (p == SEGD_PRECISION_AUTO)
+        m->precision_note =
+            measured ? "auto chose bf16: the weights' bf16_agreement record passes"
+            : !cpu   ? "auto chose fp32: this CPU has no AVX512-BF16"
+            : !native512
+                ? "auto chose fp32: bf16 needs the native AVX-512 kernels (GEMM backend, options)"
+                : "auto chose fp32: the weights carry no passing bf16_agreement record of their "
+                  "tensors (tests/quality/precision_agreement.py --json, "
+                  "train/record_figure.py --bf16)";
     int rc = segd_unet3p_set_bf16(&m->net, on);
     if (rc)
         snprintf(err, errlen, "out of memory for the bf16 weights");
@@ -372,6 +381,11 @@ const char *segd_model_gemm(const segd_model *m) { return segd_gemm_name(m->net.
 const char *segd_model_kernel(const segd_model *m)
 {
     return m->net.gemm == SEGD_GEMM_OPENBLAS ? "openblas" : segd_gemm_isa_name(m->net.isa);
+}
+
+const char *segd_model_precision_note(const segd_model *m)
+{
+    return m->precision_note;
 }
 
 const char *segd_model_precision(const segd_model *m)

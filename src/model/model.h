@@ -26,6 +26,7 @@ struct segd_model {
     char classes[SEGD_MAX_CLASSES][32];
     float threshold, presence_threshold, bn_eps;
     int norm_percentile;         /* 0: minmax; 1: percentile clipping */
+    const char *precision_note;  /* static: why --precision auto chose what it did; NULL else */
     double pct_lo, pct_hi;       /* percentiles, 0 <= lo < hi <= 100 */
     json_t *info; /* metadata with nested JSON parsed, + sha256/name/path */
 };

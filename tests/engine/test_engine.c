@@ -303,7 +303,15 @@ static void test_auto_measured(int bf)
     TEST_REQUIRE(segd_model_load_opts(dst, &o, &a, err, sizeof err) == 0);
     TEST_CHECK(segd_model_data_verified(a));
     TEST_EQ_STR(segd_model_precision(a), "fp32");
+    /* the log's reason: the CPU's, else the missing record's */
+    const char *note = segd_model_precision_note(a);
+    TEST_CHECK(note && strstr(note, bf ? "no passing bf16_agreement" : "no AVX512-BF16"));
     segd_model_free(a);
+    o.precision = "fp32"; /* named: no note */
+    TEST_REQUIRE(segd_model_load_opts(dst, &o, &a, err, sizeof err) == 0);
+    TEST_CHECK(segd_model_precision_note(a) == NULL);
+    segd_model_free(a);
+    o.precision = "auto";
     struct {
         const char *what;
         double agreement, cost;
@@ -328,6 +336,7 @@ static void test_auto_measured(int bf)
         if (strcmp(got, want))
             fprintf(stderr, "auto with a %s record: %s, expected %s\n", cases[i].what, got, want);
         TEST_EQ_STR(got, want);
+        TEST_CHECK(strstr(segd_model_precision_note(a), want) != NULL);
         segd_model_free(a);
     }
     unlink(dst);

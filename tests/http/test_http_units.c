@@ -392,6 +392,18 @@ static void test_config(void)
     char *env3[] = {"SEGD_GEMM=blas", NULL};
     TEST_EQ_INT(segd_config_parse(&c, 1, argv0, env3, err, sizeof err), -EINVAL);
     TEST_CHECK(strstr(err, "SEGD_GEMM") != NULL);
+    /* --batch: 1-64, a bad value told its range (flag and variable) */
+    segd_config_defaults(&c);
+    TEST_EQ_INT(c.batch, 1);
+    char *argv5[] = {"serve", "--batch", "8", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 3, argv5, NULL, err, sizeof err), 0);
+    TEST_EQ_INT(c.batch, 8);
+    char *argv6[] = {"serve", "--batch", "65", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 3, argv6, NULL, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "--batch: an integer from 1 to 64") != NULL);
+    char *env5[] = {"SEGD_BATCH=0", NULL};
+    TEST_EQ_INT(segd_config_parse(&c, 1, argv0, env5, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "SEGD_BATCH: an integer from 1 to 64") != NULL);
 }
 
 static void test_queue(void)
