@@ -546,21 +546,25 @@ static void slice_error(request *r, size_t i, int rc, const char *err)
 
 /* Slice i's document from the worker's slot (dicom: its "dicom" object or
  * NULL, reference taken over), with the queue wait and the encoding time
- * added to timing_ms.  0; -ENOMEM (nothing answered); or 1: the slice's
+ * added to timing_ms; engine_s (its share of staging and the forward pass,
+ * seconds) plus its post-processing goes to the inference histogram, the
+ * encoding does not.  0; -ENOMEM (nothing answered); or 1: the slice's
  * error was answered (the job is finished). */
 static int finish_slice(request *r, segd_worker *w, size_t i, int slot, double queue_ms,
-                        json_t *dicom, json_t **doc)
+                        double engine_s, json_t *dicom, json_t **doc)
 {
     segd_result res;
     char err[256] = "";
     *doc = NULL;
+    double t0 = segd_queue_now();
     int rc = segd_worker_result(w, slot, r->threshold, &res, err, sizeof err);
+    double t_enc = segd_queue_now();
+    segd_metrics_observe(r->srv->metrics, SEGD_HIST_INFERENCE, engine_s + (t_enc - t0));
     if (rc) {
         json_decref(dicom);
         slice_error(r, i, rc, err);
         return 1;
     }
-    double t_enc = segd_queue_now();
     json_t *d = segd_result_json(r->slot->model, &res, r->slices[i].id);
     if (d && dicom && json_object_set(d, "dicom", dicom)) {
         json_decref(d);
@@ -593,7 +597,6 @@ static int finish_slice(request *r, segd_worker *w, size_t i, int slot, double q
 static int run_batch(request *r, segd_worker *w, size_t i0, size_t i1, double queue_ms,
                      json_t *results, json_t **single)
 {
-    segd_server *s = r->srv;
     json_t *dicom[SEGD_MAX_BATCH] = {0};
     char err[256] = "";
     double t0 = segd_queue_now();
@@ -621,13 +624,13 @@ static int run_batch(request *r, segd_worker *w, size_t i0, size_t i1, double qu
     for (i = i0; i < i1; i++) {
         int slot = (int)(i - i0);
         json_t *doc;
-        double t1 = segd_queue_now();
-        rc = finish_slice(r, w, i, slot, queue_ms, dicom[slot], &doc);
+        rc = finish_slice(r, w, i, slot, queue_ms, each, dicom[slot], &doc);
         dicom[slot] = NULL; /* taken over */
         if (rc)
             goto out;
-        segd_metrics_observe(s->metrics, SEGD_HIST_INFERENCE, each + (segd_queue_now() - t1));
-        if (results ? json_array_append_new(results, doc) != 0 : (*single = doc, 0)) {
+        if (!results) {
+            *single = doc;
+        } else if (json_array_append_new(results, doc)) {
             rc = -ENOMEM;
             goto out;
         }

@@ -218,19 +218,28 @@ static void stage(segd_worker *wk, int slot, int h, int w, double t0)
     s->ms_decode = now_ms() - t0;
 }
 
+/* Empty slot for staging: 0, or -EINVAL (err set) outside the batch. */
+static int claim_slot(segd_worker *wk, int slot, char *err, size_t errlen)
+{
+    if (slot < 0 || slot >= wk->batch) {
+        snprintf(err, errlen, "slot %d outside the worker's batch of %d", slot, wk->batch);
+        return -EINVAL;
+    }
+    wk->slots[slot].staged = 0;
+    return 0;
+}
+
 /* Step 1 for a PNG: decode to grey floats in wk->img (wk->prob is the
  * decoder's scratch). */
 int segd_worker_stage_png(segd_worker *wk, int slot, const void *png, size_t len, char *err,
                           size_t errlen)
 {
     double t0 = now_ms();
-    if (slot < 0 || slot >= wk->batch) {
-        snprintf(err, errlen, "slot %d outside the worker's batch of %d", slot, wk->batch);
-        return -EINVAL;
-    }
-    wk->slots[slot].staged = 0;
+    int rc = claim_slot(wk, slot, err, errlen);
+    if (rc)
+        return rc;
     int h, w;
-    int rc = segd_png_decode_gray(png, len, wk->max_pixels, wk->img, wk->prob, wk->prob_bytes,
+    rc = segd_png_decode_gray(png, len, wk->max_pixels, wk->img, wk->prob, wk->prob_bytes,
                                   &h, &w, err, errlen);
     if (rc)
         return rc;
@@ -243,11 +252,9 @@ int segd_worker_stage_gray(segd_worker *wk, int slot, const float *img, int heig
                            char *err, size_t errlen)
 {
     double t0 = now_ms();
-    if (slot < 0 || slot >= wk->batch) {
-        snprintf(err, errlen, "slot %d outside the worker's batch of %d", slot, wk->batch);
-        return -EINVAL;
-    }
-    wk->slots[slot].staged = 0;
+    int rc = claim_slot(wk, slot, err, errlen);
+    if (rc)
+        return rc;
     if (height <= 0 || width <= 0) {
         snprintf(err, errlen, "image has zero size");
         return -EDOM;
@@ -312,21 +319,26 @@ int segd_worker_result(segd_worker *wk, int slot, float threshold, segd_result *
     return 0;
 }
 
-/* One image through slot 0: stage, run, result. */
-int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
-                            segd_result *res, char *err, size_t errlen)
+/* One image through slot 0, once staged (rc: the stage's result): run,
+ * result. */
+static int run_one(segd_worker *wk, int rc, float threshold, segd_result *res, char *err,
+                   size_t errlen)
 {
-    int rc = segd_worker_stage_png(wk, 0, png, len, err, errlen);
     if (!rc)
         rc = segd_worker_run(wk, 1);
     return rc ? rc : segd_worker_result(wk, 0, threshold, res, err, errlen);
 }
 
+int segd_worker_segment_png(segd_worker *wk, const void *png, size_t len, float threshold,
+                            segd_result *res, char *err, size_t errlen)
+{
+    return run_one(wk, segd_worker_stage_png(wk, 0, png, len, err, errlen), threshold, res, err,
+                   errlen);
+}
+
 int segd_worker_segment_gray(segd_worker *wk, const float *img, int height, int width,
                              float threshold, segd_result *res, char *err, size_t errlen)
 {
-    int rc = segd_worker_stage_gray(wk, 0, img, height, width, err, errlen);
-    if (!rc)
-        rc = segd_worker_run(wk, 1);
-    return rc ? rc : segd_worker_result(wk, 0, threshold, res, err, errlen);
+    return run_one(wk, segd_worker_stage_gray(wk, 0, img, height, width, err, errlen), threshold,
+                   res, err, errlen);
 }

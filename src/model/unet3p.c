@@ -919,6 +919,25 @@ void segd_unet3p_forward(const segd_unet3p *net, float *logits, float *presence,
     }
 }
 
+const segd_conv *segd_unet3p_conv(const segd_unet3p *net, int i, int *level, int *gemm_level)
+{
+    if (i < 10) {
+        *level = *gemm_level = i / 2 + 1;
+        return &net->enc[i / 2][i % 2];
+    }
+    if (i < 34) {
+        int d = (i - 10) / 6 + 1, j = (i - 10) % 6 + 1;
+        *level = *gemm_level = d;
+        if (j == 6)
+            return &net->fuse[d - 1];
+        if (j > d) /* resampled: the per-tap GEMM runs at the source's level */
+            *gemm_level = j;
+        return &net->branch[d - 1][j - 1];
+    }
+    *level = *gemm_level = i == 34 ? 1 : 5;
+    return i == 34 ? &net->head : &net->cls;
+}
+
 const char *segd_unet3p_conv_name(int i, char *buf, size_t len)
 {
     if (i < 0 || i >= SEGD_UNET3P_NCONV)

@@ -82,6 +82,10 @@ double segd_unet3p_flops(const segd_unet3p *net, int h, int w);
 /* Convs of the net, in tensor-file order: enc.0.0 .. enc.4.1 (0-9),
  * dec.D.branch.0-4 and dec.D.fuse (10 + 6 D + 0..5), head (34), cls (35). */
 #define SEGD_UNET3P_NCONV 36
+/* Conv i (0 <= i < SEGD_UNET3P_NCONV); *level: the level (1-5) of its
+ * output; *gemm_level: the level its GEMMs run at (a resampled branch's
+ * coarser source, else *level). */
+const segd_conv *segd_unet3p_conv(const segd_unet3p *net, int i, int *level, int *gemm_level);
 /* The tensor-name prefix of conv i into buf; returns buf. */
 const char *segd_unet3p_conv_name(int i, char *buf, size_t len);
 

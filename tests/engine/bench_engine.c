@@ -204,27 +204,6 @@ static int time_series(segd_model *m, segd_worker *w, const void *png, size_t le
 
 /* ----------------------------------------------------------- profile */
 
-/* Conv i of the net (SEGD_UNET3P_NCONV order), the level it runs at and
- * the level its GEMM runs at (a resampled branch's: its coarser source). */
-static const segd_conv *conv_at(const segd_unet3p *net, int i, int *level, int *gemm_level)
-{
-    if (i < 10) {
-        *level = *gemm_level = i / 2 + 1;
-        return &net->enc[i / 2][i % 2];
-    }
-    if (i < 34) {
-        int d = (i - 10) / 6 + 1, j = (i - 10) % 6 + 1;
-        *level = *gemm_level = d;
-        if (j == 6)
-            return &net->fuse[d - 1];
-        if (j > d)
-            *gemm_level = j;
-        return &net->branch[d - 1][j - 1];
-    }
-    *level = *gemm_level = i == 34 ? 1 : 5;
-    return i == 34 ? &net->head : &net->cls;
-}
-
 static void level_size(int gh, int gw, int level, int *h, int *w)
 {
     *h = gh;
@@ -282,7 +261,7 @@ static void print_profile(const segd_model *m, segd_worker *w, int iters)
     for (int i = 0; i < SEGD_UNET3P_NCONV; i++) {
         char name[32], grid[32];
         int level, glevel, h, wd, gh2, gw2;
-        const segd_conv *c = conv_at(net, i, &level, &glevel);
+        const segd_conv *c = segd_unet3p_conv(net, i, &level, &glevel);
         level_size(gh, gw, level, &h, &wd);
         level_size(gh, gw, glevel, &gh2, &gw2);
         snprintf(grid, sizeof grid, "%dx%d", h, wd);
