@@ -4,6 +4,8 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcpcache.h"
+#include "dcmtk/dcmdata/dcvrlo.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
@@ -94,7 +96,27 @@ bool xfer_supported(E_TransferSyntax x)
  * sees the input, this walk checks every element header of the Part-10 file:
  * each defined length fits in the bytes left and in its enclosing item or
  * sequence, nesting stays under MAX_DEPTH, delimiters match.  After it,
- * nothing DCMTK allocates while parsing exceeds the input's size. */
+ * nothing DCMTK allocates while parsing exceeds the input's size.
+ *
+ * That promise holds only if the walk reads the bytes as DCMTK 3.6.7 does
+ * (dcitem.cc readTagAndLength, newDicomElement), so it follows its rules,
+ * not only the standard's:
+ *  - explicit VR: a VR that is two capitals but no standard VR is read with
+ *    a 4-byte length (as PS3.5 7.1.2 asks for VRs to come), like OB;
+ *  - an undefined length makes a sequence of SQ, OB, OW, UN and unknown VRs;
+ *    the items of a UN (or unknown VR) sequence are read in Implicit VR
+ *    Little Endian whatever the file's encoding (CP-246);
+ *  - (7FE0,0010) PixelData of undefined length, at any depth (icons), is a
+ *    sequence of raw fragments when its VR is OB or OW (or, implicit, taken
+ *    from the dictionary);
+ *  - an undefined length on any other VR, or on OverlayData, is refused:
+ *    DCMTK would make it a plain value 4 GB long;
+ *  - implicit VR: the VR comes from the dictionary, for private elements
+ *    through their Private Creator (DcmPrivateTagCache, as DCMTK does), so
+ *    a private element that some creator's dictionary declares SQ is walked
+ *    as one;
+ *  - a FileMetaInformationGroupLength must end where the meta group does
+ *    (DCMTK starts the dataset where the group length says). */
 
 const int MAX_DEPTH = 16;
 const uint32_t UNDEF = 0xffffffffu;
@@ -105,17 +127,58 @@ uint32_t le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-bool long_vr(const unsigned char *vr)
+/* The standard VRs with a 2-byte length in explicit VR (PS3.5 table 7.1-2);
+ * every other VR, known or not, has 2 reserved bytes and a 4-byte length. */
+bool short_vr(const unsigned char *vr)
 {
-    static const char *const vrs[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV",
-                                      "UC", "UN", "UR", "UT", "UV"};
+    static const char *const vrs[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS",
+                                      "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL",
+                                      "US"};
     for (const char *v : vrs)
         if (vr[0] == v[0] && vr[1] == v[1])
             return true;
     return false;
 }
 
+bool is_overlay_data(uint16_t group, uint16_t elem)
+{
+    return (group & 0xffe1) == 0x6000 && elem == 0x3000;
+}
+
 enum frame_kind { F_DATASET, F_SEQ, F_ITEM, F_PIXSEQ };
+
+struct walk_frame {
+    frame_kind kind;
+    size_t end;       /* SIZE_MAX: undefined length */
+    bool explicit_vr; /* the encoding of the elements in it (or in its items) */
+    DcmPrivateTagCache creators; /* Private Creators seen in this dataset or item */
+};
+
+/* How DCMTK reads an element of undefined length with this VR. */
+enum undef_kind { U_SEQ_SAME, U_SEQ_IMPLICIT, U_PIXSEQ, U_REFUSE };
+
+undef_kind undefined_length_kind(DcmEVR evr, uint16_t group, uint16_t elem)
+{
+    const bool pixel = group == 0x7fe0 && elem == 0x0010;
+    switch (evr) {
+    case EVR_SQ:
+        return U_SEQ_SAME;
+    case EVR_ox:
+    case EVR_OB:
+    case EVR_OW:
+        if (pixel)
+            return U_PIXSEQ;
+        if (is_overlay_data(group, elem) || evr == EVR_ox)
+            return U_REFUSE;
+        return U_SEQ_SAME;
+    case EVR_UN:
+    case EVR_UNKNOWN:
+    case EVR_UNKNOWN2B:
+        return U_SEQ_IMPLICIT;
+    default:
+        return U_REFUSE;
+    }
+}
 
 /* Walk the elements of buf[start, len) in the given encoding (the meta
  * group: explicit, stopping at the first group other than 0002). *stop:
@@ -123,12 +186,11 @@ enum frame_kind { F_DATASET, F_SEQ, F_ITEM, F_PIXSEQ };
 int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, bool meta,
          size_t *stop, char *err, size_t errlen)
 {
-    struct frame {
-        frame_kind kind;
-        size_t end; /* SIZE_MAX: undefined length */
-    } st[MAX_DEPTH + 1];
+    walk_frame st[MAX_DEPTH + 1];
     int top = 0;
-    st[0] = {F_DATASET, len};
+    st[0].kind = F_DATASET;
+    st[0].end = len;
+    st[0].explicit_vr = explicit_vr;
     size_t pos = start;
     while (true) {
         while (top > 0 && st[top].end != SIZE_MAX && pos == st[top].end)
@@ -162,7 +224,11 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                 }
                 if (top == MAX_DEPTH)
                     return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
-                st[++top] = {F_ITEM, ilen == UNDEF ? SIZE_MAX : pos + ilen};
+                walk_frame &f = st[++top];
+                f.kind = F_ITEM;
+                f.end = ilen == UNDEF ? SIZE_MAX : pos + ilen;
+                f.explicit_vr = st[top - 1].explicit_vr;
+                f.creators.clear();
             } else if (elem == 0xe00d && k == F_ITEM && st[top].end == SIZE_MAX) {
                 top--;
             } else if (elem == 0xe0dd && (k == F_SEQ || k == F_PIXSEQ) && st[top].end == SIZE_MAX) {
@@ -176,15 +242,18 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
         if (st[top].kind == F_SEQ || st[top].kind == F_PIXSEQ)
             return fail(err, errlen, -EINVAL, "not DICOM or malformed: element (%04X,%04X) at "
                         "byte %zu inside a sequence, outside any item", group, elem, pos);
+        const bool explicit_here = st[top].explicit_vr;
         uint32_t vlen;
-        bool sq;
         size_t hdr;
-        if (explicit_vr) {
+        DcmEVR evr;
+        if (explicit_here) {
             const unsigned char *vr = b + pos + 4;
             if (vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z')
                 return fail(err, errlen, -EINVAL, "not DICOM or malformed: element "
                             "(%04X,%04X) at byte %zu has no valid VR", group, elem, pos);
-            if (long_vr(vr)) {
+            char vrs[3] = {(char)vr[0], (char)vr[1], '\0'};
+            evr = DcmVR(vrs).getEVR();
+            if (!short_vr(vr)) {
                 if (len - pos < 12)
                     return fail(err, errlen, -EINVAL, "not DICOM or truncated: element header "
                                 "cut at byte %zu", pos);
@@ -194,28 +263,58 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                 vlen = le16(b + pos + 6);
                 hdr = 8;
             }
-            sq = vr[0] == 'S' && vr[1] == 'Q';
         } else {
             vlen = le32(b + pos + 4);
             hdr = 8;
-            sq = DcmTag(group, elem).getEVR() == EVR_SQ;
+            DcmTag tag(group, elem);
+            if ((group & 1) && elem >= 0x1000) {
+                const char *pc = st[top].creators.findPrivateCreator(tag);
+                if (pc) {
+                    tag.setPrivateCreator(pc);
+                    tag.lookupVRinDictionary();
+                }
+            }
+            evr = tag.getEVR();
         }
         pos += hdr;
-        bool pixel = group == 0x7fe0 && elem == 0x0010 && top == 0;
-        if (vlen == UNDEF || sq) {
-            if (vlen != UNDEF && vlen > limit - pos)
-                return fail(err, errlen, -EINVAL, "not DICOM or truncated: sequence (%04X,%04X) "
-                            "claims %u bytes, %zu left", group, elem, vlen, limit - pos);
+        if (vlen == UNDEF) {
+            undef_kind u = undefined_length_kind(evr, group, elem);
+            if (u == U_REFUSE)
+                return fail(err, errlen, -EINVAL, "not DICOM or malformed: element (%04X,%04X) "
+                            "(VR %s) has an undefined length", group, elem,
+                            DcmVR(evr).getVRName());
             if (top == MAX_DEPTH)
                 return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
-            st[top + 1] = {pixel && vlen == UNDEF ? F_PIXSEQ : F_SEQ,
-                           vlen == UNDEF ? SIZE_MAX : pos + vlen};
-            top++;
+            walk_frame &f = st[++top];
+            f.kind = u == U_PIXSEQ ? F_PIXSEQ : F_SEQ;
+            f.end = SIZE_MAX;
+            f.explicit_vr = u == U_SEQ_IMPLICIT ? false : explicit_here;
             continue;
         }
         if (vlen > limit - pos)
-            return fail(err, errlen, -EINVAL, "not DICOM or truncated: element (%04X,%04X) "
-                        "claims %u bytes, %zu left", group, elem, vlen, limit - pos);
+            return fail(err, errlen, -EINVAL, "not DICOM or truncated: %s (%04X,%04X) "
+                        "claims %u bytes, %zu left", evr == EVR_SQ ? "sequence" : "element",
+                        group, elem, vlen, limit - pos);
+        if (evr == EVR_SQ) { /* a defined-length sequence: its items are walked too */
+            if (top == MAX_DEPTH)
+                return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
+            walk_frame &f = st[++top];
+            f.kind = F_SEQ;
+            f.end = pos + vlen;
+            f.explicit_vr = explicit_here;
+            continue;
+        }
+        if (!explicit_here && (group & 1) && elem >= 0x0010 && elem <= 0x00ff) {
+            /* a Private Creator: later elements of its block take their VR
+             * from the dictionary entry of that creator, as in DCMTK */
+            DcmTagKey block(group, (Uint16)(elem << 8));
+            if (st[top].creators.findPrivateCreator(block))
+                return fail(err, errlen, -EINVAL, "not DICOM or malformed: Private Creator "
+                            "(%04X,%04X) given twice", group, elem);
+            DcmLongString creator(DcmTag(group, elem, EVR_LO));
+            if (creator.putString((const char *)b + pos, vlen).good())
+                st[top].creators.updateCache(&creator);
+        }
         pos += vlen;
     }
     if (!meta && top > 0)
@@ -239,9 +338,14 @@ int precheck(const unsigned char *b, size_t len, std::string &ts, char *err, siz
     ts.clear();
     for (size_t p = 132; p < pos;) {
         uint16_t e = le16(b + p + 2);
-        bool lv = long_vr(b + p + 4);
+        bool lv = !short_vr(b + p + 4);
         uint32_t vlen = lv ? le32(b + p + 8) : le16(b + p + 6);
         size_t hdr = lv ? 12 : 8;
+        if (e == 0x0000 && !lv && vlen == 4 && p == 132 &&
+            (size_t)le32(b + p + hdr) != pos - (p + hdr + 4))
+            return fail(err, errlen, -EINVAL, "not DICOM or malformed: "
+                        "FileMetaInformationGroupLength %u, the meta group holds %zu bytes",
+                        le32(b + p + hdr), pos - (p + hdr + 4));
         if (e == 0x0010 && vlen != UNDEF) {
             ts.assign((const char *)b + p + hdr, vlen);
             while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' '))

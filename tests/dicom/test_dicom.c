@@ -340,6 +340,146 @@ static void test_reader(void)
     free(d.b);
 }
 
+/* The pre-check reads element headers as DCMTK will (read.cc): each case
+ * below is read differently by the standard's plain rules and by DCMTK, and
+ * each would make DCMTK allocate what the header claims. */
+static void put_item(struct dcm *d, uint32_t len)
+{
+    put_u16(d, 0xfffe);
+    put_u16(d, 0xe000);
+    put_u32(d, len);
+}
+
+static void put_delim(struct dcm *d, unsigned elem)
+{
+    put_u16(d, 0xfffe);
+    put_u16(d, elem);
+    put_u32(d, 0);
+}
+
+static void test_reader_as_dcmtk(void)
+{
+    char err[256];
+    segd_dicom_image *im = NULL;
+    int16_t px[6] = {1, 2, 3, 4, 5, 6};
+    struct spec s = {EXPL, "MONOCHROME2", 16, 16, 1, 1, 0, 2, 3, NULL, NULL, 0};
+
+    /* a VR of two capitals that is no standard VR has a 4-byte length
+     * (a 2-byte reading sees 0 bytes, then 8 header bytes of a harmless OB) */
+    struct dcm a = make_dicom(&s, px, sizeof px);
+    put_u16(&a, 0x0009);
+    put_u16(&a, 0x1010);
+    put_bytes(&a, "ZZ\0\0", 4);
+    put_u32(&a, 0x7ffffff0);
+    put_bytes(&a, "OB\0\0", 4);
+    put_u32(&a, 0);
+    TEST_EQ_INT(segd_dicom_read(a.b, a.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "(0009,1010) claims 2147483632 bytes") != NULL);
+    fprintf(stderr, "  unknown VR: %s\n", err);
+    free(a.b);
+
+    /* UN of undefined length: its items are Implicit VR (CP-246), so an
+     * explicit-looking "LO, 32768 bytes" claims 0x80004F4C bytes */
+    struct dcm b = make_dicom(&s, px, sizeof px);
+    put_u16(&b, 0x0009);
+    put_u16(&b, 0x1011);
+    put_bytes(&b, "UN\0\0", 4);
+    put_u32(&b, 0xffffffff);
+    put_item(&b, 0xffffffff);
+    put_u16(&b, 0x0009);
+    put_u16(&b, 0x1012);
+    put_bytes(&b, "LO", 2);
+    put_u16(&b, 0x8000);
+    uint8_t *fill = calloc(0x8000, 1);
+    TEST_REQUIRE(fill);
+    put_bytes(&b, fill, 0x8000);
+    free(fill);
+    put_delim(&b, 0xe00d);
+    put_delim(&b, 0xe0dd);
+    TEST_EQ_INT(segd_dicom_read(b.b, b.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "(0009,1012) claims 2147503948 bytes") != NULL);
+    fprintf(stderr, "  UN sequence: %s\n", err);
+    free(b.b);
+
+    /* undefined length on a VR that DCMTK reads as one plain value */
+    struct dcm c = make_dicom(&s, px, sizeof px);
+    put_u16(&c, 0x0009);
+    put_u16(&c, 0x1013);
+    put_bytes(&c, "UT\0\0", 4);
+    put_u32(&c, 0xffffffff);
+    TEST_EQ_INT(segd_dicom_read(c.b, c.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "(0009,1013) (VR UT) has an undefined length") != NULL);
+    free(c.b);
+
+    /* a FileMetaInformationGroupLength that ends the meta group elsewhere */
+    struct dcm g = make_dicom(&s, px, sizeof px);
+    TEST_CHECK(!memcmp(g.b + 132, "\x02\x00\x00\x00UL", 6));
+    g.b[140] += 8;
+    TEST_EQ_INT(segd_dicom_read(g.b, g.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "FileMetaInformationGroupLength") != NULL);
+    free(g.b);
+
+    /* Implicit VR: a private element takes its VR from its creator's
+     * dictionary entry; (0009,"DCMTK_ANONYMIZER",00) is an SQ, so its item's
+     * length is checked too */
+    struct dcm d = {0};
+    uint8_t pre[128] = {0};
+    put_bytes(&d, pre, 128);
+    put_bytes(&d, "DICM", 4);
+    const char *ts = "1.2.840.10008.1.2"; /* 17 characters, padded with NUL */
+    uint8_t gl[4] = {8 + 18, 0, 0, 0};
+    el(&d, 2, 0, "UL", gl, 4);
+    el(&d, 2, 0x10, "UI", ts, strlen(ts));
+    put_u16(&d, 0x0009); /* (0009,0010) Private Creator, implicit: tag, 4-byte length */
+    put_u16(&d, 0x0010);
+    put_u32(&d, 16);
+    put_bytes(&d, "DCMTK_ANONYMIZER", 16);
+    put_u16(&d, 0x0009);
+    put_u16(&d, 0x1000);
+    put_u32(&d, 16);
+    put_item(&d, 0x7ffffff0);
+    put_bytes(&d, "\x10\x00\x10\x00\x00\x00\x00\x00", 8);
+    TEST_EQ_INT(segd_dicom_read(d.b, d.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "claims 2147483632 bytes") != NULL);
+    fprintf(stderr, "  private SQ: %s\n", err);
+    /* the same creator twice in one dataset */
+    d.n -= 8 + 16; /* drop (0009,1000) */
+    put_u16(&d, 0x0009);
+    put_u16(&d, 0x0010);
+    put_u32(&d, 4);
+    put_bytes(&d, "XY  ", 4);
+    TEST_EQ_INT(segd_dicom_read(d.b, d.n, 100, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(strstr(err, "Private Creator (0009,0010) given twice") != NULL);
+    fprintf(stderr, "  creator twice: %s\n", err);
+    free(d.b);
+
+    /* encapsulated PixelData inside an item (an icon) holds raw fragments,
+     * not elements: the image still reads */
+    struct dcm e = make_dicom(&s, px, sizeof px);
+    put_u16(&e, 0x0088);
+    put_u16(&e, 0x0200);
+    put_bytes(&e, "SQ\0\0", 4);
+    put_u32(&e, 0xffffffff);
+    put_item(&e, 0xffffffff);
+    put_u16(&e, 0x7fe0);
+    put_u16(&e, 0x0010);
+    put_bytes(&e, "OB\0\0", 4);
+    put_u32(&e, 0xffffffff);
+    put_item(&e, 0);
+    put_item(&e, 4);
+    put_bytes(&e, "\xff\xff\xff\xff", 4);
+    put_delim(&e, 0xe0dd);
+    put_delim(&e, 0xe00d);
+    put_delim(&e, 0xe0dd);
+    int rc = segd_dicom_read(e.b, e.n, 100, &im, err, sizeof err);
+    TEST_EQ_INT(rc, 0);
+    if (rc != 0)
+        fprintf(stderr, "  icon: %s\n", err);
+    TEST_CHECK(im && im->rows == 2 && im->cols == 3 && im->pixels[5] == 6.0f);
+    segd_dicom_image_free(im);
+    free(e.b);
+}
+
 /* ---------------------------------------------------------------- series */
 
 static segd_dicom_image *fake(double z, const char *uid)
@@ -528,6 +668,7 @@ int main(int argc, char **argv)
     test_threads_codecs(argc, argv);
     test_contours();
     test_reader();
+    test_reader_as_dcmtk();
     test_series();
     return test_report("test_dicom");
 }
