@@ -5,6 +5,9 @@
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcpcache.h"
+#include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcvrlo.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcxfer.h"
@@ -365,6 +368,68 @@ int precheck(const unsigned char *b, size_t len, std::string &ts, char *err, siz
     return walk(b, len, pos, x != EXS_LittleEndianImplicit, false, &end, err, errlen);
 }
 
+/* ---- JPEG marker scan ---------------------------------------------------
+ * Before decoding JPEG (processes 14 and 14 SV1), DCMTK 3.6.7 walks the
+ * first fragment's markers to find the SOF's bit depth
+ * (DJCodecDecoder::scanJpegDataForBitDepth).  That walk does not advance on
+ * a TEM marker (FF01), so 40 bytes put FF01 where a marker is due hang a
+ * worker for ever.  This is the same walk, run first: true when DCMTK's
+ * would not end.  In a valid JPEG stream the SOF comes before any entropy
+ * data and FF01 never stands where a marker is due, so nothing valid is
+ * refused. */
+bool jpeg_marker_scan_loops(const Uint8 *d, Uint32 n)
+{
+    Uint32 o = 0;
+    while (o + 4 < n) {
+        const unsigned m = (unsigned)d[o] << 8 | d[o + 1];
+        const unsigned seglen = (unsigned)d[o + 2] << 8 | d[o + 3];
+        if (m == 0xff01)
+            return true;
+        if (m == 0xffc0 || m == 0xffc1 || m == 0xffc2 || m == 0xffc3 || m == 0xffc5 ||
+            m == 0xffc6 || m == 0xffc7 || m == 0xffc9 || m == 0xffca || m == 0xffcb ||
+            m == 0xffcd || m == 0xffce || m == 0xffcf)
+            return false; /* a SOF: the walk ends */
+        if ((m >= 0xffd0 && m <= 0xffd9))
+            o += 2; /* RSTn, SOI, EOI */
+        else if (m == 0xffc4 || m == 0xffc8 || m == 0xffcc || (m >= 0xffda && m <= 0xfffe))
+            o += seglen + 2; /* a segment with a length */
+        else if (m == 0xffff)
+            o += 1; /* fill byte */
+        else if (d[o] == 0xff && d[o + 1] > 2 && d[o + 1] <= 0xbf)
+            o += 2; /* reserved markers */
+        else
+            return false; /* DCMTK stops at an invalid marker */
+    }
+    return false;
+}
+
+/* -EINVAL when a fragment of encapsulated JPEG PixelData would hang
+ * DCMTK's marker scan (above), else 0.  Every fragment after the Basic
+ * Offset Table is checked, not only the one 3.6.7 scans. */
+int check_jpeg_fragments(DcmDataset &ds, E_TransferSyntax xfer, char *err, size_t errlen)
+{
+    if (xfer != EXS_JPEGProcess14 && xfer != EXS_JPEGProcess14SV1)
+        return 0;
+    DcmElement *el = NULL;
+    if (ds.findAndGetElement(DCM_PixelData, el).bad() || !el)
+        return 0; /* the caller reports the missing PixelData */
+    DcmPixelSequence *seq = NULL;
+    if (static_cast<DcmPixelData *>(el)->getEncapsulatedRepresentation(xfer, NULL, seq).bad() ||
+        !seq)
+        return 0; /* not encapsulated: the decoder refuses it */
+    for (unsigned long i = 1; i < seq->card(); i++) {
+        DcmPixelItem *item = NULL;
+        Uint8 *data = NULL;
+        if (seq->getItem(item, i).bad() || !item || item->getLength() == 0 ||
+            item->getUint8Array(data).bad() || !data)
+            continue;
+        if (jpeg_marker_scan_loops(data, item->getLength()))
+            return fail(err, errlen, -EINVAL, "malformed JPEG PixelData: fragment %lu has a TEM "
+                        "marker (FF01) where a marker segment is due", i);
+    }
+    return 0;
+}
+
 /* Copy the attribute's whole value (all values, backslash-separated) into
  * dst[cap].  Absent or empty: "" (an error when required). */
 int get_str(DcmItem &ds, const DcmTagKey &tag, const char *keyword, char *dst, size_t cap,
@@ -549,6 +614,8 @@ int read_impl(const void *buf, size_t len, size_t max_pixels, segd_dicom_image *
 
     /* pixels: decode (encapsulated syntaxes) to native little endian */
     if (DcmXfer(xfer).isEncapsulated()) {
+        if ((rc = check_jpeg_fragments(ds, xfer, err, errlen)) < 0)
+            return rc;
         c = ds.chooseRepresentation(EXS_LittleEndianExplicit, NULL);
         if (c.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit))
             return fail(err, errlen, -EINVAL, "cannot decode PixelData (%s): %s",

@@ -662,6 +662,34 @@ static void test_threads_codecs(int argc, char **argv)
     }
 }
 
+/* A TEM marker (FF01) where the JPEG's first marker segment is due would
+ * hang DCMTK 3.6.7's bit-depth scan for ever: refused at once instead.
+ * The files in argv that are JPEG Lossless get their first marker after
+ * SOI overwritten. */
+static void test_jpeg_tem(int argc, char **argv)
+{
+    int tried = 0;
+    for (int f = 1; f < argc; f++) {
+        FILE *fp = fopen(argv[f], "rb");
+        TEST_REQUIRE(fp);
+        uint8_t buf[1 << 16];
+        size_t n = fread(buf, 1, sizeof buf, fp);
+        fclose(fp);
+        if (!memmem(buf, n, "1.2.840.10008.1.2.4.70", 22))
+            continue; /* JPEG Lossless SV1 only */
+        uint8_t *soi = memmem(buf, n, "\xff\xd8\xff", 3);
+        TEST_REQUIRE(soi && soi + 4 <= buf + n);
+        soi[3] = 0x01; /* FF D8 FF 01 */
+        segd_dicom_image *im = NULL;
+        char err[256] = "";
+        TEST_EQ_INT(segd_dicom_read(buf, n, 1u << 20, &im, err, sizeof err), -EINVAL);
+        TEST_CHECK(im == NULL && strstr(err, "TEM marker (FF01)") != NULL);
+        fprintf(stderr, "  JPEG with TEM: %s\n", err);
+        tried++;
+    }
+    TEST_CHECK(argc < 2 || tried == 1);
+}
+
 int main(int argc, char **argv)
 {
     test_threads(); /* first: the codecs get registered under contention */
@@ -669,6 +697,7 @@ int main(int argc, char **argv)
     test_contours();
     test_reader();
     test_reader_as_dcmtk();
+    test_jpeg_tem(argc, argv);
     test_series();
     return test_report("test_dicom");
 }
