@@ -98,7 +98,7 @@ bool xfer_supported(E_TransferSyntax x)
  * reading it, so 200 bytes claiming a 4 GB element cost 4 GB.  Before DCMTK
  * sees the input, this walk checks every element header of the Part-10 file:
  * each defined length fits in the bytes left and in its enclosing item or
- * sequence, nesting stays under MAX_DEPTH, delimiters match.  After it,
+ * sequence, nesting stays within MAX_DEPTH, delimiters match.  After it,
  * nothing DCMTK allocates while parsing exceeds the input's size.
  *
  * That promise holds only if the walk reads the bytes as DCMTK 3.6.7 does
@@ -121,7 +121,11 @@ bool xfer_supported(E_TransferSyntax x)
  *  - a FileMetaInformationGroupLength must end where the meta group does
  *    (DCMTK starts the dataset where the group length says). */
 
-const int MAX_DEPTH = 16;
+/* Levels of sequences and items (a sequence and its item are two): 32
+ * nested sequences.  DICOM sets no limit; this bounds DCMTK's recursion on
+ * hostile input, far above what images carry (acquisition context or
+ * private trees go to about 10). */
+const int MAX_DEPTH = 64;
 const uint32_t UNDEF = 0xffffffffu;
 
 uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -226,7 +230,7 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                     continue;
                 }
                 if (top == MAX_DEPTH)
-                    return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
+                    return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
                 walk_frame &f = st[++top];
                 f.kind = F_ITEM;
                 f.end = ilen == UNDEF ? SIZE_MAX : pos + ilen;
@@ -287,7 +291,7 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                             "(VR %s) has an undefined length", group, elem,
                             DcmVR(evr).getVRName());
             if (top == MAX_DEPTH)
-                return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
+                return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
             walk_frame &f = st[++top];
             f.kind = u == U_PIXSEQ ? F_PIXSEQ : F_SEQ;
             f.end = SIZE_MAX;
@@ -300,7 +304,7 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                         group, elem, vlen, limit - pos);
         if (evr == EVR_SQ) { /* a defined-length sequence: its items are walked too */
             if (top == MAX_DEPTH)
-                return fail(err, errlen, -EINVAL, "sequences nested deeper than %d", MAX_DEPTH);
+                return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
             walk_frame &f = st[++top];
             f.kind = F_SEQ;
             f.end = pos + vlen;
@@ -403,9 +407,10 @@ bool jpeg_marker_scan_loops(const Uint8 *d, Uint32 n)
     return false;
 }
 
-/* -EINVAL when a fragment of encapsulated JPEG PixelData would hang
- * DCMTK's marker scan (above), else 0.  Every fragment after the Basic
- * Offset Table is checked, not only the one 3.6.7 scans. */
+/* -EINVAL when the first fragment of the (single) frame of encapsulated
+ * JPEG PixelData would hang DCMTK's marker scan (above), else 0.  Only that
+ * fragment is scanned, by DCMTK and here: a later fragment may begin in the
+ * middle of a marker segment, on bytes FF 01 that are no marker. */
 int check_jpeg_fragments(DcmDataset &ds, E_TransferSyntax xfer, char *err, size_t errlen)
 {
     if (xfer != EXS_JPEGProcess14 && xfer != EXS_JPEGProcess14SV1)
@@ -417,16 +422,14 @@ int check_jpeg_fragments(DcmDataset &ds, E_TransferSyntax xfer, char *err, size_
     if (static_cast<DcmPixelData *>(el)->getEncapsulatedRepresentation(xfer, NULL, seq).bad() ||
         !seq)
         return 0; /* not encapsulated: the decoder refuses it */
-    for (unsigned long i = 1; i < seq->card(); i++) {
-        DcmPixelItem *item = NULL;
-        Uint8 *data = NULL;
-        if (seq->getItem(item, i).bad() || !item || item->getLength() == 0 ||
-            item->getUint8Array(data).bad() || !data)
-            continue;
-        if (jpeg_marker_scan_loops(data, item->getLength()))
-            return fail(err, errlen, -EINVAL, "malformed JPEG PixelData: fragment %lu has a TEM "
-                        "marker (FF01) where a marker segment is due", i);
-    }
+    DcmPixelItem *item = NULL;
+    Uint8 *data = NULL;
+    if (seq->card() < 2 || seq->getItem(item, 1).bad() || !item || item->getLength() == 0 ||
+        item->getUint8Array(data).bad() || !data)
+        return 0; /* no first fragment: the decoder refuses it */
+    if (jpeg_marker_scan_loops(data, item->getLength()))
+        return fail(err, errlen, -EINVAL, "malformed JPEG PixelData: the first fragment has a "
+                    "TEM marker (FF01) where a marker segment is due");
     return 0;
 }
 

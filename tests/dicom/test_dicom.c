@@ -320,15 +320,32 @@ static void test_reader(void)
     TEST_CHECK(strstr(err, "(7FE1,0010) claims 2147483632 bytes") != NULL);
     free(big.b);
     struct dcm deep = make_dicom(&s, px, sizeof px);
-    for (int k = 0; k < 20; k++) { /* (0009,1010) SQ, undefined length, one item */
+    for (int k = 0; k < 33; k++) { /* (0009,1010) SQ, undefined length, one item */
         uint8_t sq[12] = {0x09, 0, 0x10, 0x10, 'S', 'Q', 0, 0, 0xff, 0xff, 0xff, 0xff};
         uint8_t item[8] = {0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff};
         put_bytes(&deep, sq, sizeof sq);
         put_bytes(&deep, item, sizeof item);
     }
     TEST_EQ_INT(segd_dicom_read(deep.b, deep.n, 100, &im, err, sizeof err), -EINVAL);
-    TEST_CHECK(strstr(err, "nested deeper") != NULL);
+    TEST_CHECK(strstr(err, "nested more than 32 deep") != NULL);
     free(deep.b);
+    /* ten nested sequences, closed, are read (DICOM sets no limit) */
+    struct dcm ten = make_dicom(&s, px, sizeof px);
+    for (int k = 0; k < 10; k++) {
+        uint8_t sq[12] = {0x09, 0, 0x10, 0x10, 'S', 'Q', 0, 0, 0xff, 0xff, 0xff, 0xff};
+        uint8_t item[8] = {0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff};
+        put_bytes(&ten, sq, sizeof sq);
+        put_bytes(&ten, item, sizeof item);
+    }
+    for (int k = 0; k < 10; k++) {
+        uint8_t end[16] = {0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0, 0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0};
+        put_bytes(&ten, end, sizeof end);
+    }
+    TEST_EQ_INT(segd_dicom_read(ten.b, ten.n, 100, &im, err, sizeof err), 0);
+    TEST_CHECK(im && im->rows == 2);
+    segd_dicom_image_free(im);
+    im = NULL;
+    free(ten.b);
     /* truncated file */
     struct dcm d = make_dicom(&s, px, sizeof px);
     for (size_t cut = 0; cut < d.n; cut += 7) {
@@ -690,6 +707,55 @@ static void test_jpeg_tem(int argc, char **argv)
     TEST_CHECK(argc < 2 || tried == 1);
 }
 
+/* Only the first fragment is scanned: a later one may begin on bytes FF 01
+ * inside a marker segment.  The JPEG Lossless file in argv is rewritten
+ * with a COM segment holding FF 01 after the SOF, its frame split into two
+ * fragments right at that FF: it must still read, with the same pixels. */
+static void test_jpeg_split_fragment(int argc, char **argv)
+{
+    for (int f = 1; f < argc; f++) {
+        FILE *fp = fopen(argv[f], "rb");
+        TEST_REQUIRE(fp);
+        uint8_t buf[1 << 16];
+        size_t n = fread(buf, 1, sizeof buf, fp);
+        fclose(fp);
+        if (!memmem(buf, n, "1.2.840.10008.1.2.4.70", 22))
+            continue;
+        uint8_t *soi = memmem(buf, n, "\xff\xd8\xff", 3);
+        TEST_REQUIRE(soi && soi - buf >= 8 && !memcmp(soi - 8, "\xfe\xff\x00\xe0", 4));
+        uint8_t *item = soi - 8;
+        uint32_t flen = item[4] | item[5] << 8 | (uint32_t)item[6] << 16 | (uint32_t)item[7] << 24;
+        uint8_t *sof = memmem(soi, flen, "\xff\xc3", 2);
+        TEST_REQUIRE(sof);
+        size_t sof_end = (size_t)(sof - soi) + 2 + (size_t)(sof[2] << 8 | sof[3]);
+        static const uint8_t com1[5] = {0xff, 0xfe, 0x00, 0x06, 0x00}; /* COM, 4 data bytes */
+        static const uint8_t com2[3] = {0xff, 0x01, 0x00};             /* ... of which FF 01 00 */
+        uint32_t len1 = (uint32_t)(sof_end + sizeof com1), len2 = (uint32_t)(sizeof com2 + flen - sof_end);
+        TEST_REQUIRE(len1 % 2 == 0 && len2 % 2 == 0);
+        struct dcm d = {0};
+        put_bytes(&d, buf, (size_t)(item - buf));
+        put_item(&d, len1);
+        put_bytes(&d, soi, sof_end);
+        put_bytes(&d, com1, sizeof com1);
+        put_item(&d, len2);
+        put_bytes(&d, com2, sizeof com2);
+        put_bytes(&d, soi + sof_end, flen - sof_end);
+        put_bytes(&d, soi + flen, n - (size_t)(soi + flen - buf));
+        segd_dicom_image *ref = NULL, *im = NULL;
+        char err[256] = "";
+        TEST_EQ_INT(segd_dicom_read(buf, n, 1u << 20, &ref, err, sizeof err), 0);
+        int rc = segd_dicom_read(d.b, d.n, 1u << 20, &im, err, sizeof err);
+        TEST_EQ_INT(rc, 0);
+        if (rc)
+            fprintf(stderr, "  split JPEG: %s\n", err);
+        TEST_CHECK(im && ref && im->rows == ref->rows && im->cols == ref->cols &&
+                   !memcmp(im->pixels, ref->pixels, sizeof(float) * (size_t)ref->rows * ref->cols));
+        segd_dicom_image_free(im);
+        segd_dicom_image_free(ref);
+        free(d.b);
+    }
+}
+
 int main(int argc, char **argv)
 {
     test_threads(); /* first: the codecs get registered under contention */
@@ -698,6 +764,7 @@ int main(int argc, char **argv)
     test_reader();
     test_reader_as_dcmtk();
     test_jpeg_tem(argc, argv);
+    test_jpeg_split_fragment(argc, argv);
     test_series();
     return test_report("test_dicom");
 }
