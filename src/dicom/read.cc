@@ -187,6 +187,11 @@ undef_kind undefined_length_kind(DcmEVR evr, uint16_t group, uint16_t elem)
     }
 }
 
+int too_deep(char *err, size_t errlen)
+{
+    return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
+}
+
 /* Walk the elements of buf[start, len) in the given encoding (the meta
  * group: explicit, stopping at the first group other than 0002). *stop:
  * where the walk ended. */
@@ -198,6 +203,17 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
     st[0].kind = F_DATASET;
     st[0].end = len;
     st[0].explicit_vr = explicit_vr;
+    /* open a sequence or item: false when that would nest too deep */
+    auto push = [&](frame_kind kind, size_t end, bool explicit_items) {
+        if (top == MAX_DEPTH)
+            return false;
+        walk_frame &f = st[++top];
+        f.kind = kind;
+        f.end = end;
+        f.explicit_vr = explicit_items;
+        f.creators.clear();
+        return true;
+    };
     size_t pos = start;
     while (true) {
         while (top > 0 && st[top].end != SIZE_MAX && pos == st[top].end)
@@ -229,13 +245,8 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                     pos += ilen;
                     continue;
                 }
-                if (top == MAX_DEPTH)
-                    return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
-                walk_frame &f = st[++top];
-                f.kind = F_ITEM;
-                f.end = ilen == UNDEF ? SIZE_MAX : pos + ilen;
-                f.explicit_vr = st[top - 1].explicit_vr;
-                f.creators.clear();
+                if (!push(F_ITEM, ilen == UNDEF ? SIZE_MAX : pos + ilen, st[top].explicit_vr))
+                    return too_deep(err, errlen);
             } else if (elem == 0xe00d && k == F_ITEM && st[top].end == SIZE_MAX) {
                 top--;
             } else if (elem == 0xe0dd && (k == F_SEQ || k == F_PIXSEQ) && st[top].end == SIZE_MAX) {
@@ -290,12 +301,9 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                 return fail(err, errlen, -EINVAL, "not DICOM or malformed: element (%04X,%04X) "
                             "(VR %s) has an undefined length", group, elem,
                             DcmVR(evr).getVRName());
-            if (top == MAX_DEPTH)
-                return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
-            walk_frame &f = st[++top];
-            f.kind = u == U_PIXSEQ ? F_PIXSEQ : F_SEQ;
-            f.end = SIZE_MAX;
-            f.explicit_vr = u == U_SEQ_IMPLICIT ? false : explicit_here;
+            if (!push(u == U_PIXSEQ ? F_PIXSEQ : F_SEQ, SIZE_MAX,
+                      u == U_SEQ_IMPLICIT ? false : explicit_here))
+                return too_deep(err, errlen);
             continue;
         }
         if (vlen > limit - pos)
@@ -303,12 +311,8 @@ int walk(const unsigned char *b, size_t len, size_t start, bool explicit_vr, boo
                         "claims %u bytes, %zu left", evr == EVR_SQ ? "sequence" : "element",
                         group, elem, vlen, limit - pos);
         if (evr == EVR_SQ) { /* a defined-length sequence: its items are walked too */
-            if (top == MAX_DEPTH)
-                return fail(err, errlen, -EINVAL, "sequences nested more than %d deep", MAX_DEPTH / 2);
-            walk_frame &f = st[++top];
-            f.kind = F_SEQ;
-            f.end = pos + vlen;
-            f.explicit_vr = explicit_here;
+            if (!push(F_SEQ, pos + vlen, explicit_here))
+                return too_deep(err, errlen);
             continue;
         }
         if (!explicit_here && (group & 1) && elem >= 0x0010 && elem <= 0x00ff) {

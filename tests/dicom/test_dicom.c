@@ -172,6 +172,38 @@ static void elu16(struct dcm *d, unsigned g, unsigned e, unsigned v)
     el(d, g, e, "US", b, 2);
 }
 
+static void put_item(struct dcm *d, uint32_t len)
+{
+    put_u16(d, 0xfffe);
+    put_u16(d, 0xe000);
+    put_u32(d, len);
+}
+
+static void put_delim(struct dcm *d, unsigned elem)
+{
+    put_u16(d, 0xfffe);
+    put_u16(d, elem);
+    put_u32(d, 0);
+}
+
+/* k nested (0009,1010) SQ of undefined length, each opening one item;
+ * put_close closes them again */
+static void put_open(struct dcm *d, int k)
+{
+    for (int i = 0; i < k; i++) {
+        put_bytes(d, "\x09\x00\x10\x10SQ\0\0\xff\xff\xff\xff", 12);
+        put_item(d, 0xffffffff);
+    }
+}
+
+static void put_close(struct dcm *d, int k)
+{
+    for (int i = 0; i < k; i++) {
+        put_delim(d, 0xe00d);
+        put_delim(d, 0xe0dd);
+    }
+}
+
 struct spec {
     const char *ts;          /* TransferSyntaxUID */
     const char *photo;
@@ -320,27 +352,14 @@ static void test_reader(void)
     TEST_CHECK(strstr(err, "(7FE1,0010) claims 2147483632 bytes") != NULL);
     free(big.b);
     struct dcm deep = make_dicom(&s, px, sizeof px);
-    for (int k = 0; k < 33; k++) { /* (0009,1010) SQ, undefined length, one item */
-        uint8_t sq[12] = {0x09, 0, 0x10, 0x10, 'S', 'Q', 0, 0, 0xff, 0xff, 0xff, 0xff};
-        uint8_t item[8] = {0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff};
-        put_bytes(&deep, sq, sizeof sq);
-        put_bytes(&deep, item, sizeof item);
-    }
+    put_open(&deep, 33);
     TEST_EQ_INT(segd_dicom_read(deep.b, deep.n, 100, &im, err, sizeof err), -EINVAL);
     TEST_CHECK(strstr(err, "nested more than 32 deep") != NULL);
     free(deep.b);
     /* ten nested sequences, closed, are read (DICOM sets no limit) */
     struct dcm ten = make_dicom(&s, px, sizeof px);
-    for (int k = 0; k < 10; k++) {
-        uint8_t sq[12] = {0x09, 0, 0x10, 0x10, 'S', 'Q', 0, 0, 0xff, 0xff, 0xff, 0xff};
-        uint8_t item[8] = {0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff};
-        put_bytes(&ten, sq, sizeof sq);
-        put_bytes(&ten, item, sizeof item);
-    }
-    for (int k = 0; k < 10; k++) {
-        uint8_t end[16] = {0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0, 0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0};
-        put_bytes(&ten, end, sizeof end);
-    }
+    put_open(&ten, 10);
+    put_close(&ten, 10);
     TEST_EQ_INT(segd_dicom_read(ten.b, ten.n, 100, &im, err, sizeof err), 0);
     TEST_CHECK(im && im->rows == 2);
     segd_dicom_image_free(im);
@@ -360,20 +379,6 @@ static void test_reader(void)
 /* The pre-check reads element headers as DCMTK will (read.cc): each case
  * below is read differently by the standard's plain rules and by DCMTK, and
  * each would make DCMTK allocate what the header claims. */
-static void put_item(struct dcm *d, uint32_t len)
-{
-    put_u16(d, 0xfffe);
-    put_u16(d, 0xe000);
-    put_u32(d, len);
-}
-
-static void put_delim(struct dcm *d, unsigned elem)
-{
-    put_u16(d, 0xfffe);
-    put_u16(d, elem);
-    put_u32(d, 0);
-}
-
 static void test_reader_as_dcmtk(void)
 {
     char err[256];
@@ -679,81 +684,97 @@ static void test_threads_codecs(int argc, char **argv)
     }
 }
 
-/* A TEM marker (FF01) where the JPEG's first marker segment is due would
- * hang DCMTK 3.6.7's bit-depth scan for ever: refused at once instead.
- * The files in argv that are JPEG Lossless get their first marker after
- * SOI overwritten. */
-static void test_jpeg_tem(int argc, char **argv)
+/* The JPEG Lossless SV1 seed among the files in argv, read into buf[cap]:
+ * its length (0: none); *count: how many such files argv holds. */
+static size_t load_jpeg_seed(int argc, char **argv, uint8_t *buf, size_t cap, int *count)
 {
-    int tried = 0;
+    size_t found = 0;
+    *count = 0;
     for (int f = 1; f < argc; f++) {
         FILE *fp = fopen(argv[f], "rb");
         TEST_REQUIRE(fp);
-        uint8_t buf[1 << 16];
-        size_t n = fread(buf, 1, sizeof buf, fp);
+        uint8_t *tmp = malloc(cap);
+        TEST_REQUIRE(tmp);
+        size_t n = fread(tmp, 1, cap, fp);
         fclose(fp);
-        if (!memmem(buf, n, "1.2.840.10008.1.2.4.70", 22))
-            continue; /* JPEG Lossless SV1 only */
-        uint8_t *soi = memmem(buf, n, "\xff\xd8\xff", 3);
-        TEST_REQUIRE(soi && soi + 4 <= buf + n);
-        soi[3] = 0x01; /* FF D8 FF 01 */
-        segd_dicom_image *im = NULL;
-        char err[256] = "";
-        TEST_EQ_INT(segd_dicom_read(buf, n, 1u << 20, &im, err, sizeof err), -EINVAL);
-        TEST_CHECK(im == NULL && strstr(err, "TEM marker (FF01)") != NULL);
-        fprintf(stderr, "  JPEG with TEM: %s\n", err);
-        tried++;
+        if (memmem(tmp, n, "1.2.840.10008.1.2.4.70", 22) && (*count)++ == 0) {
+            memcpy(buf, tmp, n);
+            found = n;
+        }
+        free(tmp);
     }
-    TEST_CHECK(argc < 2 || tried == 1);
+    return found;
+}
+
+/* A TEM marker (FF01) where the JPEG's first marker segment is due would
+ * hang DCMTK 3.6.7's bit-depth scan for ever: refused at once instead.
+ * The seed gets its first marker after SOI overwritten. */
+static void test_jpeg_tem(const uint8_t *seed, size_t n)
+{
+    uint8_t *buf = malloc(n);
+    TEST_REQUIRE(buf);
+    memcpy(buf, seed, n);
+    uint8_t *soi = memmem(buf, n, "\xff\xd8\xff", 3);
+    TEST_REQUIRE(soi && soi + 4 <= buf + n);
+    soi[3] = 0x01; /* FF D8 FF 01 */
+    segd_dicom_image *im = NULL;
+    char err[256] = "";
+    TEST_EQ_INT(segd_dicom_read(buf, n, 1u << 20, &im, err, sizeof err), -EINVAL);
+    TEST_CHECK(im == NULL && strstr(err, "TEM marker (FF01)") != NULL);
+    fprintf(stderr, "  JPEG with TEM: %s\n", err);
+    free(buf);
 }
 
 /* Only the first fragment is scanned: a later one may begin on bytes FF 01
- * inside a marker segment.  The JPEG Lossless file in argv is rewritten
- * with a COM segment holding FF 01 after the SOF, its frame split into two
- * fragments right at that FF: it must still read, with the same pixels. */
-static void test_jpeg_split_fragment(int argc, char **argv)
+ * inside a marker segment.  The seed is rewritten with a COM segment
+ * holding FF 01 after the SOF, its frame split into two fragments right at
+ * that FF: it must still read, with the same pixels. */
+static void test_jpeg_split_fragment(const uint8_t *buf, size_t n)
 {
-    for (int f = 1; f < argc; f++) {
-        FILE *fp = fopen(argv[f], "rb");
-        TEST_REQUIRE(fp);
-        uint8_t buf[1 << 16];
-        size_t n = fread(buf, 1, sizeof buf, fp);
-        fclose(fp);
-        if (!memmem(buf, n, "1.2.840.10008.1.2.4.70", 22))
-            continue;
-        uint8_t *soi = memmem(buf, n, "\xff\xd8\xff", 3);
-        TEST_REQUIRE(soi && soi - buf >= 8 && !memcmp(soi - 8, "\xfe\xff\x00\xe0", 4));
-        uint8_t *item = soi - 8;
-        uint32_t flen = item[4] | item[5] << 8 | (uint32_t)item[6] << 16 | (uint32_t)item[7] << 24;
-        uint8_t *sof = memmem(soi, flen, "\xff\xc3", 2);
-        TEST_REQUIRE(sof);
-        size_t sof_end = (size_t)(sof - soi) + 2 + (size_t)(sof[2] << 8 | sof[3]);
-        static const uint8_t com1[5] = {0xff, 0xfe, 0x00, 0x06, 0x00}; /* COM, 4 data bytes */
-        static const uint8_t com2[3] = {0xff, 0x01, 0x00};             /* ... of which FF 01 00 */
-        uint32_t len1 = (uint32_t)(sof_end + sizeof com1), len2 = (uint32_t)(sizeof com2 + flen - sof_end);
-        TEST_REQUIRE(len1 % 2 == 0 && len2 % 2 == 0);
-        struct dcm d = {0};
-        put_bytes(&d, buf, (size_t)(item - buf));
-        put_item(&d, len1);
-        put_bytes(&d, soi, sof_end);
-        put_bytes(&d, com1, sizeof com1);
-        put_item(&d, len2);
-        put_bytes(&d, com2, sizeof com2);
-        put_bytes(&d, soi + sof_end, flen - sof_end);
-        put_bytes(&d, soi + flen, n - (size_t)(soi + flen - buf));
-        segd_dicom_image *ref = NULL, *im = NULL;
-        char err[256] = "";
-        TEST_EQ_INT(segd_dicom_read(buf, n, 1u << 20, &ref, err, sizeof err), 0);
-        int rc = segd_dicom_read(d.b, d.n, 1u << 20, &im, err, sizeof err);
-        TEST_EQ_INT(rc, 0);
-        if (rc)
-            fprintf(stderr, "  split JPEG: %s\n", err);
-        TEST_CHECK(im && ref && im->rows == ref->rows && im->cols == ref->cols &&
-                   !memcmp(im->pixels, ref->pixels, sizeof(float) * (size_t)ref->rows * ref->cols));
-        segd_dicom_image_free(im);
-        segd_dicom_image_free(ref);
-        free(d.b);
-    }
+    const uint8_t *soi = memmem(buf, n, "\xff\xd8\xff", 3);
+    TEST_REQUIRE(soi && soi - buf >= 8 && !memcmp(soi - 8, "\xfe\xff\x00\xe0", 4));
+    const uint8_t *item = soi - 8;
+    uint32_t flen = item[4] | item[5] << 8 | (uint32_t)item[6] << 16 | (uint32_t)item[7] << 24;
+    const uint8_t *sof = memmem(soi, flen, "\xff\xc3", 2);
+    TEST_REQUIRE(sof);
+    size_t sof_end = (size_t)(sof - soi) + 2 + (size_t)(sof[2] << 8 | sof[3]);
+    static const uint8_t com1[5] = {0xff, 0xfe, 0x00, 0x06, 0x00}; /* COM, 4 data bytes */
+    static const uint8_t com2[3] = {0xff, 0x01, 0x00};             /* ... of which FF 01 00 */
+    uint32_t len1 = (uint32_t)(sof_end + sizeof com1), len2 = (uint32_t)(sizeof com2 + flen - sof_end);
+    TEST_REQUIRE(len1 % 2 == 0 && len2 % 2 == 0);
+    struct dcm d = {0};
+    put_bytes(&d, buf, (size_t)(item - buf));
+    put_item(&d, len1);
+    put_bytes(&d, soi, sof_end);
+    put_bytes(&d, com1, sizeof com1);
+    put_item(&d, len2);
+    put_bytes(&d, com2, sizeof com2);
+    put_bytes(&d, soi + sof_end, flen - sof_end);
+    put_bytes(&d, soi + flen, n - (size_t)(soi + flen - buf));
+    segd_dicom_image *ref = NULL, *im = NULL;
+    char err[256] = "";
+    TEST_EQ_INT(segd_dicom_read(buf, n, 1u << 20, &ref, err, sizeof err), 0);
+    int rc = segd_dicom_read(d.b, d.n, 1u << 20, &im, err, sizeof err);
+    TEST_EQ_INT(rc, 0);
+    if (rc)
+        fprintf(stderr, "  split JPEG: %s\n", err);
+    TEST_CHECK(im && ref && im->rows == ref->rows && im->cols == ref->cols &&
+               !memcmp(im->pixels, ref->pixels, sizeof(float) * (size_t)ref->rows * ref->cols));
+    segd_dicom_image_free(im);
+    segd_dicom_image_free(ref);
+    free(d.b);
+}
+
+static void test_jpeg_markers(int argc, char **argv)
+{
+    static uint8_t seed[1 << 16];
+    int count;
+    size_t n = load_jpeg_seed(argc, argv, seed, sizeof seed, &count);
+    TEST_CHECK(argc < 2 || count == 1);
+    if (!n)
+        return;
+    test_jpeg_tem(seed, n);
+    test_jpeg_split_fragment(seed, n);
 }
 
 int main(int argc, char **argv)
@@ -763,8 +784,7 @@ int main(int argc, char **argv)
     test_contours();
     test_reader();
     test_reader_as_dcmtk();
-    test_jpeg_tem(argc, argv);
-    test_jpeg_split_fragment(argc, argv);
+    test_jpeg_markers(argc, argv);
     test_series();
     return test_report("test_dicom");
 }
