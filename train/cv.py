@@ -9,7 +9,9 @@ into K folds (default 4) by a fixed rule: sorted by slice count, largest
 first, dealt in snake order (0..K-1, K-1..0, ...).
 For fold k the network is trained with the fixed recipe (fit.RECIPE) on
 every other patient, the GIF-derived volumes included (they are never
-tested), and judged on fold k's patients.  Nothing is chosen per fold: the
+tested), and judged on fold k's patients at the grid an exported file runs
+at (--input-size, default 256: train.py's default; the recipe trains at
+192 px, and every table so far judged at 256).  Nothing is chosen per fold: the
 recipe (step count, last step kept, mask and presence thresholds 0.5) was
 fixed before any fold ran, so there is no inner validation to hold out.
 
@@ -36,6 +38,7 @@ import dataset  # noqa: E402
 import fit  # noqa: E402
 from evaluate import hd95, predict_record  # noqa: E402
 from model import CLASSES  # noqa: E402
+from preprocess import policy_for_size  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -81,15 +84,16 @@ def run_fold(k, folds, recs, args, recipe):
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
     slices = []
+    policy = policy_for_size(args.input_size)
     with torch.no_grad():
         for r in test_recs:
-            _, masks, pres = predict_record(model, r)
+            _, masks, pres = predict_record(model, r, policy=policy)
             slices.append({"id": r["id"], "case": r["case"], "group": r["group"],
                            "presence": [round(float(v), 4) for v in pres],
                            "organs": slice_figures(r, masks, dataset.load_masks(r))})
     res = {"fold": k, "test_cases": sorted(test_cases), "train_cases": sorted({r["case"] for r in train_recs}),
-           "recipe": recipe, "seed": args.seed, "training": summary, "slices": slices,
-           "eval_seconds": round(time.time() - t, 1)}
+           "input_size": policy["input_size"], "recipe": recipe, "seed": args.seed, "training": summary,
+           "slices": slices, "eval_seconds": round(time.time() - t, 1)}
     if not args.max_steps:
         with open(os.path.join(args.out, f"fold{k}.json"), "w") as f:
             json.dump(res, f, indent=1)
@@ -166,6 +170,7 @@ def main():
     ap.add_argument("--runs", default=os.path.join(HERE, "runs", "cv"), help="checkpoints (not committed)")
     ap.add_argument("--steps", type=int, help="override the recipe's step count (smoke runs)")
     ap.add_argument("--max-steps", type=int, default=0, help="smoke: stop each fold early, write nothing")
+    ap.add_argument("--input-size", type=int, default=256, help="grid (px) the test slices are judged at")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")

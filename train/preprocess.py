@@ -244,6 +244,13 @@ def resize(t, size):
     return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def policy_for_size(size):
+    """The default preprocessing at a model grid of size x size pixels: a
+    network must be run at the grid it was trained on (fit.preload resizes
+    to the recipe's size), so exports and evaluations take it from there."""
+    return dict(DEFAULT_POLICY, input_size=[int(size), int(size)])
+
+
 def to_model_input(img, policy=DEFAULT_POLICY):
     """Raw grey (H,W) -> normalised (1,1,S,S) tensor at the model grid."""
     x = torch.from_numpy(normalise_policy(img, policy))[None, None]

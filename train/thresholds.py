@@ -62,9 +62,10 @@ def unseen_records(recs, md):
     return [r for r in recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL and r["case"] not in used]
 
 
-def score_slices(model, policy, recs, log=print):
-    """{(pt, mt): [(case, organ, dice or None), ...]} for every slice."""
-    res = {pair: [] for pair in itertools.product(PRESENCE, MASK)}
+def score_slices(model, policy, recs, log=print, presence=PRESENCE, mask=MASK):
+    """{(pt, mt): [(case, organ, dice or None), ...]} for every slice and
+    every pair of the grid presence x mask."""
+    res = {pair: [] for pair in itertools.product(presence, mask)}
     t0 = time.time()
     for i, r in enumerate(recs):
         img = load_png(r["path"])
@@ -76,10 +77,10 @@ def score_slices(model, policy, recs, log=print):
         for c, organ in enumerate(CLASSES):
             g = gt[c]
             gs = int(g.sum())
-            for mt in MASK:
+            for mt in mask:
                 m = p[c] > mt
                 ms, inter = int(m.sum()), int(np.logical_and(m, g).sum())
-                for pt in PRESENCE:
+                for pt in presence:
                     qs, qi = (ms, inter) if pres[c] >= pt else (0, 0)
                     d = None if qs == 0 and gs == 0 else 2.0 * qi / (qs + gs)
                     res[(pt, mt)].append((r["case"], organ, d))

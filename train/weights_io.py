@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import CLASSES, UNet3Plus  # noqa: E402
-from preprocess import DEFAULT_POLICY  # noqa: E402
+from preprocess import policy_for_size  # noqa: E402
 
 FORMAT = "segd-unet3p-v1"
 ALIGN = 64
@@ -53,7 +53,8 @@ def inference_tensors(model):
     return out
 
 
-def build_metadata(model, extra=None):
+def build_metadata(model, extra=None, size=256):
+    """size: the grid (pixels) the network was trained on; the engine runs it there."""
     md = {
         "format": FORMAT,
         "architecture": "unet3plus",
@@ -61,7 +62,7 @@ def build_metadata(model, extra=None):
         "width": str(model.width),
         "in_channels": str(model.in_channels),
         "classes": json.dumps(list(CLASSES)),
-        "preprocess": json.dumps(DEFAULT_POLICY),
+        "preprocess": json.dumps(policy_for_size(size)),
         "threshold": "0.5",
         "presence_threshold": "0.5",
         "bn_eps": "1e-05",
@@ -107,8 +108,8 @@ def write_safetensors(tensors, metadata, path):
     return h.hexdigest()
 
 
-def export_model(model, path, extra=None):
-    return write_safetensors(inference_tensors(model), build_metadata(model, extra), path)
+def export_model(model, path, extra=None, size=256):
+    return write_safetensors(inference_tensors(model), build_metadata(model, extra, size), path)
 
 
 def read_safetensors(path):

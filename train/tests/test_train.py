@@ -212,6 +212,25 @@ def test_cv_folds_by_patient(data_root):
     assert not gif & set(flat)
 
 
+def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
+    """A fold's network is judged at --input-size, the grid an exported
+    file runs at, not at the recipe's training grid (here 64 px)."""
+    import types
+    import cv
+    import fit
+    model = UNet3Plus(width=4).eval()
+    grids = []
+    model.register_forward_pre_hook(lambda mod, inp: grids.append(tuple(inp[0].shape[-2:])))
+    monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (model, {"steps": 0, "seconds": 0.0}))
+    recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    case = recs[0]["case"]
+    recs = [r for r in recs if r["case"] == case][:2] + [r for r in recs if r["case"] != case][:2]
+    args = types.SimpleNamespace(runs=str(tmp_path), seed=0, max_steps=1, out=str(tmp_path), input_size=80)
+    res = cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))
+    assert res["input_size"] == [80, 80] and len(res["slices"]) == 2
+    assert grids == [(80, 80)] * 2
+
+
 def test_two_step_training_smoke(data_root, tmp_path):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
     out = tmp_path / "run"
@@ -222,11 +241,15 @@ def test_two_step_training_smoke(data_root, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "step 2/3" in r.stdout
     assert (out / "last.pt").exists() and (out / "unet3p-4.safetensors").exists()
+    _, md = read_safetensors(str(out / "unet3p-4.safetensors"))
+    assert json.loads(md["preprocess"])["input_size"] == [256, 256]  # the default, whatever --size
     resume = [a for i, a in enumerate(cmd) if a != "--max-steps" and cmd[i - 1] != "--max-steps"]
-    r = subprocess.run(resume + ["--resume"], env=env,
+    r = subprocess.run(resume + ["--resume", "--input-size", "96"], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "resumed at step 2" in r.stdout and "step 3/3" in r.stdout
+    _, md = read_safetensors(str(out / "unet3p-4.safetensors"))
+    assert json.loads(md["preprocess"])["input_size"] == [96, 96]
 
 
 def test_daemon_and_pytorch_evaluation_agree():
@@ -263,6 +286,54 @@ def test_thresholds_choice_never_sees_the_scored_patient():
     assert thresholds.choose(res, {"p2"}) == (0.2, 0.2)
     # best on both pooled: (0.9 + 0.1) / 2 = 0.5 against (0.2 + 0.8) / 2 = 0.5: ties go to the larger pair
     assert thresholds.choose(res, {"p1", "p2"}) == (0.5, 0.5)
+
+
+def test_cv_choose_picks_each_folds_thresholds_on_the_other_folds():
+    """train/cv_choose.py: fold k's pair is the best on the other folds'
+    patients, whatever fold k's own rows say."""
+    import cv_choose
+    # pair A is best on fold 0's patients, pair B on fold 1's and fold 2's
+    a = [("p0", o, 0.9) for o in CLASSES] + [("p1", o, 0.2) for o in CLASSES] + [("p2", o, 0.3) for o in CLASSES]
+    b = [("p0", o, 0.1) for o in CLASSES] + [("p1", o, 0.6) for o in CLASSES] + [("p2", o, 0.7) for o in CLASSES]
+    res = {(0.5, 0.5): a, (0.2, 0.3): b}
+    picks, rows = cv_choose.nested_choice(res, [{"p0"}, {"p1"}, {"p2"}])
+    # fold 0 gets B (its own rows favour A); folds 1 and 2 get A, best on the other two folds
+    assert picks == [(0.2, 0.3), (0.5, 0.5), (0.5, 0.5)]
+    assert [r[0] for r in rows[0]] == ["p0"] * 3 and rows[0][0][2] == 0.1
+    picks, _ = cv_choose.nested_choice(res, [{"p0", "p1"}, {"p2"}])
+    assert picks == [(0.2, 0.3), (0.5, 0.5)]  # on p0+p1 A averages 0.55 against B's 0.35
+
+
+def test_cv_choose_runs_on_fold_networks(data_root, tmp_path):
+    """cv_choose.py end to end on two tiny fold networks: it refuses an
+    unfinished run, then writes the table with a pick per fold."""
+    import fit
+    recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    count = {}
+    for r in recs:
+        count[r["case"]] = count.get(r["case"], 0) + 1
+    small = sorted(count, key=lambda c: (count[c], c))[:2]
+    recipe = dict(fit.RECIPE, width=4, size=64, steps=3)
+    cvdir, runs = tmp_path / "cv", tmp_path / "runs"
+    cvdir.mkdir()
+    (cvdir / "folds.json").write_text(json.dumps({"k": 2, "folds": [[small[0]], [small[1]]]}))
+    for k in range(2):
+        (cvdir / f"fold{k}.json").write_text(json.dumps({"recipe": recipe}))
+        torch.manual_seed(k)
+        (runs / f"fold{k}").mkdir(parents=True)
+        torch.save({"model": UNet3Plus(width=4).state_dict(), "recipe": recipe, "step": 3 - k, "width": 4},
+                   str(runs / f"fold{k}" / "last.pt"))
+    cmd = [PY, os.path.join(TRAIN, "cv_choose.py"), "--data", data_root, "--cv", str(cvdir), "--runs", str(runs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "fold1/last.pt: step 2" in r.stderr
+    ck = torch.load(str(runs / "fold1" / "last.pt"), weights_only=False)
+    ck["step"] = 3
+    torch.save(ck, str(runs / "fold1" / "last.pt"))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((cvdir / "choose.json").read_text())
+    assert doc["patients"] == sorted(small) and doc["slices"] == count[small[0]] + count[small[1]]
+    assert len(doc["nested"]["folds"]) == 2 and (cvdir / "choose.md").exists()
 
 
 def test_fine_tune_records_its_start(data_root, tmp_path):

@@ -1,0 +1,150 @@
+"""Choose the input grid and the mask and presence thresholds inside the
+cross-validation, and measure what choosing them is worth on patients that
+chose nothing.
+
+  /usr/bin/python3 train/cv_choose.py --cv train/cv --runs train/runs/cv
+
+Needs the fold networks of a finished train/cv.py run (RUNS/foldK/last.pt at
+the recipe's last step; cv.py keeps them).  Each fold's network runs over
+its own test patients once per input grid (the square the slice is resized
+to before the network: preprocess.input_size, what the engine reads from a
+file's metadata), and every triple
+  input grid x presence threshold (an organ whose presence probability is
+  below it gets an empty mask; 0 turns the gate off) x mask threshold (p > t)
+below is scored as cv.py scores it: Dice over the slices where the organ or
+the prediction is present, per organ, pooled over slices, the three organs
+averaged.
+
+Fold k's triple is the best on the other folds' test patients.  They are
+fold k's training patients, and their predictions come from networks that
+never trained on them, so the pair is chosen on an inner validation of
+fold k's training patients and never sees fold k's test patients.  (Their
+networks did train on fold k's patients: the choice of two numbers from
+out-of-fold predictions, not a nested re-training, which would cost K x K
+runs.)  Fold k's test patients are then scored with that triple: the pooled
+result is the honest figure of "grid and thresholds chosen by
+cross-validation".
+
+Written to OUT/choose.json and OUT/choose.md: the recipe's fixed 256 px,
+0.5/0.5 (cv.py's table), the nested figure with each fold's pick, and the
+triple that is best over all folds (what a file trained on every patient
+would carry; its score on the same slices is optimistic and is printed
+beside the nested one only).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset  # noqa: E402
+from model import CLASSES, UNet3Plus  # noqa: E402
+from preprocess import policy_for_size  # noqa: E402
+from thresholds import choose, figure, score_slices  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GRIDS = (192, 224, 256, 288)
+PRESENCE = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
+MASK = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+FIXED = (256, 0.5, 0.5)
+
+
+def fold_network(runs, k, recipe):
+    """Eval-mode network of RUNS/foldK/last.pt; refuses an unfinished run or
+    one trained with another recipe than the table's."""
+    ck = torch.load(os.path.join(runs, f"fold{k}", "last.pt"), map_location="cpu", weights_only=False)
+    if ck["recipe"] != recipe or ck["step"] != recipe["steps"]:
+        raise SystemExit(f"{runs}/fold{k}/last.pt: step {ck['step']} of {ck['recipe']}, "
+                         f"not the finished run of the table's recipe {recipe}")
+    model = UNet3Plus(width=ck["width"])
+    model.load_state_dict(ck["model"])
+    return model.eval()
+
+
+def nested_choice(res, fold_cases):
+    """res {choice: [(case, organ, dice or None), ...]}, fold_cases [set of
+    cases per fold] -> (pick per fold, rows of each fold under its pick).
+    Fold k's pick is the best choice on every other fold's cases only."""
+    everyone = set().union(*fold_cases)
+    picks, rows = [], []
+    for cases in fold_cases:
+        pick = choose(res, everyone - cases)
+        picks.append(pick)
+        rows.append([row for row in res[pick] if row[0] in cases])
+    return picks, rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "uwmgi"))
+    ap.add_argument("--cv", default=os.path.join(HERE, "cv"), help="cv.py's --out (folds.json, foldK.json)")
+    ap.add_argument("--runs", default=os.path.join(HERE, "runs", "cv"), help="cv.py's --runs (fold networks)")
+    ap.add_argument("--out", help="where choose.json/.md go (default: --cv)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out_dir = args.out or args.cv
+    with open(os.path.join(args.cv, "folds.json")) as f:
+        folds = json.load(f)["folds"]
+    recs = dataset.discover(args.data)
+    res, fold_cases = {}, []
+    for k in range(len(folds)):
+        with open(os.path.join(args.cv, f"fold{k}.json")) as f:
+            recipe = json.load(f)["recipe"]
+        model = fold_network(args.runs, k, recipe)
+        test = [r for r in recs if r["case"] in set(folds[k]) and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+        print(f"[fold {k}] {len(test)} test slices, trained at {recipe['size']} px", flush=True)
+        for grid in GRIDS:
+            with torch.no_grad():
+                part = score_slices(model, policy_for_size(grid), test, log=lambda m: None,
+                                    presence=PRESENCE, mask=MASK)
+            for pair, rows in part.items():
+                res.setdefault((grid,) + pair, []).extend(rows)
+        fold_cases.append(set(folds[k]))
+    everyone = set().union(*fold_cases)
+
+    picks, fold_rows = nested_choice(res, fold_cases)
+    nested_rows = [row for rows in fold_rows for row in rows]
+    per_fold = [{"fold": k, "pick": {"input_size": pick[0], "presence_threshold": pick[1], "threshold": pick[2]},
+                 "mean_dice": figure(rows, cases)[0], "fixed_mean_dice": figure(res[FIXED], cases)[0]}
+                for k, (pick, rows, cases) in enumerate(zip(picks, fold_rows, fold_cases))]
+    nested, nested_per = figure(nested_rows, everyone)
+    fixed, fixed_per = figure(res[FIXED], everyone)
+    best = choose(res, everyone)
+    best_mean, best_per = figure(res[best], everyone)
+    doc = {"grid": {"input_size": GRIDS, "presence_threshold": PRESENCE, "threshold": MASK},
+           "patients": sorted(everyone), "slices": len(res[FIXED]) // len(CLASSES),
+           "fixed": {"input_size": FIXED[0], "presence_threshold": FIXED[1], "threshold": FIXED[2],
+                     "mean_dice": fixed, "dice": fixed_per},
+           "nested": {"mean_dice": nested, "dice": nested_per, "folds": per_fold},
+           "chosen_on_all_folds": {"input_size": best[0], "presence_threshold": best[1], "threshold": best[2],
+                                   "mean_dice_optimistic": best_mean, "dice_optimistic": best_per},
+           "by_grid_at_0.5": {g: figure(res[(g, 0.5, 0.5)], everyone)[0] for g in GRIDS}}
+    f3 = lambda v: f"{v:.3f}"  # noqa: E731
+    md = [f"Input grid and thresholds chosen inside the cross-validation ({doc['slices']} test slices, "
+          f"{len(everyone)} patients, {len(folds)} folds; train/cv_choose.py).", "",
+          "| grid px, thresholds (presence / mask) | " + " | ".join(CLASSES) + " | mean |", "|---|---|---|---|---|",
+          "| fixed 256, 0.5 / 0.5 (cv.py's table) | " + " | ".join(f3(fixed_per[c]) for c in CLASSES)
+          + f" | {f3(fixed)} |",
+          "| **chosen per fold on the other folds (honest)** | " + " | ".join(f3(nested_per[c]) for c in CLASSES)
+          + f" | **{f3(nested)}** |",
+          f"| best over all folds: {best[0]}, {best[1]} / {best[2]} (optimistic) | "
+          + " | ".join(f3(best_per[c]) for c in CLASSES) + f" | {f3(best_mean)} |", "",
+          "Each grid at 0.5 / 0.5, all folds: "
+          + ", ".join(f"{g} px {f3(v)}" for g, v in doc["by_grid_at_0.5"].items()) + ".", "",
+          "| fold | pick (grid, presence / mask) | mean Dice with pick | fixed |", "|---|---|---|---|"]
+    md += [f"| {p['fold']} | {p['pick']['input_size']}, {p['pick']['presence_threshold']} / "
+           f"{p['pick']['threshold']} | {f3(p['mean_dice'])} | {f3(p['fixed_mean_dice'])} |" for p in per_fold]
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "choose.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(out_dir, "choose.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
