@@ -10,10 +10,13 @@ first, dealt in snake order (0..K-1, K-1..0, ...).
 For fold k the network is trained with the fixed recipe (fit.RECIPE) on
 every other patient, the GIF-derived volumes included (they are never
 tested), and judged on fold k's patients at the grid an exported file runs
-at (--input-size, default 256: train.py's default; the recipe trains at
-192 px, and every table so far judged at 256).  Nothing is chosen per fold: the
-recipe (step count, last step kept, mask and presence thresholds 0.5) was
-fixed before any fold ran, so there is no inner validation to hold out.
+at (--input-size; default: the grid it trained at, the recipe's size, as
+train.py exports it).  Tables before 2026-12-01 judged 192 px networks at
+256 px (the then default of both); train/cv/first-run-256/ keeps one.
+Nothing is chosen here: the recipe (step count, last step kept, mask and
+presence thresholds 0.5) is fixed.  train/cv_choose.py then chooses the
+grid and the thresholds per fold on the other folds' predictions and gives
+the figure of that choice.
 
 Per fold, OUT/foldK.json keeps every test slice's figures; the table
 (OUT/cv.md and OUT/cv.json) gives, per organ and per image group:
@@ -22,7 +25,9 @@ Per fold, OUT/foldK.json keeps every test slice's figures; the table
   * HD95 in mm over the slices where both are present (one empty is a
     detection error and is counted in the Dice, not here);
 as the mean over slices of all folds pooled, and mean +- sd over folds.
-Training checkpoints go to RUNS/foldK (resumable; not committed).
+Training checkpoints go to RUNS/foldK (resumable; not committed; a
+finished one is only judged again, so --out NEW with the same --runs
+re-judges the same networks, e.g. at another --input-size).
 """
 import argparse
 import json
@@ -84,7 +89,7 @@ def run_fold(k, folds, recs, args, recipe):
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
     slices = []
-    policy = policy_for_size(args.input_size)
+    policy = policy_for_size(args.input_size or recipe["size"])
     with torch.no_grad():
         for r in test_recs:
             _, masks, pres = predict_record(model, r, policy=policy)
@@ -170,7 +175,8 @@ def main():
     ap.add_argument("--runs", default=os.path.join(HERE, "runs", "cv"), help="checkpoints (not committed)")
     ap.add_argument("--steps", type=int, help="override the recipe's step count (smoke runs)")
     ap.add_argument("--max-steps", type=int, default=0, help="smoke: stop each fold early, write nothing")
-    ap.add_argument("--input-size", type=int, default=256, help="grid (px) the test slices are judged at")
+    ap.add_argument("--input-size", type=int,
+                    help="grid (px) the test slices are judged at (default: the recipe's training size)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")

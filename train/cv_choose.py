@@ -25,17 +25,27 @@ runs.)  Fold k's test patients are then scored with that triple: the pooled
 result is the honest figure of "grid and thresholds chosen by
 cross-validation".
 
-Written to OUT/choose.json and OUT/choose.md: the recipe's fixed 256 px,
-0.5/0.5 (cv.py's table), the nested figure with each fold's pick, and the
+Written to OUT/choose.json and OUT/choose.md: the recipe's fixed choice
+(its training grid, 0.5/0.5: cv.py's table), the nested figure with each fold's pick, and the
 triple that is best over all folds (what a file trained on every patient
 would carry; its score on the same slices is optimistic and is printed
 beside the nested one only).
+
+  /usr/bin/python3 train/cv_choose.py --cv DIR --apply IN.safetensors OUT.safetensors
+
+copies a weights file with the triple chosen over all folds carried over:
+the thresholds as they are, the grid as a ratio (a file trained at S px
+runs at S x chosen grid / the CV recipe's grid, to a multiple of 16).
+The tensors are unchanged; a "cv_choice" metadata entry says where the
+numbers come from.  Whether the choice carries over to a network of
+another recipe is a question for patients that network never saw.
 """
 import argparse
 import json
 import os
 import sys
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,12 +53,12 @@ import dataset  # noqa: E402
 from model import CLASSES, UNet3Plus  # noqa: E402
 from preprocess import policy_for_size  # noqa: E402
 from thresholds import choose, figure, score_slices  # noqa: E402
+from weights_io import read_safetensors, write_safetensors  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GRIDS = (192, 224, 256, 288)
+GRIDS = (192, 224, 256, 288)  # and the recipe's own
 PRESENCE = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
 MASK = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-FIXED = (256, 0.5, 0.5)
 
 
 def fold_network(runs, k, recipe):
@@ -76,6 +86,35 @@ def nested_choice(res, fold_cases):
     return picks, rows
 
 
+def apply_choice(cv_dir, src, dst):
+    """Write dst: src's tensors and metadata with choose.json's all-fold
+    triple carried over (see the module text).  Returns dst's metadata."""
+    with open(os.path.join(cv_dir, "choose.json")) as f:
+        doc = json.load(f)
+    with open(os.path.join(cv_dir, "fold0.json")) as f:
+        cv_size = json.load(f)["recipe"]["size"]
+    best = doc["chosen_on_all_folds"]
+    tensors, md = read_safetensors(src)
+    md = dict(md)
+    policy = json.loads(md["preprocess"])
+    trained = json.loads(md.get("training", "{}")).get("recipe", {}).get("size", policy["input_size"][0])
+    ratio = best["input_size"] / cv_size
+    grid = int(round(trained * ratio / 16.0)) * 16
+    previous = {"input_size": policy["input_size"], "threshold": md.get("threshold"),
+                "presence_threshold": md.get("presence_threshold")}
+    policy["input_size"] = [grid, grid]
+    md["preprocess"] = json.dumps(policy)
+    md["threshold"] = str(best["threshold"])
+    md["presence_threshold"] = str(best["presence_threshold"])
+    md["cv_choice"] = json.dumps({
+        "chosen_by": "train/cv_choose.py: best over all folds of the CV recipe's networks",
+        "cv_recipe_size": cv_size, "cv_input_size": best["input_size"], "grid_ratio": round(ratio, 4),
+        "trained_at": trained, "nested_mean_dice": round(doc["nested"]["mean_dice"], 4),
+        "fixed_mean_dice": round(doc["fixed"]["mean_dice"], 4), "previous": previous})
+    write_safetensors({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, md, dst)
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "uwmgi"))
@@ -83,20 +122,33 @@ def main():
     ap.add_argument("--runs", default=os.path.join(HERE, "runs", "cv"), help="cv.py's --runs (fold networks)")
     ap.add_argument("--out", help="where choose.json/.md go (default: --cv)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--apply", nargs=2, metavar=("IN", "OUT"),
+                    help="copy weights IN to OUT with the all-fold choice of --cv/choose.json (no scoring)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out_dir = args.out or args.cv
+    if args.apply:
+        md = apply_choice(out_dir, *args.apply)
+        print(f"wrote {args.apply[1]}: input_size {json.loads(md['preprocess'])['input_size']}, "
+              f"presence_threshold {md['presence_threshold']}, threshold {md['threshold']}")
+        return
     with open(os.path.join(args.cv, "folds.json")) as f:
         folds = json.load(f)["folds"]
     recs = dataset.discover(args.data)
-    res, fold_cases = {}, []
+    recipes = []
     for k in range(len(folds)):
         with open(os.path.join(args.cv, f"fold{k}.json")) as f:
-            recipe = json.load(f)["recipe"]
+            recipes.append(json.load(f)["recipe"])
+    recipe = recipes[0]
+    if any(r != recipe for r in recipes):
+        raise SystemExit(f"{args.cv}: the folds were trained with different recipes")
+    grids = sorted(set(GRIDS) | {recipe["size"]})
+    res, fold_cases = {}, []
+    for k in range(len(folds)):
         model = fold_network(args.runs, k, recipe)
         test = [r for r in recs if r["case"] in set(folds[k]) and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
         print(f"[fold {k}] {len(test)} test slices, trained at {recipe['size']} px", flush=True)
-        for grid in GRIDS:
+        for grid in grids:
             with torch.no_grad():
                 part = score_slices(model, policy_for_size(grid), test, log=lambda m: None,
                                     presence=PRESENCE, mask=MASK)
@@ -104,29 +156,30 @@ def main():
                 res.setdefault((grid,) + pair, []).extend(rows)
         fold_cases.append(set(folds[k]))
     everyone = set().union(*fold_cases)
+    fixed_choice = (recipe["size"], 0.5, 0.5)  # cv.py's: the grid it trained at, thresholds 0.5
 
     picks, fold_rows = nested_choice(res, fold_cases)
     nested_rows = [row for rows in fold_rows for row in rows]
     per_fold = [{"fold": k, "pick": {"input_size": pick[0], "presence_threshold": pick[1], "threshold": pick[2]},
-                 "mean_dice": figure(rows, cases)[0], "fixed_mean_dice": figure(res[FIXED], cases)[0]}
+                 "mean_dice": figure(rows, cases)[0], "fixed_mean_dice": figure(res[fixed_choice], cases)[0]}
                 for k, (pick, rows, cases) in enumerate(zip(picks, fold_rows, fold_cases))]
     nested, nested_per = figure(nested_rows, everyone)
-    fixed, fixed_per = figure(res[FIXED], everyone)
+    fixed, fixed_per = figure(res[fixed_choice], everyone)
     best = choose(res, everyone)
     best_mean, best_per = figure(res[best], everyone)
-    doc = {"grid": {"input_size": GRIDS, "presence_threshold": PRESENCE, "threshold": MASK},
-           "patients": sorted(everyone), "slices": len(res[FIXED]) // len(CLASSES),
-           "fixed": {"input_size": FIXED[0], "presence_threshold": FIXED[1], "threshold": FIXED[2],
+    doc = {"grid": {"input_size": grids, "presence_threshold": PRESENCE, "threshold": MASK},
+           "patients": sorted(everyone), "slices": len(res[fixed_choice]) // len(CLASSES),
+           "fixed": {"input_size": fixed_choice[0], "presence_threshold": 0.5, "threshold": 0.5,
                      "mean_dice": fixed, "dice": fixed_per},
            "nested": {"mean_dice": nested, "dice": nested_per, "folds": per_fold},
            "chosen_on_all_folds": {"input_size": best[0], "presence_threshold": best[1], "threshold": best[2],
                                    "mean_dice_optimistic": best_mean, "dice_optimistic": best_per},
-           "by_grid_at_0.5": {g: figure(res[(g, 0.5, 0.5)], everyone)[0] for g in GRIDS}}
+           "by_grid_at_0.5": {g: figure(res[(g, 0.5, 0.5)], everyone)[0] for g in grids}}
     f3 = lambda v: f"{v:.3f}"  # noqa: E731
     md = [f"Input grid and thresholds chosen inside the cross-validation ({doc['slices']} test slices, "
           f"{len(everyone)} patients, {len(folds)} folds; train/cv_choose.py).", "",
           "| grid px, thresholds (presence / mask) | " + " | ".join(CLASSES) + " | mean |", "|---|---|---|---|---|",
-          "| fixed 256, 0.5 / 0.5 (cv.py's table) | " + " | ".join(f3(fixed_per[c]) for c in CLASSES)
+          f"| fixed {fixed_choice[0]}, 0.5 / 0.5 (cv.py's table) | " + " | ".join(f3(fixed_per[c]) for c in CLASSES)
           + f" | {f3(fixed)} |",
           "| **chosen per fold on the other folds (honest)** | " + " | ".join(f3(nested_per[c]) for c in CLASSES)
           + f" | **{f3(nested)}** |",

@@ -30,25 +30,29 @@ def main():
     model = UNet3Plus(width=ck["width"])
     model.load_state_dict(ck["model"])
     model.eval()
+    # the exported file runs at the grid the checkpoint trained at (train.py's recipe)
+    size = int(ck.get("recipe", {}).get("size", 256))
     extra = dict(ck.get("metadata", {}))
     if args.training:
         extra["training"] = json.loads(args.training)
     if args.data:
         import dataset
         import evaluate
+        import preprocess
         recs = dataset.discover(args.data)
         with open(args.split) as f:
             split = json.load(f)
         val = [r for r in recs if r["case"] in set(split["val_cases"])
                and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
-        res = evaluate.evaluate(val, lambda r: evaluate.predict_record(model, r)[1])
+        policy = preprocess.policy_for_size(size)
+        res = evaluate.evaluate(val, lambda r: evaluate.predict_record(model, r, policy=policy)[1])
         res.pop("volumes")
         extra["data"] = data_metadata(
             recs, sum(r["case"] not in set(split["val_cases"]) for r in recs), len(val))
         extra["split"] = split
         extra["validation"] = res
         print(json.dumps(res["organs"], indent=1), "mean", res["mean_dice"])
-    digest = export_model(model, args.out, extra)
+    digest = export_model(model, args.out, extra, size=size)
     print(f"wrote {args.out} sha256={digest}")
 
 

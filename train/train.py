@@ -31,9 +31,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "runs", "final"))
     for key in ("width", "size", "batch", "steps"):
         ap.add_argument("--" + key, type=int, help=f"recipe {key} (default {fit.RECIPE[key]})")
-    ap.add_argument("--input-size", type=int, default=256,
-                    help="the grid (px) the exported file runs at, in the engine and in cv.py (default 256, "
-                         "whatever --size it trained at)")
+    ap.add_argument("--input-size", type=int,
+                    help="the grid (px) the exported file runs at in the engine (default: --size, the grid "
+                         "it trained at)")
     ap.add_argument("--lr", type=float, help=f"recipe lr (default {fit.RECIPE['lr']})")
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (slower on CPU)")
     ap.add_argument("--init", help="fine-tune: start from this exported .safetensors (same width)")
@@ -86,7 +86,7 @@ def main():
                                     "mean_dice": cv["table"]["all"]["pooled"]["mean_dice"],
                                     "table": "train/cv/cv.md"}
     out = os.path.join(args.out, f"unet3p-{recipe['width']}.safetensors")
-    digest = export_model(model, out, meta, size=args.input_size)
+    digest = export_model(model, out, meta, size=args.input_size or recipe["size"])
     print(f"exported {out} sha256={digest}", flush=True)
 
 

@@ -212,9 +212,20 @@ def test_cv_folds_by_patient(data_root):
     assert not gif & set(flat)
 
 
+def test_export_runs_at_the_checkpoints_grid(tmp_path):
+    """train/export.py: a checkpoint trained at 96 px exports a file the
+    engine runs at 96 px (before 2026-12-01 every export said 256)."""
+    ck = str(tmp_path / "last.pt")
+    torch.save({"model": UNet3Plus(width=4).state_dict(), "width": 4, "recipe": {"size": 96}}, ck)
+    out = str(tmp_path / "w.safetensors")
+    r = subprocess.run([PY, os.path.join(TRAIN, "export.py"), ck, out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(read_safetensors(out)[1]["preprocess"])["input_size"] == [96, 96]
+
+
 def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     """A fold's network is judged at --input-size, the grid an exported
-    file runs at, not at the recipe's training grid (here 64 px)."""
+    file runs at; by default at the recipe's training grid (here 64 px)."""
     import types
     import cv
     import fit
@@ -229,6 +240,9 @@ def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     res = cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))
     assert res["input_size"] == [80, 80] and len(res["slices"]) == 2
     assert grids == [(80, 80)] * 2
+    args.input_size = None
+    assert cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))["input_size"] == [64, 64]
+    assert grids[2:] == [(64, 64)] * 2
 
 
 def test_two_step_training_smoke(data_root, tmp_path):
@@ -242,7 +256,7 @@ def test_two_step_training_smoke(data_root, tmp_path):
     assert "step 2/3" in r.stdout
     assert (out / "last.pt").exists() and (out / "unet3p-4.safetensors").exists()
     _, md = read_safetensors(str(out / "unet3p-4.safetensors"))
-    assert json.loads(md["preprocess"])["input_size"] == [256, 256]  # the default, whatever --size
+    assert json.loads(md["preprocess"])["input_size"] == [64, 64]  # by default the grid it trained at
     resume = [a for i, a in enumerate(cmd) if a != "--max-steps" and cmd[i - 1] != "--max-steps"]
     r = subprocess.run(resume + ["--resume", "--input-size", "96"], env=env,
                        capture_output=True, text=True, timeout=600)
@@ -334,6 +348,20 @@ def test_cv_choose_runs_on_fold_networks(data_root, tmp_path):
     doc = json.loads((cvdir / "choose.json").read_text())
     assert doc["patients"] == sorted(small) and doc["slices"] == count[small[0]] + count[small[1]]
     assert len(doc["nested"]["folds"]) == 2 and (cvdir / "choose.md").exists()
+    assert doc["fixed"]["input_size"] == 64 and doc["grid"]["input_size"] == [64, 192, 224, 256, 288]
+    # carried over to a file trained at 256: the chosen grid's ratio to the recipe's 64 px
+    src, dst = str(tmp_path / "w.safetensors"), str(tmp_path / "w-choice.safetensors")
+    export_model(UNet3Plus(width=4).eval(), src)
+    r = subprocess.run(cmd + ["--apply", src, dst], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    t0, _ = read_safetensors(src)
+    t1, md = read_safetensors(dst)
+    best = doc["chosen_on_all_folds"]
+    grid = int(round(256 * best["input_size"] / 64 / 16)) * 16
+    assert json.loads(md["preprocess"])["input_size"] == [grid, grid]
+    assert md["threshold"] == str(best["threshold"]) and md["presence_threshold"] == str(best["presence_threshold"])
+    assert json.loads(md["cv_choice"])["previous"]["input_size"] == [256, 256]
+    assert all(np.array_equal(t0[k], t1[k]) for k in t0)
 
 
 def test_fine_tune_records_its_start(data_root, tmp_path):
