@@ -17,17 +17,17 @@ averaged.
 
 Fold k's triple is the best on the other folds' test patients.  They are
 fold k's training patients, and their predictions come from networks that
-never trained on them, so the pair is chosen on an inner validation of
+never trained on them, so the triple is chosen on an inner validation of
 fold k's training patients and never sees fold k's test patients.  (Their
-networks did train on fold k's patients: the choice of two numbers from
+networks did train on fold k's patients: a choice of three numbers from
 out-of-fold predictions, not a nested re-training, which would cost K x K
 runs.)  Fold k's test patients are then scored with that triple: the pooled
 result is the honest figure of "grid and thresholds chosen by
 cross-validation".
 
 Written to OUT/choose.json and OUT/choose.md: the recipe's fixed choice
-(its training grid, 0.5/0.5: cv.py's table), the nested figure with each fold's pick, and the
-triple that is best over all folds (what a file trained on every patient
+(its training grid, 0.5/0.5: cv.py's table), the nested figure with each
+fold's pick, and the triple that is best over all folds (what a file trained on every patient
 would carry; its score on the same slices is optimistic and is printed
 beside the nested one only).
 
