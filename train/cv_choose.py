@@ -27,9 +27,9 @@ cross-validation".
 
 Written to OUT/choose.json and OUT/choose.md: the recipe's fixed choice
 (its training grid, 0.5/0.5: cv.py's table), the nested figure with each
-fold's pick, and the triple that is best over all folds (what a file trained on every patient
-would carry; its score on the same slices is optimistic and is printed
-beside the nested one only).
+fold's pick, and the triple that is best over all folds (what a file
+trained on every patient would carry; its score on the same slices is
+optimistic and is printed beside the nested one only).
 
   /usr/bin/python3 train/cv_choose.py --cv DIR --apply IN.safetensors OUT.safetensors
 
