@@ -86,10 +86,11 @@ def nested_choice(res, fold_cases):
     return picks, rows
 
 
-def apply_choice(cv_dir, src, dst):
-    """Write dst: src's tensors and metadata with choose.json's all-fold
-    triple carried over (see the module text).  Returns dst's metadata."""
-    with open(os.path.join(cv_dir, "choose.json")) as f:
+def apply_choice(cv_dir, choose_dir, src, dst):
+    """Write dst: src's tensors and metadata with the all-fold triple of
+    CHOOSE_DIR/choose.json carried over (see the module text); the CV
+    recipe's grid comes from CV_DIR/fold0.json.  Returns dst's metadata."""
+    with open(os.path.join(choose_dir, "choose.json")) as f:
         doc = json.load(f)
     with open(os.path.join(cv_dir, "fold0.json")) as f:
         cv_size = json.load(f)["recipe"]["size"]
@@ -115,6 +116,28 @@ def apply_choice(cv_dir, src, dst):
     return md
 
 
+def markdown(doc, n_folds):
+    """choose.md's lines from choose.json's document."""
+    f3 = lambda v: f"{v:.3f}"  # noqa: E731
+    row = lambda name, dice, mean: (f"| {name} | " + " | ".join(f3(dice[c]) for c in CLASSES)  # noqa: E731
+                                    + f" | {mean} |")
+    fixed, nested, best = doc["fixed"], doc["nested"], doc["chosen_on_all_folds"]
+    md = [f"Input grid and thresholds chosen inside the cross-validation ({doc['slices']} test slices, "
+          f"{len(doc['patients'])} patients, {n_folds} folds; train/cv_choose.py).", "",
+          "| grid px, thresholds (presence / mask) | " + " | ".join(CLASSES) + " | mean |", "|---|---|---|---|---|",
+          row(f"fixed {fixed['input_size']}, 0.5 / 0.5 (cv.py's table)", fixed["dice"], f3(fixed["mean_dice"])),
+          row("**chosen per fold on the other folds (honest)**", nested["dice"],
+              f"**{f3(nested['mean_dice'])}**"),
+          row(f"best over all folds: {best['input_size']}, {best['presence_threshold']} / {best['threshold']} "
+              "(optimistic)", best["dice_optimistic"], f3(best["mean_dice_optimistic"])), "",
+          "Each grid at 0.5 / 0.5, all folds: "
+          + ", ".join(f"{g} px {f3(v)}" for g, v in doc["by_grid_at_0.5"].items()) + ".", "",
+          "| fold | pick (grid, presence / mask) | mean Dice with pick | fixed |", "|---|---|---|---|"]
+    md += [f"| {p['fold']} | {p['pick']['input_size']}, {p['pick']['presence_threshold']} / "
+           f"{p['pick']['threshold']} | {f3(p['mean_dice'])} | {f3(p['fixed_mean_dice'])} |" for p in nested["folds"]]
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "uwmgi"))
@@ -128,7 +151,7 @@ def main():
     torch.set_num_threads(args.threads)
     out_dir = args.out or args.cv
     if args.apply:
-        md = apply_choice(out_dir, *args.apply)
+        md = apply_choice(args.cv, out_dir, *args.apply)
         print(f"wrote {args.apply[1]}: input_size {json.loads(md['preprocess'])['input_size']}, "
               f"presence_threshold {md['presence_threshold']}, threshold {md['threshold']}")
         return
@@ -175,21 +198,7 @@ def main():
            "chosen_on_all_folds": {"input_size": best[0], "presence_threshold": best[1], "threshold": best[2],
                                    "mean_dice_optimistic": best_mean, "dice_optimistic": best_per},
            "by_grid_at_0.5": {g: figure(res[(g, 0.5, 0.5)], everyone)[0] for g in grids}}
-    f3 = lambda v: f"{v:.3f}"  # noqa: E731
-    md = [f"Input grid and thresholds chosen inside the cross-validation ({doc['slices']} test slices, "
-          f"{len(everyone)} patients, {len(folds)} folds; train/cv_choose.py).", "",
-          "| grid px, thresholds (presence / mask) | " + " | ".join(CLASSES) + " | mean |", "|---|---|---|---|---|",
-          f"| fixed {fixed_choice[0]}, 0.5 / 0.5 (cv.py's table) | " + " | ".join(f3(fixed_per[c]) for c in CLASSES)
-          + f" | {f3(fixed)} |",
-          "| **chosen per fold on the other folds (honest)** | " + " | ".join(f3(nested_per[c]) for c in CLASSES)
-          + f" | **{f3(nested)}** |",
-          f"| best over all folds: {best[0]}, {best[1]} / {best[2]} (optimistic) | "
-          + " | ".join(f3(best_per[c]) for c in CLASSES) + f" | {f3(best_mean)} |", "",
-          "Each grid at 0.5 / 0.5, all folds: "
-          + ", ".join(f"{g} px {f3(v)}" for g, v in doc["by_grid_at_0.5"].items()) + ".", "",
-          "| fold | pick (grid, presence / mask) | mean Dice with pick | fixed |", "|---|---|---|---|"]
-    md += [f"| {p['fold']} | {p['pick']['input_size']}, {p['pick']['presence_threshold']} / "
-           f"{p['pick']['threshold']} | {f3(p['mean_dice'])} | {f3(p['fixed_mean_dice'])} |" for p in per_fold]
+    md = markdown(doc, len(folds))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "choose.json"), "w") as f:
         json.dump(doc, f, indent=1)
