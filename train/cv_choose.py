@@ -45,12 +45,12 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from model import CLASSES, UNet3Plus  # noqa: E402
+from fit import load_checkpoint  # noqa: E402
+from model import CLASSES  # noqa: E402
 from preprocess import policy_for_size  # noqa: E402
 from thresholds import choose, figure, score_slices  # noqa: E402
 from weights_io import read_safetensors, write_safetensors  # noqa: E402
@@ -64,13 +64,11 @@ MASK = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 def fold_network(runs, k, recipe):
     """Eval-mode network of RUNS/foldK/last.pt; refuses an unfinished run or
     one trained with another recipe than the table's."""
-    ck = torch.load(os.path.join(runs, f"fold{k}", "last.pt"), map_location="cpu", weights_only=False)
+    model, ck = load_checkpoint(os.path.join(runs, f"fold{k}", "last.pt"))
     if ck["recipe"] != recipe or ck["step"] != recipe["steps"]:
         raise SystemExit(f"{runs}/fold{k}/last.pt: step {ck['step']} of {ck['recipe']}, "
                          f"not the finished run of the table's recipe {recipe}")
-    model = UNet3Plus(width=ck["width"])
-    model.load_state_dict(ck["model"])
-    return model.eval()
+    return model
 
 
 def nested_choice(res, fold_cases):
@@ -112,7 +110,7 @@ def apply_choice(cv_dir, choose_dir, src, dst):
         "cv_recipe_size": cv_size, "cv_input_size": best["input_size"], "grid_ratio": round(ratio, 4),
         "trained_at": trained, "nested_mean_dice": round(doc["nested"]["mean_dice"], 4),
         "fixed_mean_dice": round(doc["fixed"]["mean_dice"], 4), "previous": previous})
-    write_safetensors({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, md, dst)
+    write_safetensors(tensors, md, dst)
     return md
 
 

@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from evaluate import dice_scores, predict_record  # noqa: E402
-from model import CLASSES, UNet3Plus  # noqa: E402
+from fit import load_checkpoint  # noqa: E402
+from model import CLASSES  # noqa: E402
 from preprocess import load_png  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,10 +63,7 @@ def panel(rec, masks, gt, scale=2):
 
 
 def load_fold_model(k, runs):
-    ck = torch.load(os.path.join(runs, f"fold{k}", "last.pt"), map_location="cpu", weights_only=False)
-    m = UNet3Plus(width=ck["recipe"]["width"])
-    m.load_state_dict(ck["model"])
-    return m.eval()
+    return load_checkpoint(os.path.join(runs, f"fold{k}", "last.pt"))[0]
 
 
 def main():

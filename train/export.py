@@ -13,7 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import UNet3Plus  # noqa: E402
+from fit import load_checkpoint  # noqa: E402
 from weights_io import data_metadata, export_model  # noqa: E402
 
 
@@ -26,10 +26,7 @@ def main():
     ap.add_argument("--training", help="JSON text describing the training run")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    model = UNet3Plus(width=ck["width"])
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model, ck = load_checkpoint(args.checkpoint)
     # the exported file runs at the grid the checkpoint trained at (train.py's recipe)
     size = int(ck.get("recipe", {}).get("size", 256))
     extra = dict(ck.get("metadata", {}))

@@ -151,6 +151,17 @@ def hybrid_loss(logits, y, gamma=2.0, eps=1.0):
     return focal * 10 + iou.mean()
 
 
+def load_checkpoint(path):
+    """(eval-mode UNet3Plus on the CPU, the checkpoint dict) of a best.pt or
+    last.pt that fit() wrote; the dict keeps "recipe", "step" and the rest
+    for callers that check which run it is.  Raises what torch.load raises
+    (FileNotFoundError, a pickle error for a damaged file)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = UNet3Plus(width=ck["width"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
+
+
 def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0, log=print,
         checkpoint_every=50):
     """Train on train_recs with the recipe; checkpoints OUT/last.pt every

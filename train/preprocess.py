@@ -245,9 +245,11 @@ def resize(t, size):
 
 
 def policy_for_size(size):
-    """The default preprocessing at a model grid of size x size pixels: a
-    network must be run at the grid it was trained on (fit.preload resizes
-    to the recipe's size), so exports and evaluations take it from there."""
+    """The default preprocessing at a model grid of size x size pixels.
+    Exports and evaluations default to the grid the network trained on
+    (fit.preload resizes to the recipe's size); train.py and cv.py
+    --input-size, and cv_choose.py's grid axis, run it at another one on
+    purpose, which the file's metadata then records."""
     return dict(DEFAULT_POLICY, input_size=[int(size), int(size)])
 
 

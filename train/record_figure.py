@@ -25,9 +25,6 @@ import json
 import os
 import sys
 
-import numpy as np
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import CLASSES  # noqa: E402
 from weights_io import read_safetensors, write_safetensors  # noqa: E402
@@ -55,8 +52,7 @@ def main():
         print(f"bf16_agreement: {100 * agree['agreement']:.3f} % of mask pixels, "
               f"Dice cost {agree['dice_cost']:+.4f}, passed {agree['passed']}")
     if not args.compare:
-        digest = write_safetensors({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()},
-                                   md, args.weights)
+        digest = write_safetensors(tensors, md, args.weights)
         print(f"wrote {args.weights} (sha256 {digest})")
         return
     with open(args.compare) as f:
@@ -77,8 +73,7 @@ def main():
         "how": "the same training without these patients (its held-out twin); "
                "dice over slices where the organ or the prediction is present",
         "table": "train/cv/finetune/compare.md"})
-    digest = write_safetensors({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, md,
-                               args.weights)
+    digest = write_safetensors(tensors, md, args.weights)
     print(f"wrote {args.weights} (sha256 {digest}): unseen_patients mean Dice {pooled['mean_dice']:.4f}")
 
 

@@ -152,7 +152,7 @@ def main():
             "chosen_by": "train/thresholds.py: best mean Dice on patients the weights never saw",
             "patients": cases, "slices": len(recs), "previous": list(current),
             "nested_mean_dice": round(nested, 4), "previous_mean_dice": round(cur_mean, 4) if cur_mean else None})
-        digest = write_safetensors({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, md, args.write)
+        digest = write_safetensors(tensors, md, args.write)
         print(f"wrote {args.write} (sha256 {digest})")
 
 

@@ -77,11 +77,16 @@ TENSOR_SHA256 = "tensor_sha256"
 
 
 def write_safetensors(tensors, metadata, path):
+    """Write PATH (atomically, through PATH.tmp) and return its sha256 hex.
+    tensors: {name: torch.Tensor or numpy array}, stored as F32 (so the
+    output of read_safetensors goes back unchanged: a new metadata dict over
+    the same tensors); metadata: {str: str}, tensor_sha256 is recomputed."""
     header = {"__metadata__": dict(metadata)}
     off = 0
     blobs = []
     for name in sorted(tensors):
-        a = tensors[name].numpy().astype("<f4", copy=False)
+        t = tensors[name]
+        a = (t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t)).astype("<f4", copy=False)
         b = a.tobytes()
         header[name] = {"dtype": "F32", "shape": list(a.shape),
                         "data_offsets": [off, off + len(b)]}
