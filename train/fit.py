@@ -71,7 +71,8 @@ def percentile_normalise_batch(x, p_lo, p_hi):
 
 
 def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
-    """x (N,1,S,S) min-max scaled grey, y (N,C,S,S) soft masks.
+    """x (N,1,S,S) min-max scaled grey, y (N,C,S,S) soft masks ->
+    (augmented x normalised by the policy, warped y, presence (N,C) 0/1).
 
     Covers what real exports do to a slice (issue: robust to the export):
     geometry (rotation +-12 deg, scale 0.85-1.2, shift, shear, elastic), blur
@@ -82,10 +83,22 @@ def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
     rest, to 16-64 levels of the image maximum (what `raw >> 8` stretched
     leaves) or to 256 levels (8-bit).  Finally the policy's normalisation.
     No flips: the abdomen is not left/right or up/down symmetric.
+    augment_geometry then augment_intensity, drawing from gen in this order.
     """
+    x, y = augment_geometry(x, y, gen)
+    x = augment_intensity(x, gif, gen, p_coarsen, policy)
+    return x, y, presence(y)
+
+
+def presence(y):
+    """(N,C) 1.0 where the soft mask y (N,C,S,S) has a pixel above 0.5."""
+    return (y.flatten(2).amax(2) > 0.5).float()
+
+
+def augment_geometry(x, y, gen):
+    """The warp of augment(): x (N,1,S,S), y (N,C,S,S) -> both warped alike."""
     n, _, s, _ = x.shape
     rnd = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
-    # geometry
     ang = (rnd(n) - 0.5) * 2 * math.radians(12)
     sc = 0.85 + 0.35 * rnd(n)
     sh = (rnd(n) - 0.5) * 0.1
@@ -98,6 +111,14 @@ def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
     grid = grid + F.interpolate(coarse, size=(s, s), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return x, y
+
+
+def augment_intensity(x, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
+    """What an export does to the grey values, augment()'s second half:
+    x (N,1,S,S) >= 0 (changed in place, and returned) -> normalised."""
+    n, _, s, _ = x.shape
+    rnd = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     # blur from a resolution change (a third of the images, factor 0.5-0.9)
     for i in torch.nonzero(rnd(n) < 0.33).flatten().tolist():
         f = 0.5 + 0.4 * float(rnd(1))
@@ -133,8 +154,7 @@ def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
     else:
         x = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True)
                                                      - x.amin((1, 2, 3), keepdim=True)).clamp_min(1e-6)
-    pres = (y.flatten(2).amax(2) > 0.5).float()
-    return x, y, pres
+    return x
 
 
 def hybrid_loss(logits, y, gamma=2.0, eps=1.0):
@@ -149,6 +169,25 @@ def hybrid_loss(logits, y, gamma=2.0, eps=1.0):
     union = (p + y - p * y).sum((2, 3))
     iou = 1 - (inter + eps) / (union + eps)
     return focal * 10 + iou.mean()
+
+
+def consistency_loss(logits, plog, eps=1.0):
+    """Disagreement between two renditions of the same warped slices: rows
+    [:n] and [n:] of logits (2n,C,S,S) and presence logits plog (2n,C).
+    1 - soft Dice between the two views' mask probabilities, per slice and
+    organ, with squared terms below (Milletari et al. 2016, V-Net), so that
+    it is 0 exactly when the views agree, whatever the probabilities (eps
+    keeps both-empty at 0); plus the mean squared
+    difference of their presence probabilities.  What robustness.py measures
+    (mask Dice between renditions), as a loss: the consistency idea of
+    Laine & Aila 2017 (Pi-model) and AugMix (Hendrycks et al. 2020), here
+    across export renditions only (one warp, two intensity draws)."""
+    n = logits.shape[0] // 2
+    p = torch.sigmoid(logits.float())
+    a, b = p[:n], p[n:]
+    dice = (2 * (a * b).sum((2, 3)) + eps) / ((a * a + b * b).sum((2, 3)) + eps)
+    q = torch.sigmoid(plog.float())
+    return (1 - dice).mean() + ((q[:n] - q[n:]) ** 2).mean()
 
 
 def load_checkpoint(path):
@@ -207,13 +246,24 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     model.train()
     perm, pos = None, 0
     tick = time.time()
+    # consistency (absent from recipes before 2026-12-02: 0): a batch is
+    # batch/2 warped slices, each rendered twice by augment_intensity
+    cons = recipe.get("consistency", 0.0)
+    take = recipe["batch"] // 2 if cons else recipe["batch"]
     while step < total:
-        if perm is None or pos + recipe["batch"] > len(perm):
+        if perm is None or pos + take > len(perm):
             perm, pos = torch.randperm(len(X), generator=gen), 0
-        idx = perm[pos:pos + recipe["batch"]]
-        pos += recipe["batch"]
+        idx = perm[pos:pos + take]
+        pos += take
         xb, yb = batch(X, Y, idx)
-        x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"])
+        if cons:
+            xg, y = augment_geometry(xb, yb, gen)
+            x = torch.cat([augment_intensity(xg.clone(), G[idx], gen, recipe["p_coarsen"]),
+                           augment_intensity(xg, G[idx], gen, recipe["p_coarsen"])])
+            y = torch.cat([y, y])
+            pres = presence(y)
+        else:
+            x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"])
         x, y, pres = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev), pres.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe["bf16"]):
             logits, plog, aux = model(x, deep_supervision=True)
@@ -221,6 +271,8 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         for a in aux:
             loss = loss + recipe["ds_weight"] * hybrid_loss(a, y)
         loss = loss + recipe["presence_weight"] * F.binary_cross_entropy_with_logits(plog.float(), pres)
+        if cons:
+            loss = loss + cons * consistency_loss(logits, plog)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -38,6 +38,9 @@ def main():
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (slower on CPU)")
     ap.add_argument("--init", help="fine-tune: start from this exported .safetensors (same width)")
     ap.add_argument("--p-coarsen", type=float, help=f"recipe p_coarsen (default {fit.RECIPE['p_coarsen']})")
+    ap.add_argument("--consistency", type=float,
+                    help="weight of fit.consistency_loss between two export renditions of each warped "
+                         "slice (default 0: off; a batch then holds batch/2 slices, each twice)")
     ap.add_argument("--exclude-cases", default="", help="comma-separated cases to leave out")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu")
@@ -57,6 +60,8 @@ def main():
         recipe["bf16"] = False
     if args.p_coarsen is not None:
         recipe["p_coarsen"] = args.p_coarsen
+    if args.consistency:
+        recipe["consistency"] = args.consistency
     if args.init:
         recipe["init"] = os.path.relpath(os.path.abspath(args.init), os.path.join(HERE, ".."))
         recipe["init_sha256"] = hashlib.sha256(open(args.init, "rb").read()).hexdigest()
