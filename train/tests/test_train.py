@@ -199,6 +199,49 @@ def test_fit_augment_ranges():
     assert set(pres.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_augment_is_geometry_then_intensity():
+    """augment() = augment_geometry then augment_intensity on one generator
+    (the consistency recipe renders one warp twice with the second half)."""
+    import fit
+    x = torch.rand(3, 1, 32, 32)
+    y = (torch.rand(3, 3, 32, 32) > 0.7).float()
+    gif = torch.tensor([True, False, False])
+    xa, ya, pa = fit.augment(x.clone(), y.clone(), gif, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    xg, yg = fit.augment_geometry(x.clone(), y.clone(), gen)
+    assert torch.equal(fit.augment_intensity(xg, gif, gen), xa) and torch.equal(yg, ya)
+    assert torch.equal(fit.presence(yg), pa)
+
+
+def test_consistency_loss_is_zero_only_when_the_views_agree():
+    """fit.consistency_loss: 0 for identical views (also for soft, unsure
+    probabilities and for both-empty masks), positive when they differ."""
+    import fit
+    logits = torch.randn(2, 3, 16, 16)
+    plog = torch.randn(2, 3)
+    same = fit.consistency_loss(torch.cat([logits, logits]), torch.cat([plog, plog]))
+    assert abs(float(same)) < 1e-6
+    empty = torch.full((2, 3, 16, 16), -30.0)
+    assert abs(float(fit.consistency_loss(torch.cat([empty, empty]), torch.cat([plog, plog])))) < 1e-6
+    other = fit.consistency_loss(torch.cat([logits, -logits]), torch.cat([plog, plog]))
+    assert float(other) > 0.1
+    assert float(fit.consistency_loss(torch.cat([logits, logits]), torch.cat([plog, -plog]))) > 0
+
+
+def test_consistency_training_runs_and_is_recorded(data_root, tmp_path):
+    """train.py --consistency trains (a batch of 2 warped slices, each
+    rendered twice) and records the weight in the exported recipe."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+    r = subprocess.run([PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--size", "64",
+                        "--width", "4", "--batch", "4", "--steps", "2", "--max-slices", "6",
+                        "--consistency", "0.5", "--out", str(tmp_path / "c")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "step 2/2" in r.stdout
+    _, md = read_safetensors(str(tmp_path / "c" / "unet3p-4.safetensors"))
+    assert json.loads(md["training"])["recipe"]["consistency"] == 0.5
+
+
 def test_cv_folds_by_patient(data_root):
     """Folds partition the trustworthy patients; GIF patients never tested."""
     import cv
