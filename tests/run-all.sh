@@ -106,7 +106,21 @@ build() { # build DIR [meson options...]
 
 mesontest() { # mesontest DIR [meson test options...]: 77 when a test skipped
     local dir=$1; shift
-    meson test -C "$dir" --print-errorlogs "$@" || return 1
+    if ! meson test -C "$dir" --print-errorlogs "$@"; then
+        # the end of a long run is what a CI page keeps: the summary repeats
+        # which tests failed and the last lines of their output
+        $PY - "$dir" "$dir/meson-logs/testlog.json" >> "$LOGDIR/failed-tests.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[2]):
+    t = json.loads(line)
+    if t.get("result") not in ("OK", "SKIP", "EXPECTEDFAIL"):
+        print(f"-- {sys.argv[1]}: {t['name']}: {t['result']} after {t.get('duration') or 0:.1f} s "
+              f"(exit {t.get('returncode')}), last lines of its output:")
+        out = ((t.get("stdout") or "") + "\n" + (t.get("stderr") or "")).strip().splitlines()
+        print("\n".join("   " + l[:300] for l in out[-40:]))
+PY
+        return 1
+    fi
     # meson counts a skipped test (exit 77) as no failure: say which, and why
     $PY - "$dir/meson-logs/testlog.json" <<'PY'
 import json, sys
@@ -169,6 +183,7 @@ for t in tests/container/check-image.sh tests/fuzz/run.sh; do
 done
 
 echo
+[ -s "$LOGDIR/failed-tests.txt" ] && cat "$LOGDIR/failed-tests.txt"
 [ -n "$failures" ] && echo "failed suites:$failures"
 [ -n "$skips" ] && echo "skipped suites:$skips"
 echo "$passed passed, $failed failed, $skipped skipped"
