@@ -173,6 +173,7 @@ int segd_cli_serve(int argc, char **argv)
     block_signals(&sigs);
 
     int status = 1;
+    int wrote_port_file = 0;
     segd_model *model = NULL;
     segd_metrics *metrics = NULL;
     segd_server *server = NULL;
@@ -213,6 +214,7 @@ int segd_cli_serve(int argc, char **argv)
                             strerror(-rc));
             goto out;
         }
+        wrote_port_file = 1;
     }
 
     reload_ctx rctx = {&cfg, &opts};
@@ -232,7 +234,11 @@ int segd_cli_serve(int argc, char **argv)
     status = drain(server, log, &sigs, cfg.drain_timeout);
 
 out:
+    /* like a pid file: once the socket is closed the port may be anyone's,
+     * so a file left behind would send a reader to a stranger */
     segd_server_free(server);
+    if (wrote_port_file)
+        (void)unlink(cfg.port_file);
     segd_log_free(log, LOG_FLUSH_S);
     segd_metrics_free(metrics);
     segd_model_free(model);

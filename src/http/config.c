@@ -32,7 +32,7 @@ typedef struct opt {
 static const opt OPTS[] = {
     {"bind", "SEGD_BIND", OPT_STR, F(bind), 0, 0, "0.0.0.0", "listen address (IPv4 or IPv6 literal)"},
     {"port", "SEGD_PORT", OPT_INT, F(port), 0, 65535, "8080", "TCP port; 0 picks an ephemeral one"},
-    {"port-file", "SEGD_PORT_FILE", OPT_STR, F(port_file), 0, 0, "none", "write the bound port to FILE"},
+    {"port-file", "SEGD_PORT_FILE", OPT_STR, F(port_file), 0, 0, "none", "write the bound port to FILE (removed at exit)"},
     {"weights", "SEGD_WEIGHTS", OPT_STR, F(weights), 0, 0, "weights/*.safetensors", "safetensors weights file"},
     {"workers", "SEGD_WORKERS", OPT_INT, F(workers), 1, 256, "one per CPU", "inference threads"},
     {"worker-threads", "SEGD_WORKER_THREADS", OPT_INT, F(worker_threads), 1, 256, "1",

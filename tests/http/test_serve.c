@@ -899,8 +899,10 @@ static void test_deadline(const ctx *c)
     TEST_EQ_INT(metric(m1, "segd_inference_duration_seconds_count") -
                     metric(m0, "segd_inference_duration_seconds_count"), 1);
     TEST_EQ_INT(metric(m1, "segd_http_requests_total{route=\"/v1/segment\",code=\"504\"}"), N - 1);
+    TEST_CHECK(access(d.portfile, F_OK) == 0);
     int st = tc_daemon_stop(&d, 30.0);
     TEST_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    TEST_CHECK(access(d.portfile, F_OK) != 0); /* removed at exit: the port is no longer ours */
     unlink(d.log);
     free(m0);
     free(m1);
@@ -1025,6 +1027,7 @@ static void test_drain_timeout(const ctx *c)
     TEST_EQ_INT(refused, N);
     int st = tc_daemon_wait(&d, 20.0);
     TEST_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    TEST_CHECK(access(d.portfile, F_OK) != 0); /* also after an incomplete drain */
     char *log = tc_read_file(d.log, NULL); /* the queued ones were answered by the drain timeout */
     TEST_CHECK(log && strstr(log, "drain incomplete") && strstr(log, "2 queued ones answered 503"));
     free(log);
