@@ -724,6 +724,24 @@ static void check_access_log(const char *path, int min_lines)
     free(log);
 }
 
+/* Whether the daemon's log at path holds want within timeout_s.  The daemon
+ * writes its log from a thread of its own (segd/log.h), so a line logged
+ * before the port file was written may reach the file just after it. */
+static int log_has(const char *path, const char *want, double timeout_s)
+{
+    double t0 = tc_now();
+    for (;;) {
+        char *log = tc_read_file(path, NULL);
+        int found = log && strstr(log, want);
+        free(log);
+        if (found)
+            return 1;
+        if (tc_now() - t0 > timeout_s)
+            return 0;
+        tc_sleep_ms(10);
+    }
+}
+
 static void test_main_daemon(ctx *c)
 {
     tc_daemon d;
@@ -732,11 +750,9 @@ static void test_main_daemon(ctx *c)
     TEST_REQUIRE(tc_daemon_start(&d, c->exe, c->weights, NULL, NULL, "--workers", "2",
                                  "--batch", "2", "--cors-origin", "*", "--max-body", "1M",
                                  "--max-pixels", "120000", "--max-parts", "4", NULL) == 0);
-    char *log = tc_read_file(d.log, NULL);
     char want[64];
     snprintf(want, sizeof want, "segd: listening on http://127.0.0.1:%d", d.port);
-    TEST_CHECK(log && strstr(log, want));
-    free(log);
+    TEST_CHECK(log_has(d.log, want, 10.0));
 
     test_routes(c, d.port);
     test_segment(c, d.port);
