@@ -70,9 +70,11 @@ def percentile_normalise_batch(x, p_lo, p_hi):
     return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
 
 
-def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
+def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY, views=1):
     """x (N,1,S,S) min-max scaled grey, y (N,C,S,S) soft masks ->
     (augmented x normalised by the policy, warped y, presence (N,C) 0/1).
+    views > 1 renders each warped slice that many times (the consistency
+    recipe): rows [v*N:(v+1)*N] are view v, y and presence repeated alike.
 
     Covers what real exports do to a slice (issue: robust to the export):
     geometry (rotation +-12 deg, scale 0.85-1.2, shift, shear, elastic), blur
@@ -83,10 +85,14 @@ def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
     rest, to 16-64 levels of the image maximum (what `raw >> 8` stretched
     leaves) or to 256 levels (8-bit).  Finally the policy's normalisation.
     No flips: the abdomen is not left/right or up/down symmetric.
-    augment_geometry then augment_intensity, drawing from gen in this order.
+    augment_geometry then augment_intensity per view, drawing from gen in
+    this order.
     """
     x, y = augment_geometry(x, y, gen)
-    x = augment_intensity(x, gif, gen, p_coarsen, policy)
+    if views == 1:
+        return augment_intensity(x, gif, gen, p_coarsen, policy), y, presence(y)
+    x = torch.cat([augment_intensity(x.clone(), gif, gen, p_coarsen, policy) for _ in range(views)])
+    y = y.repeat(views, 1, 1, 1)
     return x, y, presence(y)
 
 
@@ -247,7 +253,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     perm, pos = None, 0
     tick = time.time()
     # consistency (absent from recipes before 2026-12-02: 0): a batch is
-    # batch/2 warped slices, each rendered twice by augment_intensity
+    # batch/2 warped slices, each rendered twice (augment's views)
     cons = recipe.get("consistency", 0.0)
     take = recipe["batch"] // 2 if cons else recipe["batch"]
     while step < total:
@@ -256,14 +262,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         idx = perm[pos:pos + take]
         pos += take
         xb, yb = batch(X, Y, idx)
-        if cons:
-            xg, y = augment_geometry(xb, yb, gen)
-            x = torch.cat([augment_intensity(xg.clone(), G[idx], gen, recipe["p_coarsen"]),
-                           augment_intensity(xg, G[idx], gen, recipe["p_coarsen"])])
-            y = torch.cat([y, y])
-            pres = presence(y)
-        else:
-            x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"])
+        x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"], views=2 if cons else 1)
         x, y, pres = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev), pres.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe["bf16"]):
             logits, plog, aux = model(x, deep_supervision=True)

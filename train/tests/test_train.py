@@ -200,8 +200,8 @@ def test_fit_augment_ranges():
 
 
 def test_augment_is_geometry_then_intensity():
-    """augment() = augment_geometry then augment_intensity on one generator
-    (the consistency recipe renders one warp twice with the second half)."""
+    """augment() = augment_geometry then augment_intensity on one generator;
+    views=2 (the consistency recipe) renders one warp twice."""
     import fit
     x = torch.rand(3, 1, 32, 32)
     y = (torch.rand(3, 3, 32, 32) > 0.7).float()
@@ -211,6 +211,13 @@ def test_augment_is_geometry_then_intensity():
     xg, yg = fit.augment_geometry(x.clone(), y.clone(), gen)
     assert torch.equal(fit.augment_intensity(xg, gif, gen), xa) and torch.equal(yg, ya)
     assert torch.equal(fit.presence(yg), pa)
+    # views=2: one warp, two intensity draws in order, masks repeated
+    x2, y2, p2 = fit.augment(x.clone(), y.clone(), gif, torch.Generator().manual_seed(5), views=2)
+    gen = torch.Generator().manual_seed(5)
+    xg, yg = fit.augment_geometry(x.clone(), y.clone(), gen)
+    first = fit.augment_intensity(xg.clone(), gif, gen)
+    assert torch.equal(x2[:3], first) and torch.equal(x2[3:], fit.augment_intensity(xg, gif, gen))
+    assert torch.equal(y2, torch.cat([yg, yg])) and p2.shape == (6, 3)
 
 
 def test_consistency_loss_is_zero_only_when_the_views_agree():
