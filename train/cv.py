@@ -27,9 +27,13 @@ Per fold, OUT/foldK.json keeps every test slice's figures; the table
 as the mean over slices of all folds pooled, and mean +- sd over folds.
 Training checkpoints go to RUNS/foldK (resumable; not committed; a
 finished one is only judged again, so --out NEW with the same --runs
-re-judges the same networks, e.g. at another --input-size).
+re-judges the same networks, e.g. at another --input-size or with
+--tta-gamma).  --init-runs fine-tunes each fold's network of another run
+(for example with --steps 200 --lr 1e-4 --consistency 1) on that fold's
+training patients only.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -85,11 +89,17 @@ def run_fold(k, folds, recs, args, recipe):
     test_recs = [r for r in recs if r["case"] in test_cases and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     out = os.path.join(args.runs, f"fold{k}")
     log = lambda m: print(f"[fold {k}] {m}", flush=True)  # noqa: E731
+    if getattr(args, "init_runs", None):
+        start = os.path.abspath(os.path.join(args.init_runs, f"fold{k}", "last.pt"))
+        with open(start, "rb") as f:
+            recipe = dict(recipe, init=start, init_sha256=hashlib.sha256(f.read()).hexdigest())
     log(f"test cases {sorted(test_cases)} ({len(test_recs)} slices); train {len(train_recs)} slices")
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
     slices = []
     policy = policy_for_size(args.input_size or recipe["size"])
+    if args.tta_gamma:
+        policy["tta_gamma"] = args.tta_gamma
     with torch.no_grad():
         for r in test_recs:
             _, masks, pres = predict_record(model, r, policy=policy)
@@ -97,7 +107,7 @@ def run_fold(k, folds, recs, args, recipe):
                            "presence": [round(float(v), 4) for v in pres],
                            "organs": slice_figures(r, masks, dataset.load_masks(r))})
     res = {"fold": k, "test_cases": sorted(test_cases), "train_cases": sorted({r["case"] for r in train_recs}),
-           "input_size": policy["input_size"], "recipe": recipe, "seed": args.seed, "training": summary,
+           "input_size": policy["input_size"], "tta_gamma": policy.get("tta_gamma"), "recipe": recipe, "seed": args.seed, "training": summary,
            "slices": slices, "eval_seconds": round(time.time() - t, 1)}
     if not args.max_steps:
         with open(os.path.join(args.out, f"fold{k}.json"), "w") as f:
@@ -174,9 +184,18 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "cv"), help="fold results and table (committed)")
     ap.add_argument("--runs", default=os.path.join(HERE, "runs", "cv"), help="checkpoints (not committed)")
     ap.add_argument("--steps", type=int, help="override the recipe's step count (smoke runs)")
+    ap.add_argument("--lr", type=float, help="override the recipe's peak learning rate")
+    ap.add_argument("--consistency", type=float,
+                    help="weight of fit.consistency_loss (as train.py --consistency; default 0)")
+    ap.add_argument("--init-runs",
+                    help="fine-tune: fold k starts from INIT_RUNS/foldK/last.pt (another cv.py "
+                         "run's fold networks, so each fine-tune sees only its fold's training patients)")
     ap.add_argument("--max-steps", type=int, default=0, help="smoke: stop each fold early, write nothing")
     ap.add_argument("--input-size", type=int,
                     help="grid (px) the test slices are judged at (default: the recipe's training size)")
+    ap.add_argument("--tta-gamma", type=lambda v: [float(g) for g in v.split(",")],
+                    help="judge with photometric test-time augmentation: comma-separated powers "
+                         "(preprocess.grid_probs), e.g. 0.75,1,1.3333333333333333")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")
@@ -186,6 +205,10 @@ def main():
     recipe = dict(fit.RECIPE)
     if args.steps:
         recipe["steps"] = args.steps
+    if args.lr:
+        recipe["lr"] = args.lr
+    if args.consistency:
+        recipe["consistency"] = args.consistency
     recs = dataset.discover(args.data)
     if not recs:
         sys.exit(f"no labelled images under {args.data}")

@@ -22,18 +22,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import DEFAULT_POLICY, load_png, postprocess, rle_decode, to_model_input  # noqa: E402
+from preprocess import DEFAULT_POLICY, grid_probs, load_png, postprocess, rle_decode  # noqa: E402
 
 
-def predict_record(model, rec, device="cpu", threshold=0.5, presence_threshold=0.5, policy=None):
+def predict_record(model, rec, threshold=0.5, presence_threshold=0.5, policy=None):
     """Full pipeline for one slice: (native probs, masks (C,H,W), presence).
     policy: the weights' "preprocess" metadata (default: the current one)."""
     img = load_png(rec["path"])
-    x = to_model_input(img, policy or DEFAULT_POLICY).to(device)
-    with torch.no_grad():
-        logits, plog = model(x)
-    probs = torch.sigmoid(logits)[0].float().cpu()
-    pres = torch.sigmoid(plog)[0].float().cpu()
+    probs, pres = grid_probs(model, img, policy or DEFAULT_POLICY)
     h, w = img.shape
     p, masks = postprocess(probs, pres, h, w, threshold, presence_threshold)
     return p, masks, pres.numpy()

@@ -222,14 +222,20 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         f"loaded in {time.time() - t0:.1f}s")
     model = UNet3Plus(width=recipe["width"])
     if recipe.get("init"):
-        # fine-tuning: start from an exported file's tensors (same width)
+        # fine-tuning: start from an exported file's tensors, or from a
+        # training checkpoint's (cv.py --init-runs); same width
         from weights_io import load_model
         path = recipe["init"]  # relative to the repository root, as train.py records it
         if not os.path.isabs(path):
             path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", path)
-        init, md = load_model(path)
-        if int(md["width"]) != recipe["width"]:
-            raise SystemExit(f"{recipe['init']} has width {md['width']}, the recipe {recipe['width']}")
+        if path.endswith(".pt"):
+            init, ck = load_checkpoint(path)
+            width = ck["width"]
+        else:
+            init, md = load_model(path)
+            width = int(md["width"])
+        if width != recipe["width"]:
+            raise SystemExit(f"{recipe['init']} has width {width}, the recipe {recipe['width']}")
         model.load_state_dict(init.state_dict())
         log(f"initialised from {recipe['init']}")
     model = model.to(dev).to(memory_format=torch.channels_last)

@@ -17,6 +17,11 @@ the policy is recorded in the weights' metadata under "preprocess".
               "minmax": (v - min) / (max - min), 0 where max == min (older
               weights)
   resize:     bilinear, align_corners=False, no antialias, to the model grid
+  tta_gamma:  optional list of powers (photometric test-time augmentation):
+              the network runs once on x ** g for each g (x, the normalised
+              grid image in [0, 1]; g == 1 is x itself), and the mask and
+              presence probabilities are the arithmetic means of the runs'
+              sigmoids, summed in the list's order; absent means one run
   post:       sigmoid probabilities resized (same bilinear) back to the native
               height x width, mask = prob > threshold, and an organ whose
               presence probability is below presence_threshold gets no mask
@@ -257,6 +262,38 @@ def to_model_input(img, policy=DEFAULT_POLICY):
     """Raw grey (H,W) -> normalised (1,1,S,S) tensor at the model grid."""
     x = torch.from_numpy(normalise_policy(img, policy))[None, None]
     return resize(x, policy["input_size"])
+
+
+TTA_MAX = 8  # the engine's SEGD_MAX_TTA
+
+
+def tta_gammas(policy):
+    """The policy's test-time powers as floats; [1.0] (one plain run) when
+    it names none.  ValueError where the engine would refuse the file: not
+    a list of 1..TTA_MAX numbers in [0.1, 10]."""
+    if "tta_gamma" not in policy:
+        return [1.0]
+    gammas = policy["tta_gamma"]
+    if (not isinstance(gammas, list) or not 1 <= len(gammas) <= TTA_MAX
+            or any(isinstance(g, bool) or not isinstance(g, (int, float)) or not 0.1 <= g <= 10
+                   for g in gammas)):
+        raise ValueError(f"tta_gamma {gammas!r}: 1 to {TTA_MAX} numbers in [0.1, 10]")
+    return [float(g) for g in gammas]
+
+
+@torch.no_grad()
+def grid_probs(model, img, policy=DEFAULT_POLICY):
+    """Raw grey (H,W) through an eval-mode network as the engine runs it:
+    -> (probs (C,S,S), presence (C,)) float32 tensors at the model grid,
+    the sigmoids averaged over the policy's tta_gamma (module docstring)."""
+    x = to_model_input(img, policy).to(next(model.parameters()).device)
+    probs = pres = None
+    for g in tta_gammas(policy):
+        logits, plog = model(x if g == 1.0 else x ** g)
+        p, q = torch.sigmoid(logits)[0].float().cpu(), torch.sigmoid(plog)[0].float().cpu()
+        probs, pres = (p, q) if probs is None else (probs + p, pres + q)
+    n = len(tta_gammas(policy))
+    return (probs, pres) if n == 1 else (probs / n, pres / n)
 
 
 def postprocess(probs, presence, height, width, threshold=0.5, presence_threshold=0.5):

@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import load_png, resize, to_model_input  # noqa: E402
+from preprocess import grid_probs, load_png, resize  # noqa: E402
 from weights_io import load_model, read_safetensors, write_safetensors  # noqa: E402
 
 PRESENCE = (0.0, 0.2, 0.35, 0.5)
@@ -69,10 +69,9 @@ def score_slices(model, policy, recs, log=print, presence=PRESENCE, mask=MASK):
     t0 = time.time()
     for i, r in enumerate(recs):
         img = load_png(r["path"])
-        with torch.no_grad():
-            logits, plog = model(to_model_input(img, policy))
-        p = resize(torch.sigmoid(logits)[0].float()[None], img.shape)[0].numpy()
-        pres = torch.sigmoid(plog)[0].float().numpy()
+        probs, pres = grid_probs(model, img, policy)
+        p = resize(probs[None], img.shape)[0].numpy()
+        pres = pres.numpy()
         gt = dataset.load_masks(r).astype(bool)
         for c, organ in enumerate(CLASSES):
             g = gt[c]

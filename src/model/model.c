@@ -61,6 +61,47 @@ static int parse_percentiles(const json_t *pp, segd_model *m)
     return m->pct_lo >= 0 && m->pct_lo < m->pct_hi && m->pct_hi <= 100 ? 0 : -EINVAL;
 }
 
+/* preprocess.tta_gamma: absent means one plain run (tta_n 1, gamma 1);
+ * else an array of 1..SEGD_MAX_TTA numbers, each in [0.1, 10]: powers
+ * beyond those would flatten the image to black or white. */
+static int parse_tta(const json_t *pp, segd_model *m)
+{
+    const json_t *tg = json_object_get(pp, "tta_gamma");
+    m->tta_n = 1;
+    m->tta_gamma[0] = 1.0f;
+    if (!tg)
+        return 0;
+    if (!json_is_array(tg) || json_array_size(tg) < 1 || json_array_size(tg) > SEGD_MAX_TTA)
+        return -EINVAL;
+    for (size_t j = 0; j < json_array_size(tg); j++) {
+        const json_t *g = json_array_get(tg, j);
+        double v = json_number_value(g);
+        if (!json_is_number(g) || !(v >= 0.1 && v <= 10.0))
+            return -EINVAL;
+        m->tta_gamma[j] = (float)v;
+    }
+    m->tta_n = (int)json_array_size(tg);
+    return 0;
+}
+
+/* The keys of "preprocess" this engine implements: a file that asks for
+ * another step must not load and run without it. */
+static const char *unknown_preprocess_key(const json_t *pp)
+{
+    static const char *const known[] = {"normalisation", "percentiles", "luminance", "resize",
+                                        "input_size", "tta_gamma"};
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)pp, key, v) {
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] && strcmp(key, known[i]))
+            i++;
+        if (i == sizeof known / sizeof known[0])
+            return key;
+    }
+    return NULL;
+}
+
 /* format, architecture, width, in_channels and the scalar thresholds. */
 static int read_scalars(segd_model *m, const segd_weights *wt, long *width, long *in_ch,
                         char *err, size_t errlen)
@@ -146,6 +187,7 @@ static int read_preprocess(segd_model *m, const segd_weights *wt, char *err, siz
     const char *norm = json_string_value(json_object_get(pp, "normalisation"));
     const char *lum = json_string_value(json_object_get(pp, "luminance"));
     const char *rsz = json_string_value(json_object_get(pp, "resize"));
+    const char *unknown = json_is_object(pp) ? unknown_preprocess_key(pp) : NULL;
     if (!json_is_object(pp) || !json_is_array(sz) || json_array_size(sz) != 2 ||
         !json_is_integer(json_array_get(sz, 0)) || !json_is_integer(json_array_get(sz, 1))) {
         snprintf(err, errlen, "metadata preprocess.input_size missing or invalid");
@@ -154,6 +196,14 @@ static int read_preprocess(segd_model *m, const segd_weights *wt, char *err, siz
                (lum && strcmp(lum, "bt601")) ||
                (rsz && strcmp(rsz, "bilinear-align_corners-false"))) {
         snprintf(err, errlen, "metadata preprocess policy unsupported");
+        rc = -EINVAL;
+    } else if (unknown) {
+        snprintf(err, errlen, "metadata preprocess.%.64s is a step this engine does not implement",
+                 unknown);
+        rc = -EINVAL;
+    } else if (parse_tta(pp, m)) {
+        snprintf(err, errlen, "metadata preprocess.tta_gamma must be 1 to %d numbers in [0.1, 10]",
+                 SEGD_MAX_TTA);
         rc = -EINVAL;
     } else if (norm && !strcmp(norm, "percentile") && parse_percentiles(pp, m)) {
         snprintf(err, errlen, "metadata preprocess.percentiles must be [lo, hi] with "

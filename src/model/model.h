@@ -13,6 +13,9 @@
 #include "model/unet3p.h"
 #include "model/team.h"
 
+/* At most this many test-time powers (preprocess.tta_gamma) per file. */
+#define SEGD_MAX_TTA 8
+
 /* Read-only after segd_model_load_opts() (segd_model_set_gemm aside):
  * shared by every worker. */
 struct segd_model {
@@ -28,6 +31,11 @@ struct segd_model {
     int norm_percentile;         /* 0: minmax; 1: percentile clipping */
     const char *precision_note;  /* static: why --precision auto chose what it did; NULL else */
     double pct_lo, pct_hi;       /* percentiles, 0 <= lo < hi <= 100 */
+    /* preprocess.tta_gamma: the network runs once per power on x ** gamma
+     * (x the normalised grid image) and the sigmoids are averaged; a file
+     * without it has tta_n 1, gamma 1 (pipeline.c). */
+    int tta_n;
+    float tta_gamma[SEGD_MAX_TTA];
     json_t *info; /* metadata with nested JSON parsed, + sha256/name/path */
 };
 
@@ -36,7 +44,7 @@ struct segd_model {
 typedef struct segd_slot {
     int height, width;
     int staged, ran;
-    float presence[SEGD_MAX_CLASSES];
+    float presence[SEGD_MAX_TTA][SEGD_MAX_CLASSES]; /* presence logits, per tta power */
     double ms_decode, ms_infer;
 } segd_slot;
 
@@ -51,8 +59,9 @@ struct segd_worker {
     float *prob;      /* (nclass, max_pixels); also the PNG decode scratch */
     size_t prob_bytes;
     uint8_t *mask;    /* (nclass, max_pixels) */
-    float *grid;      /* (batch, 1, gh, gw) model inputs, one per slot */
-    float *logits;    /* (batch, nclass, gh, gw) */
+    float *grid;      /* (tta_n, batch, 1, gh, gw) model inputs: power j of slot i at
+                         [j][i], so that each power's batch is contiguous */
+    float *logits;    /* (tta_n, batch, nclass, gh, gw), the same order */
     float *net_arena; /* segd_unet3p_arena_floats(..., batch) */
     int batch;        /* slots: images one forward pass runs at once */
     segd_slot *slots; /* (batch) what each staged image was */

@@ -1,8 +1,9 @@
 /* segd pipeline: one slice through the steps of train/preprocess.py (its
  * twin: keep the two in step): decode -> normalise ->
- * resize to the model grid -> forward -> check -> sigmoid and resample back
- * -> threshold -> presence gate.  One function per step, all working in
- * the worker's arena: nothing here allocates.  Steps 1-3 fill one of the
+ * resize to the model grid (and one copy per test-time power) -> forward
+ * -> check -> sigmoid, average over the powers and resample back ->
+ * threshold -> presence gate.  One function per step, all working in the
+ * worker's arena: nothing here allocates.  Steps 1-3 fill one of the
  * worker's slots, step 4 runs a batch of slots, steps 5-7 read one. */
 #include <errno.h>
 #include <math.h>
@@ -119,26 +120,53 @@ static size_t grid_px(const segd_model *m)
     return (size_t)m->grid_h * m->grid_w;
 }
 
+/* Slot's model input for test-time power j (wk->grid is [j][slot]). */
+static float *grid_of(const segd_worker *wk, int j, int slot)
+{
+    return wk->grid + ((size_t)j * wk->batch + (size_t)slot) * grid_px(wk->m);
+}
+
+/* Slot's logits of test-time power j (wk->logits is [j][slot]). */
+static float *logits_of(const segd_worker *wk, int j, int slot)
+{
+    return wk->logits + ((size_t)j * wk->batch + (size_t)slot) * wk->m->nclass * grid_px(wk->m);
+}
+
 /* Step 3: bilinear resize (align_corners=False) of the image onto slot's
- * grid. */
+ * grid, then x ** gamma_j into power j's input, as preprocess.grid_probs
+ * (the resized image goes into power 0's place and is raised there last). */
 static void step_to_grid(segd_worker *wk, int slot, int h, int w)
 {
     const segd_model *m = wk->m;
-    segd_resize_bilinear(wk->grid + (size_t)slot * grid_px(m), wk->img, 1, h, w, m->grid_h,
-                         m->grid_w, NULL);
+    size_t n = grid_px(m);
+    float *x = grid_of(wk, 0, slot);
+    segd_resize_bilinear(x, wk->img, 1, h, w, m->grid_h, m->grid_w, NULL);
+    for (int j = m->tta_n - 1; j >= 0; j--) {
+        float g = m->tta_gamma[j], *dst = grid_of(wk, j, slot);
+        if (g == 1.0f) {
+            if (dst != x)
+                memcpy(dst, x, n * sizeof(float));
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[i] = powf(x[i], g);
+    }
 }
 
-/* Step 4: the network on slots 0..n-1: segmentation logits into
- * wk->logits, presence logits into each slot. */
+/* Step 4: the network on slots 0..n-1, once per test-time power (each a
+ * batch of n): segmentation logits into wk->logits, presence logits into
+ * each slot. */
 static void step_forward(segd_worker *wk, int n)
 {
     const segd_model *m = wk->m;
     float pres[SEGD_MAX_BATCH * SEGD_MAX_CLASSES];
-    segd_unet3p_forward(&m->net, wk->logits, pres, wk->grid, n, m->grid_h, m->grid_w,
-                        wk->net_arena, wk->team, NULL);
-    for (int i = 0; i < n; i++)
-        memcpy(wk->slots[i].presence, pres + (size_t)i * m->nclass,
-               (size_t)m->nclass * sizeof(float));
+    for (int j = 0; j < m->tta_n; j++) {
+        segd_unet3p_forward(&m->net, logits_of(wk, j, 0), pres, grid_of(wk, j, 0), n, m->grid_h,
+                            m->grid_w, wk->net_arena, wk->team, NULL);
+        for (int i = 0; i < n; i++)
+            memcpy(wk->slots[i].presence[j], pres + (size_t)i * m->nclass,
+                   (size_t)m->nclass * sizeof(float));
+    }
 }
 
 /* Step 5: refuse a non-finite output.  A NaN would otherwise turn into an
@@ -162,14 +190,34 @@ static int step_check_finite(const segd_worker *wk, const float *logits, const f
     return 0;
 }
 
-/* Step 6: probabilities, resampled from the grid back to h x w (wk->prob);
- * the slot's logits and pres become probabilities in place. */
-static void step_to_native(segd_worker *wk, float *logits, float *pres, int h, int w)
+/* Step 6: probabilities, the mean over the test-time powers (summed in
+ * their order, then divided, as preprocess.grid_probs), resampled from the
+ * grid back to h x w (wk->prob).  The slot's logits become probabilities
+ * in place (power 0's holds the mean); the mean presence goes to pres. */
+static void step_to_native(segd_worker *wk, int slot, float *pres, int h, int w)
 {
     const segd_model *m = wk->m;
-    segd_sigmoid(logits, (size_t)m->nclass * grid_px(m));
-    segd_sigmoid(pres, (size_t)m->nclass);
-    segd_resize_bilinear(wk->prob, logits, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
+    size_t n = (size_t)m->nclass * grid_px(m);
+    segd_slot *s = &wk->slots[slot];
+    float *acc = logits_of(wk, 0, slot);
+    for (int j = 0; j < m->tta_n; j++) {
+        float *p = logits_of(wk, j, slot), *q = s->presence[j];
+        segd_sigmoid(p, n);
+        segd_sigmoid(q, (size_t)m->nclass);
+        for (int c = 0; c < m->nclass; c++)
+            pres[c] = j ? pres[c] + q[c] : q[c];
+        if (j)
+            for (size_t i = 0; i < n; i++)
+                acc[i] += p[i];
+    }
+    if (m->tta_n > 1) {
+        float k = (float)m->tta_n;
+        for (size_t i = 0; i < n; i++)
+            acc[i] /= k;
+        for (int c = 0; c < m->nclass; c++)
+            pres[c] /= k;
+    }
+    segd_resize_bilinear(wk->prob, acc, m->nclass, m->grid_h, m->grid_w, h, w, NULL);
 }
 
 /* Step 7: masks = prob > threshold, emptied where the class's presence is
@@ -305,14 +353,16 @@ int segd_worker_result(segd_worker *wk, int slot, float threshold, segd_result *
     }
     segd_slot *s = &wk->slots[slot];
     const segd_model *m = wk->m;
-    float *logits = wk->logits + (size_t)slot * m->nclass * grid_px(m);
+    float pres[SEGD_MAX_CLASSES];
     s->ran = 0;
-    int rc = step_check_finite(wk, logits, s->presence, err, errlen);
-    if (rc)
-        return rc;
-    step_to_native(wk, logits, s->presence, s->height, s->width);
-    step_threshold_gate(wk, s->presence, s->height, s->width,
-                        threshold < 0 ? m->threshold : threshold, res);
+    for (int j = 0; j < m->tta_n; j++) {
+        int rc = step_check_finite(wk, logits_of(wk, j, slot), s->presence[j], err, errlen);
+        if (rc)
+            return rc;
+    }
+    step_to_native(wk, slot, pres, s->height, s->width);
+    step_threshold_gate(wk, pres, s->height, s->width, threshold < 0 ? m->threshold : threshold,
+                        res);
     res->ms_decode = s->ms_decode;
     res->ms_infer = s->ms_infer;
     res->ms_post = now_ms() - t0;

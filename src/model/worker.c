@@ -42,8 +42,9 @@ static arena_plan plan_arena(const segd_model *m, size_t max_pixels, size_t prob
     p.prob = ALIGN_UP(p.img + max_pixels * sizeof(float));
     p.mask = ALIGN_UP(p.prob + prob_bytes);
     p.grid = ALIGN_UP(p.mask + (size_t)m->nclass * max_pixels);
-    p.logits = ALIGN_UP(p.grid + (size_t)batch * grid * sizeof(float));
-    p.net = ALIGN_UP(p.logits + (size_t)batch * m->nclass * grid * sizeof(float));
+    size_t inputs = (size_t)m->tta_n * batch; /* one model input per slot and power */
+    p.logits = ALIGN_UP(p.grid + inputs * grid * sizeof(float));
+    p.net = ALIGN_UP(p.logits + inputs * m->nclass * grid * sizeof(float));
     p.total = ALIGN_UP(p.net + segd_unet3p_arena_floats(&m->net, m->grid_h, m->grid_w, threads,
                                                         batch) *
                                    sizeof(float));

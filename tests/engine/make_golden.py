@@ -8,6 +8,9 @@ Run from the repository root with the system Python that has torch:
       --width 4 --seed 1234 IMAGE.png...
       (random UNet3Plus with randomised BN statistics, exported with
        train/weights_io.py to PREFIX.safetensors)
+  /usr/bin/python3 tests/engine/make_golden.py --out tests/data/golden-w4-tta \
+      --width 4 --seed 99 --grid 40 48 --tta-gamma 0.75,1,1.3333333333333333 IMAGE.png...
+      (the same, with photometric test-time augmentation: preprocess.grid_probs)
   /usr/bin/python3 tests/engine/make_golden.py --weights FILE.safetensors \
       --out PREFIX IMAGE.png...
       (any exported weights file; the manifest points at it)
@@ -32,8 +35,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "train"))
 from weights_io import export_model, load_model  # noqa: E402
-from model import UNet3Plus, predict_probs  # noqa: E402
-from preprocess import DEFAULT_POLICY, load_png, postprocess, to_model_input  # noqa: E402
+from model import UNet3Plus  # noqa: E402
+from preprocess import DEFAULT_POLICY, grid_probs, load_png, postprocess, to_model_input  # noqa: E402
 
 
 def random_model(width, seed, grid, images):
@@ -115,6 +118,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"),
                     help="model grid of a random model (default: the policy's)")
+    ap.add_argument("--tta-gamma", type=lambda v: [float(g) for g in v.split(",")],
+                    help="a random model's test-time powers (preprocess tta_gamma), e.g. 0.75,1,1.5")
     ap.add_argument("images", nargs="*")
     args = ap.parse_args()
     if args.shipped:
@@ -134,6 +139,8 @@ def main():
     else:
         grid = args.grid or DEFAULT_POLICY["input_size"]
         model, policy = random_model(args.width, args.seed, grid, args.images)
+        if args.tta_gamma:
+            policy["tta_gamma"] = args.tta_gamma
         wpath = args.out + ".safetensors"
         extra = {"preprocess": policy, "name": f"golden-w{args.width}",
                  "git_commit": "fixture"}
@@ -146,9 +153,8 @@ def main():
     for i, path in enumerate(args.images):
         img = load_png(path)
         h, w = img.shape
-        x = to_model_input(img, policy)
-        probs, pres = predict_probs(model, x, pthr)
-        p, masks = postprocess(probs[0], pres[0], h, w, thr, pthr)
+        probs, pres = grid_probs(model, img, policy)
+        p, masks = postprocess(probs, pres, h, w, thr, pthr)
         pname = f"{os.path.basename(args.out)}.{i}.prob"
         p.astype("<f4").tofile(os.path.join(outdir, pname))
         near = int((np.abs(p - thr) < 1e-4).sum())
@@ -156,11 +162,11 @@ def main():
             "png": os.path.relpath(os.path.abspath(path), outdir),
             "height": h, "width": w,
             "prob": pname,
-            "presence": [float(v) for v in pres[0]],
+            "presence": [float(v) for v in pres],
             "pixels": [int(v) for v in masks.reshape(masks.shape[0], -1).sum(1)],
             "near_threshold": near,
         })
-        print(f"{path}: {w}x{h} presence={[round(float(v), 4) for v in pres[0]]} "
+        print(f"{path}: {w}x{h} presence={[round(float(v), 4) for v in pres]} "
               f"pixels={cases[-1]['pixels']} prob range [{p.min():.4f}, {p.max():.4f}] "
               f"near-threshold={near}")
     manifest = {"weights": os.path.relpath(os.path.abspath(wpath), outdir),

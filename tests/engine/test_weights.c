@@ -224,6 +224,35 @@ int main(int argc, char **argv)
     expect_refused("bad grid", write_header("grid", h), "input_size");
     json_decref(h);
 
+    /* preprocess.tta_gamma: 1..8 powers in [0.1, 10]; a preprocess step
+     * this engine does not implement refuses the file instead of running
+     * it without the step. */
+    {
+        static const char *const bad_tta[] = {
+            "[]", "[1, 0]", "[1, 20]", "[\"1\"]", "0.75", "[1,1,1,1,1,1,1,1,1]"};
+        for (size_t i = 0; i < sizeof bad_tta / sizeof bad_tta[0]; i++) {
+            char pp[160];
+            snprintf(pp, sizeof pp, "{\"input_size\":[64,64],\"tta_gamma\":%s}", bad_tta[i]);
+            h = hcopy();
+            json_object_set_new(json_object_get(h, "__metadata__"), "preprocess", json_string(pp));
+            expect_refused(bad_tta[i], write_header("tta", h), "tta_gamma");
+            json_decref(h);
+        }
+        h = hcopy();
+        json_object_set_new(json_object_get(h, "__metadata__"), "preprocess",
+                            json_string("{\"input_size\":[64,64],\"tta_flip\":true}"));
+        expect_refused("unknown step", write_header("step", h), "preprocess.tta_flip");
+        json_decref(h);
+        h = hcopy();
+        json_object_set_new(json_object_get(h, "__metadata__"), "preprocess",
+                            json_string("{\"input_size\":[64,64],\"tta_gamma\":[0.75,1,1.5]}"));
+        p = write_header("tta-ok", h);
+        segd_model *mt = NULL;
+        TEST_CHECK(segd_model_load(p, &mt, err, sizeof err) == 0);
+        segd_model_free(mt);
+        json_decref(h);
+    }
+
     /* issue 11 item 13: the exporter's tensor_sha256 (digest of the data
      * section) is verified; a flipped data byte is refused naming it, a
      * malformed value too; a file without it (the fixture, exported

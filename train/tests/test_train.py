@@ -286,13 +286,105 @@ def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     case = recs[0]["case"]
     recs = [r for r in recs if r["case"] == case][:2] + [r for r in recs if r["case"] != case][:2]
-    args = types.SimpleNamespace(runs=str(tmp_path), seed=0, max_steps=1, out=str(tmp_path), input_size=80)
+    args = types.SimpleNamespace(runs=str(tmp_path), seed=0, max_steps=1, out=str(tmp_path), input_size=80,
+                                 tta_gamma=None)
     res = cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))
     assert res["input_size"] == [80, 80] and len(res["slices"]) == 2
     assert grids == [(80, 80)] * 2
     args.input_size = None
     assert cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))["input_size"] == [64, 64]
     assert grids[2:] == [(64, 64)] * 2
+    args.tta_gamma = [0.75, 1.0, 4 / 3]  # one forward per power, recorded in the fold's result
+    assert cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))["tta_gamma"] == args.tta_gamma
+    assert grids[4:] == [(64, 64)] * 6
+
+
+def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monkeypatch):
+    """cv.py --init-runs: fold k's fine-tune starts from INIT/foldK/last.pt
+    (recorded with its sha256) and fit starts from that checkpoint's
+    weights; the fine-tune trains on fold k's training patients only."""
+    import hashlib
+    import types
+    import cv
+    import fit
+    init = tmp_path / "init"
+    for k in range(2):
+        (init / f"fold{k}").mkdir(parents=True)
+        torch.manual_seed(k)
+        torch.save({"model": UNet3Plus(width=4).state_dict(), "width": 4, "recipe": {}, "step": 1},
+                   str(init / f"fold{k}" / "last.pt"))
+    seen = []
+    real_fit = fit.fit
+    monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (
+        seen.append((recipe, {r["case"] for r in recs})) or (UNet3Plus(width=4).eval(), {"seconds": 0.0})))
+    recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    cases = sorted({r["case"] for r in recs})[:2]
+    recs = [r for r in recs if r["case"] in cases][:6]
+    args = types.SimpleNamespace(runs=str(tmp_path / "runs"), seed=2, max_steps=1, out=str(tmp_path),
+                                 input_size=64, tta_gamma=None, init_runs=str(init))
+    folds = [[cases[0]], [cases[1]]]
+    for k in range(2):
+        cv.run_fold(k, folds, recs, args, dict(fit.RECIPE, width=4, size=64, steps=1, lr=1e-4))
+        path = str(init / f"fold{k}" / "last.pt")
+        assert seen[k][0]["init"] == path
+        assert seen[k][0]["init_sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+        assert folds[k][0] not in seen[k][1]
+    # fit itself: with lr 0 one step leaves the convolutions as the checkpoint had them
+    start = torch.load(str(init / "fold1" / "last.pt"), weights_only=False)["model"]
+    train = [r for r in recs if r["case"] == cases[0]][:2]
+    model, _ = real_fit(train, dict(fit.RECIPE, width=4, size=64, steps=1, lr=0.0, batch=2,
+                                    init=str(init / "fold1" / "last.pt")), str(tmp_path / "ft"),
+                        log=lambda m: None)
+    got = model.state_dict()
+    convs = [k for k in start if k.endswith("conv.weight")]
+    assert convs and all(torch.equal(got[k].cpu(), start[k]) for k in convs)
+
+
+def test_cv_paired_compares_the_same_slices(tmp_path):
+    """train/cv_paired.py: per fold and pooled figures of two judgings,
+    their difference, and a refusal when the slices differ."""
+    import cv_paired
+
+    def doc(k, dices):
+        return {"fold": k, "slices": [{"id": f"s{k}{i}", "organs": {o: {"dice": d} for o in CLASSES}}
+                                      for i, d in enumerate(dices)]}
+    a = {0: doc(0, [0.5, None]), 1: doc(1, [0.2, 0.4])}
+    b = {0: doc(0, [0.6, None]), 1: doc(1, [0.2, 0.1])}
+    res = cv_paired.compare(a, b)
+    assert [round(r["other"] - r["base"], 6) for r in res["folds"]] == [0.1, -0.15]
+    assert round(res["pooled"]["base"], 6) == round((0.5 + 0.2 + 0.4) / 3, 6)
+    assert round(res["pooled"]["other"], 6) == round((0.6 + 0.2 + 0.1) / 3, 6)
+    assert res["moved"] == {"better": 3, "worse": 3}
+    b[1]["slices"][1]["id"] = "other"
+    with pytest.raises(SystemExit):
+        cv_paired.compare(a, b)
+    with pytest.raises(SystemExit):
+        cv_paired.compare(a, {0: b[0]})
+
+
+def test_grid_probs_averages_the_tta_powers():
+    """preprocess.grid_probs: one plain run without tta_gamma (and with
+    [1]); with powers, the mean of the sigmoids of the runs on x ** g, in
+    the list's order; lists the engine refuses raise ValueError."""
+    from preprocess import DEFAULT_POLICY, grid_probs, tta_gammas
+    torch.manual_seed(0)
+    model = UNet3Plus(width=4).eval()
+    img = np.random.default_rng(1).random((37, 41)).astype(np.float32) * 4000
+    policy = dict(DEFAULT_POLICY, input_size=[48, 48])
+    x = to_model_input(img, policy)
+    with torch.no_grad():
+        runs = {g: [torch.sigmoid(t)[0] for t in model(x if g == 1 else x ** g)] for g in (0.75, 1.0, 1.5)}
+    p, q = grid_probs(model, img, policy)
+    assert torch.equal(p, runs[1.0][0]) and torch.equal(q, runs[1.0][1])
+    p1, q1 = grid_probs(model, img, dict(policy, tta_gamma=[1]))
+    assert torch.equal(p1, p) and torch.equal(q1, q)
+    pt, qt = grid_probs(model, img, dict(policy, tta_gamma=[0.75, 1, 1.5]))
+    assert torch.equal(pt, (runs[0.75][0] + runs[1.0][0] + runs[1.5][0]) / 3)
+    assert torch.equal(qt, (runs[0.75][1] + runs[1.0][1] + runs[1.5][1]) / 3)
+    assert not torch.equal(pt, p)
+    for bad in ([], [1, 0], [1, 20], ["1"], 0.75, [True], [1] * 9):
+        with pytest.raises(ValueError):
+            tta_gammas({"tta_gamma": bad})
 
 
 def test_two_step_training_smoke(data_root, tmp_path):

@@ -1,0 +1,105 @@
+"""Paired comparison of two judgings of the same cross-validation networks
+(e.g. without and with test-time augmentation): the figure of each, fold by
+fold and organ by organ, and their difference on the same slices.
+
+  /usr/bin/python3 train/cv_paired.py --base DIR_A --other DIR_B [--label NAME] [--json OUT]
+
+DIR_A and DIR_B are train/cv.py --out directories whose foldK.json were
+judged from the same networks (cv.py --runs) and the same test slices; a
+fold present in only one is refused, as is a fold whose slices differ.
+Figures are cv.py's: Dice over the slices where the organ or the
+prediction is present, pooled over slices, the three organs averaged.
+"Slices better / worse" counts (slice, organ) pairs whose Dice moved by
+more than 0.01 either way (a pair counted in one judging only, because
+both masks were empty in the other, is left out of that count).
+Prints a Markdown table; --json writes the figures.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import CLASSES  # noqa: E402
+
+
+def load_folds(d):
+    """{fold: foldK.json document} of a cv.py --out directory."""
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if name.startswith("fold") and name.endswith(".json") and name[4:-5].isdigit():
+            with open(os.path.join(d, name)) as f:
+                out[int(name[4:-5])] = json.load(f)
+    return out
+
+
+def figure(slices):
+    """(mean over organs, {organ: Dice}) pooled over these slices."""
+    per = {}
+    for o in CLASSES:
+        d = [s["organs"][o]["dice"] for s in slices if s["organs"][o]["dice"] is not None]
+        per[o] = float(np.mean(d)) if d else 0.0
+    return float(np.mean(list(per.values()))), per
+
+
+def compare(base, other):
+    """base, other {fold: doc} -> comparison document (see the module text)."""
+    if sorted(base) != sorted(other) or not base:
+        raise SystemExit(f"folds differ: {sorted(base)} against {sorted(other)}")
+    rows, moved = [], {"better": 0, "worse": 0}
+    for k in sorted(base):
+        a, b = base[k]["slices"], other[k]["slices"]
+        if [s["id"] for s in a] != [s["id"] for s in b]:
+            raise SystemExit(f"fold {k}: the two judgings cover different slices")
+        (ma, pa), (mb, pb) = figure(a), figure(b)
+        rows.append({"fold": k, "slices": len(a), "base": ma, "other": mb, "base_dice": pa, "other_dice": pb})
+        for sa, sb in zip(a, b):
+            for o in CLASSES:
+                da, db = sa["organs"][o]["dice"], sb["organs"][o]["dice"]
+                if da is not None and db is not None and abs(db - da) > 0.01:
+                    moved["better" if db > da else "worse"] += 1
+    all_a = [s for k in sorted(base) for s in base[k]["slices"]]
+    all_b = [s for k in sorted(other) for s in other[k]["slices"]]
+    (ma, pa), (mb, pb) = figure(all_a), figure(all_b)
+    return {"folds": rows, "pooled": {"slices": len(all_a), "base": ma, "other": mb,
+                                      "base_dice": pa, "other_dice": pb}, "moved": moved}
+
+
+def markdown(doc, label_a, label_b):
+    f3 = lambda v: f"{v:.3f}"  # noqa: E731
+    d3 = lambda v: f"{v:+.3f}"  # noqa: E731
+    p = doc["pooled"]
+    lines = [f"| | slices | {label_a} | {label_b} | difference |", "|---|---|---|---|---|"]
+    for r in doc["folds"]:
+        lines.append(f"| fold {r['fold']} | {r['slices']} | {f3(r['base'])} | {f3(r['other'])} | "
+                     f"{d3(r['other'] - r['base'])} |")
+    for o in CLASSES:
+        lines.append(f"| all: {o} | {p['slices']} | {f3(p['base_dice'][o])} | {f3(p['other_dice'][o])} | "
+                     f"{d3(p['other_dice'][o] - p['base_dice'][o])} |")
+    lines.append(f"| **all: mean** | {p['slices']} | **{f3(p['base'])}** | **{f3(p['other'])}** | "
+                 f"**{d3(p['other'] - p['base'])}** |")
+    lines += ["", f"(slice, organ) pairs whose Dice moved by more than 0.01: {doc['moved']['better']} better, "
+              f"{doc['moved']['worse']} worse."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", required=True, help="cv.py --out of the first judging")
+    ap.add_argument("--other", required=True, help="cv.py --out of the second, same networks")
+    ap.add_argument("--labels", nargs=2, default=("base", "other"), metavar=("A", "B"))
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    doc = compare(load_folds(args.base), load_folds(args.other))
+    doc["base"], doc["other"] = args.base, args.other
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+    print(markdown(doc, *args.labels), end="")
+
+
+if __name__ == "__main__":
+    main()
