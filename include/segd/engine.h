@@ -168,7 +168,10 @@ typedef struct segd_result {
 } segd_result;
 
 /* Decode a PNG (8/16-bit grey, RGB, palette, with or without alpha) and
- * segment it.  threshold < 0 means the model's default. */
+ * segment it.  threshold < 0 means the model's default.  A file whose
+ * preprocess metadata names tta_gamma (n powers) runs the network n times
+ * per image and averages the probabilities (train/preprocess.py
+ * grid_probs); ms_infer counts all n passes. */
 int segd_worker_segment_png(segd_worker *w, const void *png, size_t len,
                             float threshold, segd_result *res,
                             char *err, size_t errlen);
