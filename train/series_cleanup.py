@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from model import CLASSES  # noqa: E402
 from preprocess import rle_decode  # noqa: E402
-from thresholds import figure, meta_json, unseen_records  # noqa: E402
+from thresholds import figure, unseen_records  # noqa: E402
 from weights_io import read_safetensors  # noqa: E402
 
 VOLUMES_ML = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
