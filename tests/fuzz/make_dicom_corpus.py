@@ -7,7 +7,6 @@ Crash inputs found later are added by hand as crash-dicom-<what>."""
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pydicom

@@ -8,8 +8,6 @@ Each must get its documented status with the JSON error document
 {"error":{"code","message"}} quickly; the daemon never crashes, hangs or
 balloons, and still answers a good request correctly afterwards."""
 import re
-import socket
-import time
 import zlib
 
 import segdtest as T

@@ -11,7 +11,6 @@ its trace id is in the access log line; an absent or invalid one starts a
 new trace."""
 import re
 import threading
-import time
 
 import segdtest as T
 
