@@ -2,11 +2,12 @@
 (e.g. without and with test-time augmentation): the figure of each, fold by
 fold and organ by organ, and their difference on the same slices.
 
-  /usr/bin/python3 train/cv_paired.py --base DIR_A --other DIR_B [--label NAME] [--json OUT]
+  /usr/bin/python3 train/cv_paired.py --base DIR_A --other DIR_B [--labels A B] [--folds 2,3] [--json OUT]
 
 DIR_A and DIR_B are train/cv.py --out directories whose foldK.json were
 judged from the same networks (cv.py --runs) and the same test slices; a
-fold present in only one is refused, as is a fold whose slices differ.
+fold present in only one is refused (unless --folds names the ones to
+compare), as is a fold whose slices differ.
 Figures are cv.py's: Dice over the slices where the organ or the
 prediction is present, pooled over slices, the three organs averaged.
 "Slices better / worse" counts (slice, organ) pairs whose Dice moved by
@@ -90,9 +91,17 @@ def main():
     ap.add_argument("--base", required=True, help="cv.py --out of the first judging")
     ap.add_argument("--other", required=True, help="cv.py --out of the second, same networks")
     ap.add_argument("--labels", nargs=2, default=("base", "other"), metavar=("A", "B"))
+    ap.add_argument("--folds", help="comma-separated folds to compare (default: all of both)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
-    doc = compare(load_folds(args.base), load_folds(args.other))
+    base, other = load_folds(args.base), load_folds(args.other)
+    if args.folds:
+        keep = [int(v) for v in args.folds.split(",")]
+        missing = [k for k in keep if k not in base or k not in other]
+        if missing:
+            raise SystemExit(f"folds {missing} are not in both directories")
+        base, other = {k: base[k] for k in keep}, {k: other[k] for k in keep}
+    doc = compare(base, other)
     doc["base"], doc["other"] = args.base, args.other
     if args.json:
         with open(args.json, "w") as f:
