@@ -81,6 +81,17 @@ static void expect_refused(const char *what, const char *path, const char *want)
 
 static json_t *hcopy(void) { return json_deep_copy(header); }
 
+/* The fixture with its "preprocess" metadata replaced by pp, written as
+ * variant `name`; returns its path. */
+static const char *with_preprocess(const char *name, const char *pp)
+{
+    json_t *h = hcopy();
+    json_object_set_new(json_object_get(h, "__metadata__"), "preprocess", json_string(pp));
+    const char *p = write_header(name, h);
+    json_decref(h);
+    return p;
+}
+
 int main(int argc, char **argv)
 {
     TEST_REQUIRE(argc == 2);
@@ -218,11 +229,7 @@ int main(int argc, char **argv)
     expect_refused("bad classes", write_header("classes", h), "classes");
     json_decref(h);
 
-    h = hcopy();
-    json_object_set_new(json_object_get(h, "__metadata__"), "preprocess",
-                        json_string("{\"input_size\":[0,256]}"));
-    expect_refused("bad grid", write_header("grid", h), "input_size");
-    json_decref(h);
+    expect_refused("bad grid", with_preprocess("grid", "{\"input_size\":[0,256]}"), "input_size");
 
     /* preprocess.tta_gamma: 1..8 powers in [0.1, 10]; a preprocess step
      * this engine does not implement refuses the file instead of running
@@ -233,24 +240,15 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sizeof bad_tta / sizeof bad_tta[0]; i++) {
             char pp[160];
             snprintf(pp, sizeof pp, "{\"input_size\":[64,64],\"tta_gamma\":%s}", bad_tta[i]);
-            h = hcopy();
-            json_object_set_new(json_object_get(h, "__metadata__"), "preprocess", json_string(pp));
-            expect_refused(bad_tta[i], write_header("tta", h), "tta_gamma");
-            json_decref(h);
+            expect_refused(bad_tta[i], with_preprocess("tta", pp), "tta_gamma");
         }
-        h = hcopy();
-        json_object_set_new(json_object_get(h, "__metadata__"), "preprocess",
-                            json_string("{\"input_size\":[64,64],\"tta_flip\":true}"));
-        expect_refused("unknown step", write_header("step", h), "preprocess.tta_flip");
-        json_decref(h);
-        h = hcopy();
-        json_object_set_new(json_object_get(h, "__metadata__"), "preprocess",
-                            json_string("{\"input_size\":[64,64],\"tta_gamma\":[0.75,1,1.5]}"));
-        p = write_header("tta-ok", h);
+        expect_refused("unknown step",
+                       with_preprocess("step", "{\"input_size\":[64,64],\"tta_flip\":true}"),
+                       "preprocess.tta_flip");
+        p = with_preprocess("tta-ok", "{\"input_size\":[64,64],\"tta_gamma\":[0.75,1,1.5]}");
         segd_model *mt = NULL;
         TEST_CHECK(segd_model_load(p, &mt, err, sizeof err) == 0);
         segd_model_free(mt);
-        json_decref(h);
     }
 
     /* issue 11 item 13: the exporter's tensor_sha256 (digest of the data
