@@ -72,7 +72,8 @@ def main():
         "measured_with": found[0]["sha256"],
         "how": "the same training without these patients (its held-out twin); "
                "dice over slices where the organ or the prediction is present",
-        "table": "train/cv/finetune/compare.md"})
+        "table": os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(args.compare)), "compare.md"),
+                                 os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))})
     digest = write_safetensors(tensors, md, args.weights)
     print(f"wrote {args.weights} (sha256 {digest}): unseen_patients mean Dice {pooled['mean_dice']:.4f}")
 

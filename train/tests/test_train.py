@@ -550,6 +550,7 @@ def test_record_figure_writes_the_twins_figure(tmp_path):
     t1, md = read_safetensors(str(w))
     fig = json.loads(md["unseen_patients"])
     assert fig["mean_dice"] == 0.25 and fig["measured_with"] == "bb22" and fig["cases"] == ["p1"]
+    assert fig["table"] == os.path.relpath(str(tmp_path / "compare.md"), ROOT)  # beside compare.json
     assert "cross_validation" not in md
     assert all(np.array_equal(t0[k], t1[k]) for k in t0)
     r = subprocess.run([PY, script, str(w), str(cmp), "--twin", "cc"], capture_output=True, text=True)
