@@ -5,8 +5,10 @@
 
 ID is a slice id (caseC_dayD_slice_SSSS).  With --cv each slice is predicted
 by the cross-validation fold model that never saw its patient (checkpoints
-in train/runs/cv/foldK/last.pt, folds in train/cv/folds.json), so the
-picture shows what the card's table measures.  True contours are drawn
+in train/runs/cv/foldK/last.pt, folds in train/cv/folds.json) at the grid
+it trained at, so the picture shows what the card's table measures; with
+--weights, by the file as the engine runs it (its grid, thresholds and
+presence gate).  True contours are drawn
 solid, predicted ones dashed; large bowel orange, small bowel cyan, stomach
 magenta.  One panel per slice, captioned with its group and per-organ Dice.
 """
@@ -21,10 +23,10 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from evaluate import dice_scores, predict_record  # noqa: E402
+from evaluate import dice_scores, predict_record, weights_predictor  # noqa: E402
 from fit import load_checkpoint  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import load_png  # noqa: E402
+from preprocess import load_png, policy_for_size  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLOURS = {"large_bowel": (255, 150, 0), "small_bowel": (0, 220, 255), "stomach": (255, 0, 200)}
@@ -62,8 +64,12 @@ def panel(rec, masks, gt, scale=2):
     return canvas
 
 
-def load_fold_model(k, runs):
-    return load_checkpoint(os.path.join(runs, f"fold{k}", "last.pt"))[0]
+def fold_predictor(k, runs):
+    """rec -> masks of fold k's network, at the grid it trained at and
+    thresholds 0.5, as train/cv.py judges it by default."""
+    model, ck = load_checkpoint(os.path.join(runs, f"fold{k}", "last.pt"))
+    policy = policy_for_size(ck["recipe"]["size"])
+    return lambda rec: predict_record(model, rec, policy=policy)[1]
 
 
 def main():
@@ -75,6 +81,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("ids", nargs="+")
     args = ap.parse_args()
+    if bool(args.cv) == bool(args.weights):
+        ap.error("give --weights FILE or --cv (one of them)")
     torch.set_num_threads(2)
     recs = {r["id"]: r for r in dataset.discover(args.data)}
     panels = []
@@ -84,16 +92,15 @@ def main():
         fold_of = {c: k for k, cs in enumerate(folds) for c in cs}
         models = {}
     else:
-        from weights_io import load_model
-        model, _ = load_model(args.weights)
+        predict = weights_predictor(args.weights)  # the file's grid, thresholds and gate
     for sid in args.ids:
         rec = recs[sid]
         if args.cv:
             k = fold_of[rec["case"]]
             if k not in models:
-                models[k] = load_fold_model(k, args.runs)
-            model = models[k]
-        _, masks, _ = predict_record(model, rec)
+                models[k] = fold_predictor(k, args.runs)
+            predict = models[k]
+        masks = predict(rec)
         panels.append(panel(rec, masks, dataset.load_masks(rec)))
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols

@@ -529,6 +529,59 @@ def test_fine_tune_records_its_start(data_root, tmp_path):
     assert r.returncode != 0 and "has width 4, the recipe 8" in r.stderr
 
 
+def test_thresholds_write_chooses_on_the_unseen_patients(data_root, tmp_path):
+    """train/thresholds.py --write: scored only on the patients the file's
+    split never saw; the copy carries the all-patient pick, its provenance
+    and the same tensors."""
+    recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    unseen = ["case107", "case125", "case2"]  # 1-2 slices each: a quick run
+    w, w2, js = (str(tmp_path / n) for n in ("w.safetensors", "w2.safetensors", "t.json"))
+    torch.manual_seed(0)
+    export_model(UNet3Plus(width=4).eval(), w, {"split": {"train_cases": sorted(
+        {r["case"] for r in recs} - set(unseen)), "val_cases": []}}, size=64)
+    r = subprocess.run([PY, os.path.join(TRAIN, "thresholds.py"), "--weights", w, "--data", data_root,
+                        "--json", js, "--write", w2], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(open(js).read())
+    assert doc["patients"] == unseen and doc["slices"] == sum(r["case"] in unseen for r in recs)
+    assert set(doc["nested"]["picks_leaving_out"]) == set(unseen)
+    t0, _ = read_safetensors(w)
+    t1, md = read_safetensors(w2)
+    assert all(np.array_equal(t0[k], t1[k]) for k in t0)
+    assert float(md["threshold"]) == doc["chosen"]["threshold"]
+    assert float(md["presence_threshold"]) == doc["chosen"]["presence_threshold"]
+    assert json.loads(md["thresholds"])["patients"] == unseen
+
+
+def test_draw_contours_runs_each_network_at_its_grid(data_root, tmp_path, monkeypatch):
+    """train/draw_contours.py: a fold network runs at the grid it trained
+    at (as cv.py judges it), a file as the engine runs it; one panel per
+    slice; --weights or --cv is required."""
+    import draw_contours
+    from PIL import Image
+    runs = tmp_path / "runs"
+    (runs / "fold0").mkdir(parents=True)
+    torch.save({"model": UNet3Plus(width=4).state_dict(), "width": 4, "recipe": {"size": 96}, "step": 1},
+               str(runs / "fold0" / "last.pt"))
+    recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    seen = []
+    monkeypatch.setattr(draw_contours, "predict_record",
+                        lambda model, rec, **kw: seen.append(kw["policy"]["input_size"]) or (None, None, None))
+    draw_contours.fold_predictor(0, str(runs))(recs[0])
+    assert seen == [[96, 96]]
+    w, png = str(tmp_path / "w.safetensors"), str(tmp_path / "c.png")
+    export_model(UNet3Plus(width=4).eval(), w, size=64)
+    ids = [recs[0]["id"], recs[-1]["id"]]
+    script = os.path.join(TRAIN, "draw_contours.py")
+    r = subprocess.run([PY, script, "--data", data_root, "--weights", w, "--out", png] + ids,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    width = max(rec["width"] for rec in (recs[0], recs[-1])) * 2  # panels at scale 2, side by side
+    assert Image.open(png).size[0] == 2 * width
+    r = subprocess.run([PY, script, "--data", data_root, "--out", png] + ids, capture_output=True, text=True)
+    assert r.returncode != 0 and "--weights FILE or --cv" in r.stderr
+
+
 def test_record_figure_writes_the_twins_figure(tmp_path):
     """record_figure.py puts the named twin's pooled figure into the file's
     metadata, drops a copied cross_validation entry, keeps the tensors, and
