@@ -286,13 +286,14 @@ def grid_probs(model, img, policy=DEFAULT_POLICY):
     """Raw grey (H,W) through an eval-mode network as the engine runs it:
     -> (probs (C,S,S), presence (C,)) float32 tensors at the model grid,
     the sigmoids averaged over the policy's tta_gamma (module docstring)."""
+    gammas = tta_gammas(policy)
     x = to_model_input(img, policy).to(next(model.parameters()).device)
     probs = pres = None
-    for g in tta_gammas(policy):
+    for g in gammas:
         logits, plog = model(x if g == 1.0 else x ** g)
         p, q = torch.sigmoid(logits)[0].float().cpu(), torch.sigmoid(plog)[0].float().cpu()
         probs, pres = (p, q) if probs is None else (probs + p, pres + q)
-    n = len(tta_gammas(policy))
+    n = len(gammas)
     return (probs, pres) if n == 1 else (probs / n, pres / n)
 
 
