@@ -89,7 +89,7 @@ def run_fold(k, folds, recs, args, recipe):
     test_recs = [r for r in recs if r["case"] in test_cases and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     out = os.path.join(args.runs, f"fold{k}")
     log = lambda m: print(f"[fold {k}] {m}", flush=True)  # noqa: E731
-    if getattr(args, "init_runs", None):
+    if args.init_runs:
         start = os.path.abspath(os.path.join(args.init_runs, f"fold{k}", "last.pt"))
         with open(start, "rb") as f:
             recipe = dict(recipe, init=start, init_sha256=hashlib.sha256(f.read()).hexdigest())
@@ -116,28 +116,32 @@ def run_fold(k, folds, recs, args, recipe):
     return res
 
 
+def table_row(slices):
+    """The table's figures pooled over these slices (foldK.json entries):
+    per organ Dice (None: no slice with the organ or a prediction), both
+    empty share and HD95; mean_dice over the organs that have a Dice."""
+    row = {}
+    for name in CLASSES:
+        d = [s["organs"][name]["dice"] for s in slices if s["organs"][name]["dice"] is not None]
+        h = [s["organs"][name]["hd95"] for s in slices if s["organs"][name]["hd95"] is not None]
+        e = [s["organs"][name]["both_empty"] for s in slices]
+        row[name] = {"dice": float(np.mean(d)) if d else None, "n_dice": len(d),
+                     "both_empty": float(np.mean(e)) if e else None,
+                     "hd95_mm": float(np.mean(h)) if h else None, "n_hd95": len(h)}
+    ds = [row[n]["dice"] for n in CLASSES if row[n]["dice"] is not None]
+    row["mean_dice"] = float(np.mean(ds)) if ds else None
+    row["slices"] = len(slices)
+    return row
+
+
 def summarise(results):
     """Table dict: rows keyed by group ('all' first) then organ."""
-    def figs(slices):
-        row = {}
-        for name in CLASSES:
-            d = [s["organs"][name]["dice"] for s in slices if s["organs"][name]["dice"] is not None]
-            h = [s["organs"][name]["hd95"] for s in slices if s["organs"][name]["hd95"] is not None]
-            e = [s["organs"][name]["both_empty"] for s in slices]
-            row[name] = {"dice": float(np.mean(d)) if d else None, "n_dice": len(d),
-                         "both_empty": float(np.mean(e)) if e else None,
-                         "hd95_mm": float(np.mean(h)) if h else None, "n_hd95": len(h)}
-        ds = [row[n]["dice"] for n in CLASSES if row[n]["dice"] is not None]
-        row["mean_dice"] = float(np.mean(ds)) if ds else None
-        row["slices"] = len(slices)
-        return row
-
     groups = sorted({s["group"] for r in results for s in r["slices"]})
     table = {}
     for g in ["all"] + groups:
         pooled = [s for r in results for s in r["slices"] if g == "all" or s["group"] == g]
-        per_fold = [figs([s for s in r["slices"] if g == "all" or s["group"] == g]) for r in results]
-        entry = {"pooled": figs(pooled), "folds": {}}
+        per_fold = [table_row([s for s in r["slices"] if g == "all" or s["group"] == g]) for r in results]
+        entry = {"pooled": table_row(pooled), "folds": {}}
         for key in list(CLASSES) + ["mean_dice"]:
             vals = [pf["mean_dice"] if key == "mean_dice" else pf[key]["dice"] for pf in per_fold]
             vals = [v for v in vals if v is not None]

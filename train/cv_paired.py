@@ -8,8 +8,8 @@ DIR_A and DIR_B are train/cv.py --out directories whose foldK.json were
 judged from the same networks (cv.py --runs) and the same test slices; a
 fold present in only one is refused (unless --folds names the ones to
 compare), as is a fold whose slices differ.
-Figures are cv.py's: Dice over the slices where the organ or the
-prediction is present, pooled over slices, the three organs averaged.
+Figures are cv.py's (cv.table_row): Dice over the slices where the organ
+or the prediction is present, pooled over slices, the organs averaged.
 "Slices better / worse" counts (slice, organ) pairs whose Dice moved by
 more than 0.01 either way (a pair counted in one judging only, because
 both masks were empty in the other, is left out of that count).
@@ -20,9 +20,8 @@ import json
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cv import table_row  # noqa: E402
 from model import CLASSES  # noqa: E402
 
 
@@ -37,12 +36,10 @@ def load_folds(d):
 
 
 def figure(slices):
-    """(mean over organs, {organ: Dice}) pooled over these slices."""
-    per = {}
-    for o in CLASSES:
-        d = [s["organs"][o]["dice"] for s in slices if s["organs"][o]["dice"] is not None]
-        per[o] = float(np.mean(d)) if d else 0.0
-    return float(np.mean(list(per.values()))), per
+    """(mean over organs, {organ: Dice}) pooled over these slices, as
+    cv.py's table computes them (cv.table_row)."""
+    row = table_row(slices)
+    return row["mean_dice"], {o: row[o]["dice"] for o in CLASSES}
 
 
 def compare(base, other):
@@ -69,18 +66,18 @@ def compare(base, other):
 
 
 def markdown(doc, label_a, label_b):
-    f3 = lambda v: f"{v:.3f}"  # noqa: E731
-    d3 = lambda v: f"{v:+.3f}"  # noqa: E731
+    f3 = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    d3 = lambda a, b: "n/a" if a is None or b is None else f"{b - a:+.3f}"  # noqa: E731
     p = doc["pooled"]
     lines = [f"| | slices | {label_a} | {label_b} | difference |", "|---|---|---|---|---|"]
     for r in doc["folds"]:
         lines.append(f"| fold {r['fold']} | {r['slices']} | {f3(r['base'])} | {f3(r['other'])} | "
-                     f"{d3(r['other'] - r['base'])} |")
+                     f"{d3(r['base'], r['other'])} |")
     for o in CLASSES:
         lines.append(f"| all: {o} | {p['slices']} | {f3(p['base_dice'][o])} | {f3(p['other_dice'][o])} | "
-                     f"{d3(p['other_dice'][o] - p['base_dice'][o])} |")
+                     f"{d3(p['base_dice'][o], p['other_dice'][o])} |")
     lines.append(f"| **all: mean** | {p['slices']} | **{f3(p['base'])}** | **{f3(p['other'])}** | "
-                 f"**{d3(p['other'] - p['base'])}** |")
+                 f"**{d3(p['base'], p['other'])}** |")
     lines += ["", f"(slice, organ) pairs whose Dice moved by more than 0.01: {doc['moved']['better']} better, "
               f"{doc['moved']['worse']} worse."]
     return "\n".join(lines) + "\n"

@@ -287,7 +287,7 @@ def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     case = recs[0]["case"]
     recs = [r for r in recs if r["case"] == case][:2] + [r for r in recs if r["case"] != case][:2]
     args = types.SimpleNamespace(runs=str(tmp_path), seed=0, max_steps=1, out=str(tmp_path), input_size=80,
-                                 tta_gamma=None)
+                                 tta_gamma=None, init_runs=None)
     res = cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))
     assert res["input_size"] == [80, 80] and len(res["slices"]) == 2
     assert grids == [(80, 80)] * 2
@@ -346,8 +346,8 @@ def test_cv_paired_compares_the_same_slices(tmp_path):
     import cv_paired
 
     def doc(k, dices):
-        return {"fold": k, "slices": [{"id": f"s{k}{i}", "organs": {o: {"dice": d} for o in CLASSES}}
-                                      for i, d in enumerate(dices)]}
+        organs = lambda d: {o: {"dice": d, "both_empty": d is None, "hd95": None} for o in CLASSES}  # noqa: E731
+        return {"fold": k, "slices": [{"id": f"s{k}{i}", "organs": organs(d)} for i, d in enumerate(dices)]}
     a = {0: doc(0, [0.5, None]), 1: doc(1, [0.2, 0.4])}
     b = {0: doc(0, [0.6, None]), 1: doc(1, [0.2, 0.1])}
     res = cv_paired.compare(a, b)
