@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from weights_io import load_model  # noqa: E402
-from preprocess import grid_probs, load_png, postprocess, rle_encode  # noqa: E402
+from preprocess import load_png, network_probs, postprocess, rle_encode, to_model_input  # noqa: E402
 
 
 def sha256_file(path):
@@ -33,8 +33,9 @@ def predict_document(model, md, sha, path, threshold=None):
     policy = json.loads(md["preprocess"])
     t0 = time.perf_counter()
     img = load_png(path)
+    x = to_model_input(img, policy)  # decode, normalise, resize: the engine's "decode"
     t1 = time.perf_counter()
-    probs, pres = grid_probs(model, img, policy)
+    probs, pres = network_probs(model, x, policy)
     t2 = time.perf_counter()
     h, w = img.shape
     _, masks = postprocess(probs, pres, h, w, thr, pthr)

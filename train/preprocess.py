@@ -281,13 +281,18 @@ def tta_gammas(policy):
     return [float(g) for g in gammas]
 
 
-@torch.no_grad()
 def grid_probs(model, img, policy=DEFAULT_POLICY):
     """Raw grey (H,W) through an eval-mode network as the engine runs it:
     -> (probs (C,S,S), presence (C,)) float32 tensors at the model grid,
     the sigmoids averaged over the policy's tta_gamma (module docstring)."""
+    return network_probs(model, to_model_input(img, policy), policy)
+
+
+@torch.no_grad()
+def network_probs(model, x, policy=DEFAULT_POLICY):
+    """grid_probs from the model input x (1,1,S,S) of to_model_input."""
     gammas = tta_gammas(policy)
-    x = to_model_input(img, policy).to(next(model.parameters()).device)
+    x = x.to(next(model.parameters()).device)
     probs = pres = None
     for g in gammas:
         logits, plog = model(x if g == 1.0 else x ** g)
