@@ -97,7 +97,8 @@ def run_fold(k, folds, recs, args, recipe):
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
     slices = []
-    policy = policy_for_size(args.input_size or recipe["size"])
+    policy = summary.pop("preprocess")  # the normalisation it trained with (fit.policy_of)
+    policy["input_size"] = policy_for_size(args.input_size or recipe["size"])["input_size"]
     if args.tta_gamma:
         policy["tta_gamma"] = args.tta_gamma
     with torch.no_grad():
@@ -107,7 +108,7 @@ def run_fold(k, folds, recs, args, recipe):
                            "presence": [round(float(v), 4) for v in pres],
                            "organs": slice_figures(r, masks, dataset.load_masks(r))})
     res = {"fold": k, "test_cases": sorted(test_cases), "train_cases": sorted({r["case"] for r in train_recs}),
-           "input_size": policy["input_size"], "tta_gamma": policy.get("tta_gamma"), "recipe": recipe,
+           "input_size": policy["input_size"], "normalisation": policy["normalisation"], "tta_gamma": policy.get("tta_gamma"), "recipe": recipe,
            "seed": args.seed, "training": summary, "slices": slices, "eval_seconds": round(time.time() - t, 1)}
     if not args.max_steps:
         with open(os.path.join(args.out, f"fold{k}.json"), "w") as f:
@@ -200,6 +201,9 @@ def main():
     ap.add_argument("--tta-gamma", type=lambda v: [float(g) for g in v.split(",")],
                     help="judge with photometric test-time augmentation: comma-separated powers "
                          "(preprocess.grid_probs), e.g. 0.75,1,1.3333333333333333")
+    ap.add_argument("--normalisation", choices=("percentile", "histogram_match"), default="percentile",
+                    help="the recipe's normalisation (fit.policy_of); histogram_match takes its "
+                         "reference from each fold's training patients")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")
@@ -213,6 +217,8 @@ def main():
         recipe["lr"] = args.lr
     if args.consistency:
         recipe["consistency"] = args.consistency
+    if args.normalisation != "percentile":  # absent from older recipes: percentile
+        recipe["normalisation"] = args.normalisation
     recs = dataset.discover(args.data)
     if not recs:
         sys.exit(f"no labelled images under {args.data}")

@@ -41,7 +41,7 @@ def main():
             split = json.load(f)
         val = [r for r in recs if r["case"] in set(split["val_cases"])
                and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
-        policy = preprocess.policy_for_size(size)
+        policy = dict(ck.get("preprocess") or preprocess.policy_for_size(size), input_size=[size, size])
         res = evaluate.evaluate(val, lambda r: evaluate.predict_record(model, r, policy=policy)[1])
         res.pop("volumes")
         extra["data"] = data_metadata(
@@ -49,7 +49,7 @@ def main():
         extra["split"] = split
         extra["validation"] = res
         print(json.dumps(res["organs"], indent=1), "mean", res["mean_dice"])
-    digest = export_model(model, args.out, extra, size=size)
+    digest = export_model(model, args.out, extra, size=size, policy=ck.get("preprocess"))
     print(f"wrote {args.out} sha256={digest}")
 
 

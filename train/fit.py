@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import dataset
 from model import UNet3Plus
-from preprocess import DEFAULT_POLICY, load_png, normalise, percentile_ranks, resize
+from preprocess import (DEFAULT_POLICY, load_png, normalise, percentile_ranks, policy_for_size, quantile_curve,
+                        reference_quantiles, resize)
 
 RECIPE = {
     "width": 8, "size": 192, "batch": 8, "steps": 1000, "lr": 2e-3, "weight_decay": 1e-4,
@@ -68,6 +69,43 @@ def percentile_normalise_batch(x, p_lo, p_hi):
     lo = torch.where(degenerate, mn, lo)
     hi = torch.where(degenerate, mx, hi)
     return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+
+
+def histogram_match_batch(x, ref):
+    """x (N,1,H,W) -> per-image histogram matching to the reference
+    quantiles ref, the same mid-ranks and curve as
+    preprocess.normalise_histogram (float64 inside, float32 out)."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    m = flat.shape[1]
+    if m < 2:
+        r = torch.full(flat.shape, 0.5, dtype=torch.float64)
+    else:
+        s = flat.sort(dim=1).values.contiguous()
+        below = torch.searchsorted(s, flat.contiguous(), right=False)
+        upto = torch.searchsorted(s, flat.contiguous(), right=True)
+        r = (below + upto - 1).double() / (2.0 * (m - 1))
+    out = quantile_curve(r.numpy(), ref)
+    return torch.from_numpy(out).float().view_as(x)
+
+
+def policy_of(recipe, train_recs=None):
+    """The preprocessing policy (weights metadata "preprocess") a recipe
+    trains and runs with, at its grid.  recipe["normalisation"]: absent or
+    "percentile" (DEFAULT_POLICY), or "histogram_match", whose reference
+    quantiles come from the trusted images of train_recs (all of them if
+    none is trusted): the network never sees its test patients' grey values
+    before it is judged."""
+    policy = policy_for_size(recipe["size"])
+    if recipe.get("normalisation", "percentile") == "percentile":
+        return policy
+    if recipe["normalisation"] != "histogram_match":
+        raise SystemExit(f"recipe normalisation {recipe['normalisation']!r}: percentile or histogram_match")
+    trusted = [r for r in train_recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL] or train_recs
+    policy.pop("percentiles")
+    policy["normalisation"] = "histogram_match"
+    policy["reference_quantiles"] = reference_quantiles(load_png(r["path"]) for r in trusted)
+    return policy
 
 
 def augment(x, y, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY, views=1):
@@ -154,7 +192,9 @@ def augment_intensity(x, gif, gen, p_coarsen=0.5, policy=DEFAULT_POLICY):
     levels = torch.where(gif.view(n, 1, 1, 1), (20 + 20 * rnd(n)).floor().view(n, 1, 1, 1), levels)
     quant = (gif | (u < p_coarsen + 0.25)).view(n, 1, 1, 1)
     x = torch.where(quant, torch.floor(x / mx * levels) / levels, x)
-    if policy.get("normalisation") == "percentile":
+    if policy.get("normalisation") == "histogram_match":
+        x = histogram_match_batch(x, policy["reference_quantiles"])
+    elif policy.get("normalisation") == "percentile":
         lo, hi = policy.get("percentiles", (1, 99))
         x = percentile_normalise_batch(x, lo, hi)
     else:
@@ -211,15 +251,17 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         checkpoint_every=50):
     """Train on train_recs with the recipe; checkpoints OUT/last.pt every
     checkpoint_every steps and resumes from it.  Returns the eval-mode model
-    after the recipe's last step (the kept one) and the run summary."""
+    after the recipe's last step (the kept one) and the run summary, whose
+    "preprocess" is the policy it trained with (policy_of)."""
     os.makedirs(out, exist_ok=True)
     dev = torch.device(device)
     size = (recipe["size"], recipe["size"])
     torch.manual_seed(seed)
     t0 = time.time()
     X, Y, G = preload(train_recs, size)
+    policy = policy_of(recipe, train_recs)
     log(f"data: {len(train_recs)} slices of {len({r['case'] for r in train_recs})} cases "
-        f"loaded in {time.time() - t0:.1f}s")
+        f"loaded in {time.time() - t0:.1f}s; normalisation {policy['normalisation']}")
     model = UNet3Plus(width=recipe["width"])
     if recipe.get("init"):
         # fine-tuning: start from an exported file's tensors, or from a
@@ -268,7 +310,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         idx = perm[pos:pos + take]
         pos += take
         xb, yb = batch(X, Y, idx)
-        x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"], views=2 if cons else 1)
+        x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"], policy, views=2 if cons else 1)
         x, y, pres = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev), pres.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe["bf16"]):
             logits, plog, aux = model(x, deep_supervision=True)
@@ -289,7 +331,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
             tick = time.time()
             ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                   "gen": gen.get_state(), "step": step, "losses": losses, "seconds": seconds,
-                  "recipe": recipe, "width": recipe["width"]}
+                  "recipe": recipe, "width": recipe["width"], "preprocess": policy}
             torch.save(ck, last + ".tmp")
             os.replace(last + ".tmp", last)
             recent = float(np.mean(losses[-checkpoint_every:]))
@@ -299,4 +341,5 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         if max_steps and step >= max_steps:
             break
     model.eval()
-    return model, {"steps": step, "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    return model, {"steps": step, "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-50:])) if losses else None,
+                   "preprocess": policy}

@@ -16,6 +16,17 @@ the policy is recorded in the weights' metadata under "preprocess".
               Isensee et al. 2021, here per image.)
               "minmax": (v - min) / (max - min), 0 where max == min (older
               weights)
+              "histogram_match": the image's histogram matched to a reference
+              (Nyul, Udupa and Zhang, "New variants of a method of MRI scale
+              standardization", IEEE TMI 19(2), 2000, with every percentile a
+              landmark).  r = the pixel's mid-rank among the n pixels,
+              (#smaller + (#equal - 1) / 2) / (n - 1) (0.5 where n == 1);
+              v -> q(r), q the piecewise-linear function through the K
+              reference quantiles policy["reference_quantiles"] at
+              0, 1/(K-1), ..., 1 (reference_quantiles() below computes them
+              from training images).  In double, then float32.  Invariant
+              to every increasing grey-value map (bit depth, gamma, window,
+              linear rescaling) up to the ties it makes.
   resize:     bilinear, align_corners=False, no antialias, to the model grid
   tta_gamma:  optional list of powers (photometric test-time augmentation):
               the network runs once on x ** g for each g (x, the normalised
@@ -234,8 +245,60 @@ def normalise_percentile(img, p_lo=1, p_hi=99):
     return np.clip(out, np.float32(0), np.float32(1)).astype(np.float32)
 
 
+def mid_ranks(img):
+    """(H,W) -> float64 mid-ranks in [0,1]: (#smaller + (#equal - 1) / 2)
+    / (n - 1) over the n pixels; 0.5 for a single pixel."""
+    flat = np.asarray(img, dtype=np.float32).reshape(-1)
+    n = flat.size
+    if n < 2:
+        return np.full(np.shape(img), 0.5)
+    s = np.sort(flat)
+    below = np.searchsorted(s, flat, side="left")
+    upto = np.searchsorted(s, flat, side="right")
+    return ((below + upto - 1) / (2.0 * (n - 1))).reshape(np.shape(img))
+
+
+def quantile_curve(r, ref):
+    """r float64 in [0,1] -> the piecewise-linear function through the K
+    values ref at 0, 1/(K-1), ..., 1 (float64; the engine's arithmetic)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    t = r * (len(ref) - 1)
+    i = np.minimum(np.floor(t).astype(np.int64), len(ref) - 2)
+    return ref[i] + (t - i) * (ref[i + 1] - ref[i])
+
+
+def normalise_histogram(img, ref):
+    """(H,W) -> float32: the histogram matched to the reference quantiles
+    ref (K >= 2 non-decreasing values); see the module docstring."""
+    return quantile_curve(mid_ranks(img), ref).astype(np.float32)
+
+
+REFERENCE_K = 101  # reference quantiles at every percent
+
+
+def reference_quantiles(images, k=REFERENCE_K):
+    """The reference of "histogram_match": the mean over images (each (H,W),
+    percentile-normalised as DEFAULT_POLICY does) of their quantiles at
+    0, 1/(k-1), ..., 1 (numpy's linear interpolation), rounded to 6
+    decimals: the histogram of a typical training slice, so that a matched
+    image looks like one.  Non-decreasing, as each image's quantiles are.
+    A list of k floats."""
+    qs = np.linspace(0.0, 1.0, k)
+    acc = np.zeros(k)
+    count = 0
+    for img in images:
+        acc += np.quantile(normalise_percentile(img), qs)
+        count += 1
+    if not count:
+        raise ValueError("reference_quantiles: no images")
+    ref = np.round(acc / count, 6)
+    return [float(v) for v in np.maximum.accumulate(ref)]
+
+
 def normalise_policy(img, policy=DEFAULT_POLICY):
     """The normalisation the policy (weights metadata "preprocess") names."""
+    if policy.get("normalisation") == "histogram_match":
+        return normalise_histogram(img, policy["reference_quantiles"])
     if policy.get("normalisation", "minmax") == "percentile":
         lo, hi = policy.get("percentiles", (1, 99))
         return normalise_percentile(img, lo, hi)

@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--consistency", type=float,
                     help="weight of fit.consistency_loss between two export renditions of each warped "
                          "slice (default 0: off; a batch then holds batch/2 slices, each twice)")
+    ap.add_argument("--normalisation", choices=("percentile", "histogram_match"), default="percentile",
+                    help="preprocess normalisation (fit.policy_of): histogram_match matches each "
+                         "slice's histogram to a reference taken from the training images")
     ap.add_argument("--exclude-cases", default="", help="comma-separated cases to leave out")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu")
@@ -62,6 +65,8 @@ def main():
         recipe["p_coarsen"] = args.p_coarsen
     if args.consistency:
         recipe["consistency"] = args.consistency
+    if args.normalisation != "percentile":  # absent from older recipes: percentile
+        recipe["normalisation"] = args.normalisation
     if args.init:
         recipe["init"] = os.path.relpath(os.path.abspath(args.init), os.path.join(HERE, ".."))
         recipe["init_sha256"] = hashlib.sha256(open(args.init, "rb").read()).hexdigest()
@@ -78,6 +83,7 @@ def main():
                              resume=args.resume, max_steps=args.max_steps,
                              log=lambda m: print(m, flush=True),
                              checkpoint_every=min(50, args.max_steps or 50))
+    policy = summary.pop("preprocess")  # recorded as the file's "preprocess" below
     meta = {
         "data": data_metadata(recs, len(recs), 0, excluded),  # every slice trained
         "training": {"recipe": recipe, "seed": args.seed, "device": args.device, **summary},
@@ -91,7 +97,7 @@ def main():
                                     "mean_dice": cv["table"]["all"]["pooled"]["mean_dice"],
                                     "table": "train/cv/cv.md"}
     out = os.path.join(args.out, f"unet3p-{recipe['width']}.safetensors")
-    digest = export_model(model, out, meta, size=args.input_size or recipe["size"])
+    digest = export_model(model, out, meta, size=args.input_size or recipe["size"], policy=policy)
     print(f"exported {out} sha256={digest}", flush=True)
 
 

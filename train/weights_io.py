@@ -53,8 +53,10 @@ def inference_tensors(model):
     return out
 
 
-def build_metadata(model, extra=None, size=256):
-    """size: the grid (pixels) the network was trained on; the engine runs it there."""
+def build_metadata(model, extra=None, size=256, policy=None):
+    """size: the grid (pixels) the network was trained on; the engine runs it
+    there.  policy: the preprocessing it trained with (fit.policy_of; default
+    preprocess.DEFAULT_POLICY), recorded at that grid."""
     md = {
         "format": FORMAT,
         "architecture": "unet3plus",
@@ -62,7 +64,7 @@ def build_metadata(model, extra=None, size=256):
         "width": str(model.width),
         "in_channels": str(model.in_channels),
         "classes": json.dumps(list(CLASSES)),
-        "preprocess": json.dumps(policy_for_size(size)),
+        "preprocess": json.dumps(dict(policy or policy_for_size(size), input_size=[int(size), int(size)])),
         "threshold": "0.5",
         "presence_threshold": "0.5",
         "bn_eps": "1e-05",
@@ -113,8 +115,8 @@ def write_safetensors(tensors, metadata, path):
     return h.hexdigest()
 
 
-def export_model(model, path, extra=None, size=256):
-    return write_safetensors(inference_tensors(model), build_metadata(model, extra, size), path)
+def export_model(model, path, extra=None, size=256, policy=None):
+    return write_safetensors(inference_tensors(model), build_metadata(model, extra, size, policy), path)
 
 
 def read_safetensors(path):
