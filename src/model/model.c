@@ -2,6 +2,7 @@
  * weights validated and BN-folded by unet3p.c), choose its GEMM backend,
  * and answer questions about it.  Read-only once loaded. */
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ static int parse_float(const char *s, double lo, double hi, float *out)
 static int parse_percentiles(const json_t *pp, segd_model *m)
 {
     const json_t *pc = json_object_get(pp, "percentiles");
-    m->norm_percentile = 1;
+    m->norm = SEGD_NORM_PERCENTILE;
     m->pct_lo = 1;
     m->pct_hi = 99;
     if (!pc)
@@ -59,6 +60,26 @@ static int parse_percentiles(const json_t *pp, segd_model *m)
     m->pct_lo = json_number_value(json_array_get(pc, 0));
     m->pct_hi = json_number_value(json_array_get(pc, 1));
     return m->pct_lo >= 0 && m->pct_lo < m->pct_hi && m->pct_hi <= 100 ? 0 : -EINVAL;
+}
+
+/* preprocess.reference_quantiles of "histogram_match": an array of 2 to
+ * SEGD_MAX_REF_QUANTILES finite, non-decreasing numbers (the engine's
+ * curve, like numpy's interpolation, needs them ordered). */
+static int parse_reference(const json_t *pp, segd_model *m)
+{
+    const json_t *rq = json_object_get(pp, "reference_quantiles");
+    m->norm = SEGD_NORM_HISTOGRAM;
+    if (!json_is_array(rq) || json_array_size(rq) < 2 || json_array_size(rq) > SEGD_MAX_REF_QUANTILES)
+        return -EINVAL;
+    for (size_t j = 0; j < json_array_size(rq); j++) {
+        const json_t *q = json_array_get(rq, j);
+        double v = json_number_value(q);
+        if (!json_is_number(q) || !isfinite(v) || (j && !(v >= m->ref_q[j - 1])))
+            return -EINVAL;
+        m->ref_q[j] = v;
+    }
+    m->ref_n = (int)json_array_size(rq);
+    return 0;
 }
 
 /* preprocess.tta_gamma: absent means one plain run (tta_n 1, gamma 1);
@@ -88,8 +109,8 @@ static int parse_tta(const json_t *pp, segd_model *m)
  * another step must not load and run without it. */
 static const char *unknown_preprocess_key(const json_t *pp)
 {
-    static const char *const known[] = {"normalisation", "percentiles", "luminance", "resize",
-                                        "input_size", "tta_gamma"};
+    static const char *const known[] = {"normalisation", "percentiles", "reference_quantiles",
+                                        "luminance", "resize", "input_size", "tta_gamma"};
     const char *key;
     const json_t *v;
     json_object_foreach((json_t *)pp, key, v) {
@@ -175,8 +196,9 @@ out:
     return rc;
 }
 
-/* preprocess: the input grid and the policy of pipeline.c (minmax or
- * percentile normalisation, BT.601 luminance, bilinear resize). */
+/* preprocess: the input grid and the policy of pipeline.c (minmax,
+ * percentile or histogram_match normalisation, BT.601 luminance, bilinear
+ * resize). */
 static int read_preprocess(segd_model *m, const segd_weights *wt, char *err, size_t errlen)
 {
     int rc = 0;
@@ -192,7 +214,8 @@ static int read_preprocess(segd_model *m, const segd_weights *wt, char *err, siz
         !json_is_integer(json_array_get(sz, 0)) || !json_is_integer(json_array_get(sz, 1))) {
         snprintf(err, errlen, "metadata preprocess.input_size missing or invalid");
         rc = -EINVAL;
-    } else if ((norm && strcmp(norm, "minmax") && strcmp(norm, "percentile")) ||
+    } else if ((norm && strcmp(norm, "minmax") && strcmp(norm, "percentile") &&
+                strcmp(norm, "histogram_match")) ||
                (lum && strcmp(lum, "bt601")) ||
                (rsz && strcmp(rsz, "bilinear-align_corners-false"))) {
         snprintf(err, errlen, "metadata preprocess policy unsupported");
@@ -208,6 +231,14 @@ static int read_preprocess(segd_model *m, const segd_weights *wt, char *err, siz
     } else if (norm && !strcmp(norm, "percentile") && parse_percentiles(pp, m)) {
         snprintf(err, errlen, "metadata preprocess.percentiles must be [lo, hi] with "
                               "0 <= lo < hi <= 100");
+        rc = -EINVAL;
+    } else if (norm && !strcmp(norm, "histogram_match") && parse_reference(pp, m)) {
+        snprintf(err, errlen, "metadata preprocess.reference_quantiles must be 2 to %d "
+                              "non-decreasing finite numbers", SEGD_MAX_REF_QUANTILES);
+        rc = -EINVAL;
+    } else if ((!norm || strcmp(norm, "histogram_match")) && json_object_get(pp, "reference_quantiles")) {
+        snprintf(err, errlen, "metadata preprocess.reference_quantiles given without "
+                              "normalisation histogram_match");
         rc = -EINVAL;
     } else {
         json_int_t gh = json_integer_value(json_array_get(sz, 0));

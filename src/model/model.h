@@ -16,6 +16,17 @@
 /* At most this many test-time powers (preprocess.tta_gamma) per file. */
 #define SEGD_MAX_TTA 8
 
+/* At most this many reference quantiles (preprocess.reference_quantiles):
+ * one per 1/256 of the mid-rank range; training writes 101. */
+#define SEGD_MAX_REF_QUANTILES 257
+
+/* preprocess.normalisation (train/preprocess.py, pipeline.c). */
+enum segd_norm {
+    SEGD_NORM_MINMAX,     /* (v - min) / (max - min) */
+    SEGD_NORM_PERCENTILE, /* clipped at two order statistics, then linear */
+    SEGD_NORM_HISTOGRAM,  /* "histogram_match": mid-rank -> reference quantiles */
+};
+
 /* Read-only after segd_model_load_opts() (segd_model_set_gemm aside):
  * shared by every worker. */
 struct segd_model {
@@ -28,9 +39,11 @@ struct segd_model {
     int nclass;
     char classes[SEGD_MAX_CLASSES][32];
     float threshold, presence_threshold, bn_eps;
-    int norm_percentile;         /* 0: minmax; 1: percentile clipping */
+    enum segd_norm norm;
     const char *precision_note;  /* static: why --precision auto chose what it did; NULL else */
     double pct_lo, pct_hi;       /* percentiles, 0 <= lo < hi <= 100 */
+    int ref_n;                   /* histogram_match: 2..SEGD_MAX_REF_QUANTILES values, */
+    double ref_q[SEGD_MAX_REF_QUANTILES]; /* non-decreasing, at mid-ranks j / (ref_n - 1) */
     /* preprocess.tta_gamma: the network runs once per power on x ** gamma
      * (x the normalised grid image) and the sigmoids are averaged; a file
      * without it has tta_n 1, gamma 1 (pipeline.c). */

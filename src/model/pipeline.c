@@ -1,5 +1,6 @@
 /* segd pipeline: one slice through the steps of train/preprocess.py (its
- * twin: keep the two in step): decode -> normalise ->
+ * twin: keep the two in step): decode -> normalise (minmax, percentile or
+ * histogram_match) ->
  * resize to the model grid (and one copy per test-time power) -> forward
  * -> check -> sigmoid, average over the powers and resample back ->
  * threshold -> presence gate.  One function per step, all working in the
@@ -96,6 +97,74 @@ static void normalise_percentile(float *img, size_t n, double p_lo, double p_hi,
     }
 }
 
+/* Sort a[0..n) ascending in place: heapsort (Williams 1964, Floyd's
+ * heap construction), O(n log n) and, unlike glibc's qsort, which may
+ * malloc a merge buffer, allocation-free. */
+static void sift_down(float *a, size_t root, size_t n)
+{
+    float v = a[root];
+    for (size_t child; (child = 2 * root + 1) < n; root = child) {
+        if (child + 1 < n && a[child + 1] > a[child])
+            child++;
+        if (!(a[child] > v))
+            break;
+        a[root] = a[child];
+    }
+    a[root] = v;
+}
+
+static void sort_floats(float *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down(a, i, n);
+    for (size_t end = n; end > 1; end--) {
+        float t = a[0];
+        a[0] = a[end - 1];
+        a[end - 1] = t;
+        sift_down(a, 0, end - 1);
+    }
+}
+
+/* Number of a[0..n) (sorted) below v (strict) or, with upto, at most v. */
+static size_t count_below(const float *a, size_t n, float v, int upto)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < v || (upto && a[mid] == v))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Histogram matching in place, exactly as preprocess.normalise_histogram
+ * (Nyul, Udupa and Zhang, IEEE TMI 19(2), 2000, every percentile a
+ * landmark): each pixel's mid-rank r = (#below + (#equal - 1) / 2) /
+ * (n - 1), 0.5 for n == 1, mapped through the piecewise-linear curve of
+ * the ref_n reference quantiles q at r = j / (ref_n - 1), in double.
+ * Ranks make it blind to any increasing grey-value map (gamma, bit depth,
+ * window).  scratch holds n floats (a sorted copy). */
+static void normalise_histogram(float *img, size_t n, const double *q, int ref_n, float *scratch)
+{
+    memcpy(scratch, img, n * sizeof(float));
+    sort_floats(scratch, n);
+    for (size_t i = 0; i < n; i++) {
+        double r = 0.5;
+        if (n > 1) {
+            size_t below = count_below(scratch, n, img[i], 0);
+            size_t upto = count_below(scratch, n, img[i], 1);
+            r = (double)(below + upto - 1) / (2.0 * (double)(n - 1));
+        }
+        double t = r * (double)(ref_n - 1);
+        size_t j = (size_t)floor(t);
+        if (j > (size_t)ref_n - 2)
+            j = (size_t)ref_n - 2;
+        img[i] = (float)(q[j] + (t - (double)j) * (q[j + 1] - q[j]));
+    }
+}
+
 /* Index of the first non-finite value of x[0..n), or n. */
 static size_t first_nonfinite(const float *x, size_t n)
 {
@@ -109,10 +178,16 @@ static size_t first_nonfinite(const float *x, size_t n)
 static void step_normalise(segd_worker *wk, size_t n)
 {
     const segd_model *m = wk->m;
-    if (m->norm_percentile)
+    switch (m->norm) {
+    case SEGD_NORM_PERCENTILE:
         normalise_percentile(wk->img, n, m->pct_lo, m->pct_hi, wk->prob);
-    else
+        break;
+    case SEGD_NORM_HISTOGRAM:
+        normalise_histogram(wk->img, n, m->ref_q, m->ref_n, wk->prob);
+        break;
+    default:
         normalise(wk->img, n);
+    }
 }
 
 static size_t grid_px(const segd_model *m)

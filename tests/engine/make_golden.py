@@ -11,6 +11,10 @@ Run from the repository root with the system Python that has torch:
   /usr/bin/python3 tests/engine/make_golden.py --out tests/data/golden-w4-tta \
       --width 4 --seed 99 --grid 40 48 --tta-gamma 0.75,1,1.3333333333333333 IMAGE.png...
       (the same, with photometric test-time augmentation: preprocess.grid_probs)
+  /usr/bin/python3 tests/engine/make_golden.py --out tests/data/golden-w4-hist \
+      --width 4 --seed 5 --grid 48 40 --histogram-match IMAGE.png...
+      (the same, with "histogram_match" normalisation; the reference
+       quantiles are those of the images given)
   /usr/bin/python3 tests/engine/make_golden.py --weights FILE.safetensors \
       --out PREFIX IMAGE.png...
       (any exported weights file; the manifest points at it)
@@ -36,11 +40,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "train"))
 from weights_io import export_model, load_model  # noqa: E402
 from model import UNet3Plus  # noqa: E402
-from preprocess import DEFAULT_POLICY, grid_probs, load_png, postprocess, to_model_input  # noqa: E402
+from preprocess import (DEFAULT_POLICY, grid_probs, load_png, postprocess, reference_quantiles,  # noqa: E402
+                        to_model_input)
 
 
-def random_model(width, seed, grid, images):
+def random_model(width, seed, grid, images, histogram=False):
     """UNet3Plus(width) with random weights and BN statistics/affine, so that
+    (histogram: normalisation histogram_match, referenced on the images)
     BN folding matters.  The BN statistics are first measured on the images
     (so every layer sees unit-scale activations and the bottleneck is alive),
     then perturbed; head and presence biases are set so that the first image
@@ -49,6 +55,10 @@ def random_model(width, seed, grid, images):
     g = torch.Generator().manual_seed(seed + 1)
     m = UNet3Plus(width=width)
     policy = dict(DEFAULT_POLICY, input_size=list(grid))
+    if histogram:
+        del policy["percentiles"]
+        policy["normalisation"] = "histogram_match"
+        policy["reference_quantiles"] = reference_quantiles(load_png(p) for p in images)
     xs = torch.cat([to_model_input(load_png(p), policy) for p in images])
     bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
     for bn in bns:
@@ -120,6 +130,9 @@ def main():
                     help="model grid of a random model (default: the policy's)")
     ap.add_argument("--tta-gamma", type=lambda v: [float(g) for g in v.split(",")],
                     help="a random model's test-time powers (preprocess tta_gamma), e.g. 0.75,1,1.5")
+    ap.add_argument("--histogram-match", action="store_true",
+                    help="a random model with preprocess normalisation histogram_match (the "
+                         "reference quantiles of the images given)")
     ap.add_argument("images", nargs="*")
     args = ap.parse_args()
     if args.shipped:
@@ -138,7 +151,7 @@ def main():
         policy = json.loads(md["preprocess"])
     else:
         grid = args.grid or DEFAULT_POLICY["input_size"]
-        model, policy = random_model(args.width, args.seed, grid, args.images)
+        model, policy = random_model(args.width, args.seed, grid, args.images, args.histogram_match)
         if args.tta_gamma:
             policy["tta_gamma"] = args.tta_gamma
         wpath = args.out + ".safetensors"

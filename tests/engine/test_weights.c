@@ -251,6 +251,36 @@ int main(int argc, char **argv)
         segd_model_free(mt);
     }
 
+    /* normalisation histogram_match: reference_quantiles must be 2..257
+     * finite non-decreasing numbers, and only goes with that normalisation. */
+    {
+        static const char *const bad_ref[] = {
+            "absent", "[]", "[0.5]", "[0, 1, 0.5]", "[0, \"1\"]", "0.5", "[0, null]"};
+        for (size_t i = 0; i < sizeof bad_ref / sizeof bad_ref[0]; i++) {
+            char pp[200];
+            if (!strcmp(bad_ref[i], "absent"))
+                snprintf(pp, sizeof pp, "{\"input_size\":[64,64],\"normalisation\":\"histogram_match\"}");
+            else
+                snprintf(pp, sizeof pp, "{\"input_size\":[64,64],\"normalisation\":\"histogram_match\","
+                         "\"reference_quantiles\":%s}", bad_ref[i]);
+            expect_refused(bad_ref[i], with_preprocess("ref", pp), "reference_quantiles");
+        }
+        char big[3200] = "{\"input_size\":[64,64],\"normalisation\":\"histogram_match\",\"reference_quantiles\":[0";
+        for (int j = 1; j < 258; j++)
+            strcat(big, ",1");
+        strcat(big, "]}");
+        expect_refused("258 quantiles", with_preprocess("ref", big), "reference_quantiles");
+        expect_refused("quantiles without histogram_match",
+                       with_preprocess("ref", "{\"input_size\":[64,64],\"normalisation\":\"percentile\","
+                                              "\"reference_quantiles\":[0,1]}"),
+                       "reference_quantiles");
+        p = with_preprocess("ref-ok", "{\"input_size\":[64,64],\"normalisation\":\"histogram_match\","
+                                      "\"reference_quantiles\":[0,0,0.25,1]}");
+        segd_model *mh = NULL;
+        TEST_CHECK(segd_model_load(p, &mh, err, sizeof err) == 0);
+        segd_model_free(mh);
+    }
+
     /* issue 11 item 13: the exporter's tensor_sha256 (digest of the data
      * section) is verified; a flipped data byte is refused naming it, a
      * malformed value too; a file without it (the fixture, exported

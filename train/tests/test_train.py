@@ -187,6 +187,52 @@ def test_preprocess_percentile():
     assert (normalise_percentile(np.full((4, 4), 3.0)) == 0).all()
 
 
+def test_preprocess_histogram_match():
+    """Mid-ranks (ties share their mean rank) through the reference curve;
+    blind to increasing grey maps (gamma, bit depth, window) up to ties;
+    the training batch version equals it; the reference is non-decreasing."""
+    import fit
+    from preprocess import mid_ranks, normalise_histogram, quantile_curve, reference_quantiles
+    img = np.array([[0, 5, 5], [9, 0, 5]], dtype=np.float32)
+    # sorted 0 0 5 5 5 9: mid-ranks 0.5, 3, 5 over n - 1 = 5
+    assert np.array_equal(mid_ranks(img), np.array([[0.1, 0.6, 0.6], [1.0, 0.1, 0.6]]))
+    assert np.array_equal(mid_ranks(np.full((1, 1), 3.0)), np.full((1, 1), 0.5))
+    ref = [0.0, 0.1, 0.5, 1.0]  # knots at r = 0, 1/3, 2/3, 1
+    assert np.allclose(quantile_curve(np.array([0.0, 1 / 6, 0.5, 5 / 6, 1.0]), ref),
+                       [0.0, 0.05, 0.3, 0.75, 1.0])
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 4000, (41, 37)).astype(np.float32)
+    got = normalise_histogram(raw, ref)
+    assert got.dtype == np.float32 and got.min() >= 0 and got.max() <= 1
+    mx = raw.max()
+    for other in (raw * 16, np.round(mx * (raw / mx) ** 0.7), np.clip(raw, 100, 3900)):
+        same = (raw > 100) & (raw < 3900)  # the window ties its tails (and its ends)
+        assert np.abs(normalise_histogram(other, ref) - got)[same].max() < 2e-3
+    batch = fit.histogram_match_batch(torch.from_numpy(np.stack([raw, raw * 0.5]))[:, None], ref)
+    assert np.array_equal(batch[0, 0].numpy(), got) and np.array_equal(batch[1, 0].numpy(), got)
+    q = reference_quantiles([raw, raw ** 2], k=11)
+    assert len(q) == 11 and q[0] == 0.0 and q[-1] == 1.0 and all(a <= b for a, b in zip(q, q[1:]))
+
+
+def test_histogram_match_training_is_recorded(data_root, tmp_path):
+    """train.py --normalisation histogram_match trains with it and the file's
+    preprocess metadata carries the normalisation and the reference of the
+    training images, which the C engine then applies (golden-w4-hist)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+    r = subprocess.run([PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--size", "64",
+                        "--width", "4", "--batch", "2", "--steps", "1", "--max-slices", "4",
+                        "--normalisation", "histogram_match", "--out", str(tmp_path / "h")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "normalisation histogram_match" in r.stdout
+    _, md = read_safetensors(str(tmp_path / "h" / "unet3p-4.safetensors"))
+    pp = json.loads(md["preprocess"])
+    assert pp["normalisation"] == "histogram_match" and "percentiles" not in pp
+    assert pp["input_size"] == [64, 64] and len(pp["reference_quantiles"]) == 101
+    assert json.loads(md["training"])["recipe"]["normalisation"] == "histogram_match"
+    assert "preprocess" not in json.loads(md["training"])
+
+
 def test_fit_augment_ranges():
     """Augmentation keeps images in [0,1], masks in [0,1], presence binary."""
     import fit
@@ -282,7 +328,8 @@ def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     model = UNet3Plus(width=4).eval()
     grids = []
     model.register_forward_pre_hook(lambda mod, inp: grids.append(tuple(inp[0].shape[-2:])))
-    monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (model, {"steps": 0, "seconds": 0.0}))
+    monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (model, {"steps": 0, "seconds": 0.0,
+                                                                               "preprocess": fit.policy_of(recipe)}))
     recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     case = recs[0]["case"]
     recs = [r for r in recs if r["case"] == case][:2] + [r for r in recs if r["case"] != case][:2]
@@ -316,7 +363,7 @@ def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monke
     seen = []
     real_fit = fit.fit
     monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (
-        seen.append((recipe, {r["case"] for r in recs})) or (UNet3Plus(width=4).eval(), {"seconds": 0.0})))
+        seen.append((recipe, {r["case"] for r in recs})) or (UNet3Plus(width=4).eval(), {"seconds": 0.0, "preprocess": fit.policy_of(recipe)})))
     recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     cases = sorted({r["case"] for r in recs})[:2]
     recs = [r for r in recs if r["case"] in cases][:6]
