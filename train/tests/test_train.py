@@ -187,6 +187,16 @@ def test_preprocess_percentile():
     assert (normalise_percentile(np.full((4, 4), 3.0)) == 0).all()
 
 
+def run_train_smoke(data_root, out, *flags):
+    """train.py at width 4, 64 px into out with flags; asserts it succeeded."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
+    r = subprocess.run([PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--size", "64",
+                        "--width", "4", "--out", str(out), *flags], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
 def test_preprocess_histogram_match():
     """Mid-ranks (ties share their mean rank) through the reference curve;
     blind to increasing grey maps (gamma, bit depth, window) up to ties;
@@ -218,12 +228,8 @@ def test_histogram_match_training_is_recorded(data_root, tmp_path):
     """train.py --normalisation histogram_match trains with it and the file's
     preprocess metadata carries the normalisation and the reference of the
     training images, which the C engine then applies (golden-w4-hist)."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
-    r = subprocess.run([PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--size", "64",
-                        "--width", "4", "--batch", "2", "--steps", "1", "--max-slices", "4",
-                        "--normalisation", "histogram_match", "--out", str(tmp_path / "h")], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    r = run_train_smoke(data_root, tmp_path / "h", "--batch", "2", "--steps", "1", "--max-slices", "4",
+                        "--normalisation", "histogram_match")
     assert "normalisation histogram_match" in r.stdout
     _, md = read_safetensors(str(tmp_path / "h" / "unet3p-4.safetensors"))
     pp = json.loads(md["preprocess"])
@@ -284,12 +290,8 @@ def test_consistency_loss_is_zero_only_when_the_views_agree():
 def test_consistency_training_runs_and_is_recorded(data_root, tmp_path):
     """train.py --consistency trains (a batch of 2 warped slices, each
     rendered twice) and records the weight in the exported recipe."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4294967296", MALLOC_TRIM_THRESHOLD_="4294967296")
-    r = subprocess.run([PY, os.path.join(TRAIN, "train.py"), "--data", data_root, "--size", "64",
-                        "--width", "4", "--batch", "4", "--steps", "2", "--max-slices", "6",
-                        "--consistency", "0.5", "--out", str(tmp_path / "c")], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    r = run_train_smoke(data_root, tmp_path / "c", "--batch", "4", "--steps", "2", "--max-slices", "6",
+                        "--consistency", "0.5")
     assert "step 2/2" in r.stdout
     _, md = read_safetensors(str(tmp_path / "c" / "unet3p-4.safetensors"))
     assert json.loads(md["training"])["recipe"]["consistency"] == 0.5
