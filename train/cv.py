@@ -108,7 +108,8 @@ def run_fold(k, folds, recs, args, recipe):
                            "presence": [round(float(v), 4) for v in pres],
                            "organs": slice_figures(r, masks, dataset.load_masks(r))})
     res = {"fold": k, "test_cases": sorted(test_cases), "train_cases": sorted({r["case"] for r in train_recs}),
-           "input_size": policy["input_size"], "normalisation": policy["normalisation"], "tta_gamma": policy.get("tta_gamma"), "recipe": recipe,
+           "input_size": policy["input_size"], "normalisation": policy["normalisation"],
+           "tta_gamma": policy.get("tta_gamma"), "recipe": recipe,
            "seed": args.seed, "training": summary, "slices": slices, "eval_seconds": round(time.time() - t, 1)}
     if not args.max_steps:
         with open(os.path.join(args.out, f"fold{k}.json"), "w") as f:

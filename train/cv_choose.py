@@ -49,9 +49,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from fit import load_checkpoint  # noqa: E402
+from fit import checkpoint_policy, load_checkpoint  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import policy_for_size  # noqa: E402
 from thresholds import choose, figure, score_slices  # noqa: E402
 from weights_io import read_safetensors, write_safetensors  # noqa: E402
 
@@ -62,13 +61,13 @@ MASK = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def fold_network(runs, k, recipe):
-    """Eval-mode network of RUNS/foldK/last.pt; refuses an unfinished run or
-    one trained with another recipe than the table's."""
+    """(eval-mode network of RUNS/foldK/last.pt, its checkpoint); refuses an
+    unfinished run or one trained with another recipe than the table's."""
     model, ck = load_checkpoint(os.path.join(runs, f"fold{k}", "last.pt"))
     if ck["recipe"] != recipe or ck["step"] != recipe["steps"]:
         raise SystemExit(f"{runs}/fold{k}/last.pt: step {ck['step']} of {ck['recipe']}, "
                          f"not the finished run of the table's recipe {recipe}")
-    return model
+    return model, ck
 
 
 def nested_choice(res, fold_cases):
@@ -166,12 +165,12 @@ def main():
     grids = sorted(set(GRIDS) | {recipe["size"]})
     res, fold_cases = {}, []
     for k in range(len(folds)):
-        model = fold_network(args.runs, k, recipe)
+        model, ck = fold_network(args.runs, k, recipe)
         test = [r for r in recs if r["case"] in set(folds[k]) and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
         print(f"[fold {k}] {len(test)} test slices, trained at {recipe['size']} px", flush=True)
         for grid in grids:
             with torch.no_grad():
-                part = score_slices(model, policy_for_size(grid), test, log=lambda m: None,
+                part = score_slices(model, checkpoint_policy(ck, grid), test, log=lambda m: None,
                                     presence=PRESENCE, mask=MASK)
             for pair, rows in part.items():
                 res.setdefault((grid,) + pair, []).extend(rows)

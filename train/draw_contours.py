@@ -24,9 +24,9 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from evaluate import dice_scores, predict_record, weights_predictor  # noqa: E402
-from fit import load_checkpoint  # noqa: E402
+from fit import checkpoint_policy, load_checkpoint  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import load_png, policy_for_size  # noqa: E402
+from preprocess import load_png  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLOURS = {"large_bowel": (255, 150, 0), "small_bowel": (0, 220, 255), "stomach": (255, 0, 200)}
@@ -68,7 +68,7 @@ def fold_predictor(k, runs):
     """rec -> masks of fold k's network, at the grid it trained at and
     thresholds 0.5, as train/cv.py judges it by default."""
     model, ck = load_checkpoint(os.path.join(runs, f"fold{k}", "last.pt"))
-    policy = policy_for_size(ck["recipe"]["size"])
+    policy = checkpoint_policy(ck)
     return lambda rec: predict_record(model, rec, policy=policy)[1]
 
 

@@ -13,7 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fit import load_checkpoint  # noqa: E402
+from fit import checkpoint_policy, load_checkpoint  # noqa: E402
 from weights_io import data_metadata, export_model  # noqa: E402
 
 
@@ -35,13 +35,12 @@ def main():
     if args.data:
         import dataset
         import evaluate
-        import preprocess
         recs = dataset.discover(args.data)
         with open(args.split) as f:
             split = json.load(f)
         val = [r for r in recs if r["case"] in set(split["val_cases"])
                and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
-        policy = dict(ck.get("preprocess") or preprocess.policy_for_size(size), input_size=[size, size])
+        policy = checkpoint_policy(ck, size)
         res = evaluate.evaluate(val, lambda r: evaluate.predict_record(model, r, policy=policy)[1])
         res.pop("volumes")
         extra["data"] = data_metadata(
@@ -49,7 +48,7 @@ def main():
         extra["split"] = split
         extra["validation"] = res
         print(json.dumps(res["organs"], indent=1), "mean", res["mean_dice"])
-    digest = export_model(model, args.out, extra, size=size, policy=ck.get("preprocess"))
+    digest = export_model(model, args.out, extra, size=size, policy=checkpoint_policy(ck, size))
     print(f"wrote {args.out} sha256={digest}")
 
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 import dataset
 from model import UNet3Plus
-from preprocess import (DEFAULT_POLICY, load_png, normalise, percentile_ranks, policy_for_size, quantile_curve,
-                        reference_quantiles, resize)
+from preprocess import (DEFAULT_POLICY, load_png, normalise, percentile_ranks, policy_for_size,
+                        quantile_curve, reference_quantiles, resize)
 
 RECIPE = {
     "width": 8, "size": 192, "batch": 8, "steps": 1000, "lr": 2e-3, "weight_decay": 1e-4,
@@ -247,6 +247,15 @@ def load_checkpoint(path):
     return model.eval(), ck
 
 
+def checkpoint_policy(ck, size=None):
+    """The preprocessing a fit() checkpoint's network runs with, at grid
+    size x size (default: the grid it trained at).  Checkpoints written
+    before policies were recorded in them (2026-12-02) trained with the
+    percentile normalisation."""
+    size = int(size or ck["recipe"]["size"])
+    return dict(ck.get("preprocess") or policy_for_size(size), input_size=[size, size])
+
+
 def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0, log=print,
         checkpoint_every=50):
     """Train on train_recs with the recipe; checkpoints OUT/last.pt every
@@ -341,5 +350,5 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         if max_steps and step >= max_steps:
             break
     model.eval()
-    return model, {"steps": step, "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-50:])) if losses else None,
-                   "preprocess": policy}
+    return model, {"steps": step, "seconds": round(seconds, 1),
+                   "final_loss": float(np.mean(losses[-50:])) if losses else None, "preprocess": policy}
