@@ -237,6 +237,13 @@ def test_histogram_match_training_is_recorded(data_root, tmp_path):
     assert pp["input_size"] == [64, 64] and len(pp["reference_quantiles"]) == 101
     assert json.loads(md["training"])["recipe"]["normalisation"] == "histogram_match"
     assert "preprocess" not in json.loads(md["training"])
+    # the checkpoint runs with it too (cv_choose, draw_contours, export);
+    # one written before policies were recorded runs with the percentile one
+    import fit
+    _, ck = fit.load_checkpoint(str(tmp_path / "h" / "last.pt"))
+    assert fit.checkpoint_policy(ck) == pp
+    assert fit.checkpoint_policy(ck, 96) == dict(pp, input_size=[96, 96])
+    assert fit.checkpoint_policy({"recipe": {"size": 64}})["normalisation"] == "percentile"
 
 
 def test_fit_augment_ranges():
