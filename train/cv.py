@@ -118,6 +118,12 @@ def run_fold(k, folds, recs, args, recipe):
     return res
 
 
+def same_recipe(a, b):
+    """Whether two recipes train alike (one without "normalisation" is a
+    percentile one: recipes before 2026-12-02 did not name it)."""
+    return dict({"normalisation": "percentile"}, **a) == dict({"normalisation": "percentile"}, **b)
+
+
 def table_row(slices):
     """The table's figures pooled over these slices (foldK.json entries):
     per organ Dice (None: no slice with the organ or a prediction), both
@@ -202,9 +208,10 @@ def main():
     ap.add_argument("--tta-gamma", type=lambda v: [float(g) for g in v.split(",")],
                     help="judge with photometric test-time augmentation: comma-separated powers "
                          "(preprocess.grid_probs), e.g. 0.75,1,1.3333333333333333")
-    ap.add_argument("--normalisation", choices=("percentile", "histogram_match"), default="percentile",
-                    help="the recipe's normalisation (fit.policy_of); histogram_match takes its "
-                         "reference from each fold's training patients")
+    ap.add_argument("--normalisation", choices=("percentile", "histogram_match"),
+                    help="the recipe's normalisation (fit.policy_of; default fit.RECIPE's, "
+                         "histogram_match, whose reference comes from each fold's training patients; "
+                         "percentile reproduces train/cv/cv.md)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")
@@ -218,7 +225,7 @@ def main():
         recipe["lr"] = args.lr
     if args.consistency:
         recipe["consistency"] = args.consistency
-    if args.normalisation != "percentile":  # absent from older recipes: percentile
+    if args.normalisation:
         recipe["normalisation"] = args.normalisation
     recs = dataset.discover(args.data)
     if not recs:
@@ -231,7 +238,12 @@ def main():
     todo = range(args.k) if not args.folds else [int(v) for v in args.folds.split(",")]
     if not args.table_only:
         for k in todo:
-            if os.path.exists(os.path.join(args.out, f"fold{k}.json")) and not args.max_steps:
+            done = os.path.join(args.out, f"fold{k}.json")
+            if os.path.exists(done) and not args.max_steps:
+                with open(done) as f:
+                    if not same_recipe(json.load(f)["recipe"], recipe):
+                        sys.exit(f"{done} was made with another recipe: choose another --out "
+                                 "(train/cv/ is the percentile recipe's: --normalisation percentile)")
                 print(f"[fold {k}] already done", flush=True)
                 continue
             run_fold(k, folds, recs, args, recipe)

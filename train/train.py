@@ -7,7 +7,7 @@ recipe that cross-validation (train/cv.py) measured, and export it.
 The recipe is fit.RECIPE (flags override single fields).  Nothing is chosen
 on held-out data: the last step is exported, thresholds are 0.5.  The
 metadata records the data used (by group and patient), the recipe and, when
-train/cv/cv.json exists, the cross-validation table the recipe earned.
+the recipe's table exists (--cv), the cross-validation figure it earned.
 """
 import argparse
 import hashlib
@@ -41,9 +41,10 @@ def main():
     ap.add_argument("--consistency", type=float,
                     help="weight of fit.consistency_loss between two export renditions of each warped "
                          "slice (default 0: off; a batch then holds batch/2 slices, each twice)")
-    ap.add_argument("--normalisation", choices=("percentile", "histogram_match"), default="percentile",
-                    help="preprocess normalisation (fit.policy_of): histogram_match matches each "
-                         "slice's histogram to a reference taken from the training images")
+    ap.add_argument("--normalisation", choices=("percentile", "histogram_match"),
+                    help="preprocess normalisation (fit.policy_of; default the recipe's, histogram_match, "
+                         "which matches each slice's histogram to a reference taken from the training "
+                         "images; percentile: the shipped file's)")
     ap.add_argument("--exclude-cases", default="", help="comma-separated cases to leave out")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu")
@@ -51,7 +52,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-slices", type=int, default=0, help="smoke runs: use only N slices")
     ap.add_argument("--max-steps", type=int, default=0, help="smoke runs: stop after N steps")
-    ap.add_argument("--cv", default=os.path.join(HERE, "cv", "cv.json"), help="CV table to record")
+    ap.add_argument("--cv", default=os.path.join(HERE, "cv", "histmatch-scratch", "candidate", "cv.json"),
+                    help="CV table to record (default: fit.RECIPE's; train/cv/cv.json is the percentile one's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -65,7 +67,7 @@ def main():
         recipe["p_coarsen"] = args.p_coarsen
     if args.consistency:
         recipe["consistency"] = args.consistency
-    if args.normalisation != "percentile":  # absent from older recipes: percentile
+    if args.normalisation:
         recipe["normalisation"] = args.normalisation
     if args.init:
         recipe["init"] = os.path.relpath(os.path.abspath(args.init), os.path.join(HERE, ".."))
@@ -95,7 +97,8 @@ def main():
             cv = json.load(f)
         meta["cross_validation"] = {"folds_done": cv["folds_done"], "k": cv["k"],
                                     "mean_dice": cv["table"]["all"]["pooled"]["mean_dice"],
-                                    "table": "train/cv/cv.md"}
+                                    "table": os.path.relpath(os.path.splitext(os.path.abspath(args.cv))[0] + ".md",
+                                                             os.path.join(HERE, ".."))}
     out = os.path.join(args.out, f"unet3p-{recipe['width']}.safetensors")
     digest = export_model(model, out, meta, size=args.input_size or recipe["size"], policy=policy)
     print(f"exported {out} sha256={digest}", flush=True)

@@ -338,7 +338,7 @@ def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     grids = []
     model.register_forward_pre_hook(lambda mod, inp: grids.append(tuple(inp[0].shape[-2:])))
     monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (model, {"steps": 0, "seconds": 0.0,
-                                                                               "preprocess": fit.policy_of(recipe)}))
+                                                                               "preprocess": fit.policy_of(recipe, recs)}))
     recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     case = recs[0]["case"]
     recs = [r for r in recs if r["case"] == case][:2] + [r for r in recs if r["case"] != case][:2]
@@ -372,10 +372,11 @@ def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monke
     seen = []
     real_fit = fit.fit
     monkeypatch.setattr(fit, "fit", lambda recs, recipe, out, **kw: (
-        seen.append((recipe, {r["case"] for r in recs})) or (UNet3Plus(width=4).eval(), {"seconds": 0.0, "preprocess": fit.policy_of(recipe)})))
+        seen.append((recipe, {r["case"] for r in recs}))
+        or (UNet3Plus(width=4).eval(), {"seconds": 0.0, "preprocess": fit.policy_of(recipe, recs)})))
     recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     cases = sorted({r["case"] for r in recs})[:2]
-    recs = [r for r in recs if r["case"] in cases][:6]
+    recs = [r for r in recs if r["case"] == cases[0]][:3] + [r for r in recs if r["case"] == cases[1]][:3]
     args = types.SimpleNamespace(runs=str(tmp_path / "runs"), seed=2, max_steps=1, out=str(tmp_path),
                                  input_size=64, tta_gamma=None, init_runs=str(init))
     folds = [[cases[0]], [cases[1]]]
@@ -394,6 +395,20 @@ def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monke
     got = model.state_dict()
     convs = [k for k in start if k.endswith("conv.weight")]
     assert convs and all(torch.equal(got[k].cpu(), start[k]) for k in convs)
+
+
+def test_cv_refuses_to_mix_recipes_in_one_table(data_root, tmp_path):
+    """cv.py skips a fold already done only if it was made with the same
+    recipe (a recipe without "normalisation" is a percentile one)."""
+    import cv
+    assert cv.same_recipe({"steps": 1}, {"steps": 1, "normalisation": "percentile"})
+    assert not cv.same_recipe({"steps": 1}, {"steps": 1, "normalisation": "histogram_match"})
+    with open(tmp_path / "fold0.json", "w") as f:
+        json.dump({"recipe": {k: v for k, v in __import__("fit").RECIPE.items() if k != "normalisation"}}, f)
+    r = subprocess.run([PY, os.path.join(TRAIN, "cv.py"), "--data", data_root, "--out", str(tmp_path),
+                        "--runs", str(tmp_path / "runs"), "--folds", "0"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "another recipe" in r.stderr
 
 
 def test_cv_paired_compares_the_same_slices(tmp_path):
