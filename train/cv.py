@@ -93,6 +93,8 @@ def run_fold(k, folds, recs, args, recipe):
         start = os.path.abspath(os.path.join(args.init_runs, f"fold{k}", "last.pt"))
         with open(start, "rb") as f:
             recipe = dict(recipe, init=start, init_sha256=hashlib.sha256(f.read()).hexdigest())
+        if not args.normalisation:  # a fine-tune keeps its network's normalisation
+            recipe["normalisation"] = fit.init_normalisation(start)
     log(f"test cases {sorted(test_cases)} ({len(test_recs)} slices); train {len(train_recs)} slices")
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
@@ -209,9 +211,9 @@ def main():
                     help="judge with photometric test-time augmentation: comma-separated powers "
                          "(preprocess.grid_probs), e.g. 0.75,1,1.3333333333333333")
     ap.add_argument("--normalisation", choices=("percentile", "histogram_match"),
-                    help="the recipe's normalisation (fit.policy_of; default fit.RECIPE's, "
-                         "histogram_match, whose reference comes from each fold's training patients; "
-                         "percentile reproduces train/cv/cv.md)")
+                    help="the recipe's normalisation (fit.policy_of; default: with --init-runs each "
+                         "fold network's, else fit.RECIPE's, histogram_match, whose reference comes from "
+                         "each fold's training patients; percentile reproduces train/cv/cv.md)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")

@@ -98,15 +98,21 @@ REFERENCE_IMAGES = 1000  # a mean of 1,000 slices' quantiles is settled; the ful
 def policy_of(recipe, train_recs=None):
     """The preprocessing policy (weights metadata "preprocess") a recipe
     trains and runs with, at its grid.  recipe["normalisation"]: absent or
-    "percentile" (DEFAULT_POLICY), or "histogram_match", whose reference
+    "percentile" (DEFAULT_POLICY), "minmax" (older files), or
+    "histogram_match", whose reference
     quantiles come from the trusted images of train_recs (all of them if
     none is trusted; at most REFERENCE_IMAGES, evenly spaced): the network never sees its test patients' grey values
     before it is judged."""
     policy = policy_for_size(recipe["size"])
     if recipe.get("normalisation", "percentile") == "percentile":
         return policy
+    if recipe["normalisation"] == "minmax":  # files of before the percentile one (a fine-tune keeps it)
+        policy.pop("percentiles")
+        policy["normalisation"] = "minmax"
+        return policy
     if recipe["normalisation"] != "histogram_match":
-        raise SystemExit(f"recipe normalisation {recipe['normalisation']!r}: percentile or histogram_match")
+        raise SystemExit(f"recipe normalisation {recipe['normalisation']!r}: percentile, histogram_match "
+                         "or minmax")
     trusted = [r for r in train_recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL] or train_recs
     trusted = trusted[::max(1, -(-len(trusted) // REFERENCE_IMAGES))]  # evenly spaced, at most REFERENCE_IMAGES
     policy.pop("percentiles")
@@ -252,6 +258,20 @@ def load_checkpoint(path):
     model = UNet3Plus(width=ck["width"])
     model.load_state_dict(ck["model"])
     return model.eval(), ck
+
+
+def init_normalisation(path):
+    """The normalisation the network at path (an exported .safetensors file
+    or a fit() .pt checkpoint) trained with, which a fine-tune keeps unless
+    told otherwise: switching it by a short fine-tune cost 0.019 on the CV
+    (train/cv/histmatch/).  Checkpoints and files that do not name one
+    are percentile ones."""
+    if path.endswith(".pt"):
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        return (ck.get("preprocess") or {}).get("normalisation", "percentile")
+    from weights_io import read_safetensors
+    _, md = read_safetensors(path)
+    return json.loads(md.get("preprocess", "{}")).get("normalisation", "percentile")
 
 
 def checkpoint_policy(ck, size=None):

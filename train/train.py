@@ -42,9 +42,9 @@ def main():
                     help="weight of fit.consistency_loss between two export renditions of each warped "
                          "slice (default 0: off; a batch then holds batch/2 slices, each twice)")
     ap.add_argument("--normalisation", choices=("percentile", "histogram_match"),
-                    help="preprocess normalisation (fit.policy_of; default the recipe's, histogram_match, "
-                         "which matches each slice's histogram to a reference taken from the training "
-                         "images; percentile: the shipped file's)")
+                    help="preprocess normalisation (fit.policy_of; default: with --init that network's, "
+                         "else the recipe's, histogram_match, which matches each slice's histogram to a "
+                         "reference taken from the training images; percentile: the shipped file's)")
     ap.add_argument("--exclude-cases", default="", help="comma-separated cases to leave out")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu")
@@ -69,6 +69,8 @@ def main():
         recipe["consistency"] = args.consistency
     if args.normalisation:
         recipe["normalisation"] = args.normalisation
+    elif args.init:  # a fine-tune keeps its network's normalisation
+        recipe["normalisation"] = fit.init_normalisation(args.init)
     if args.init:
         recipe["init"] = os.path.relpath(os.path.abspath(args.init), os.path.join(HERE, ".."))
         recipe["init_sha256"] = hashlib.sha256(open(args.init, "rb").read()).hexdigest()

@@ -244,6 +244,10 @@ def test_histogram_match_training_is_recorded(data_root, tmp_path):
     assert fit.checkpoint_policy(ck) == pp
     assert fit.checkpoint_policy(ck, 96) == dict(pp, input_size=[96, 96])
     assert fit.checkpoint_policy({"recipe": {"size": 64}})["normalisation"] == "percentile"
+    # a fine-tune keeps the normalisation of the network it starts from
+    assert fit.init_normalisation(str(tmp_path / "h" / "last.pt")) == "histogram_match"
+    assert fit.init_normalisation(str(tmp_path / "h" / "unet3p-4.safetensors")) == "histogram_match"
+    assert fit.init_normalisation(os.path.join(ROOT, "tests", "data", "golden-w4.safetensors")) == "minmax"
 
 
 def test_fit_augment_ranges():
@@ -378,7 +382,7 @@ def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monke
     cases = sorted({r["case"] for r in recs})[:2]
     recs = [r for r in recs if r["case"] == cases[0]][:3] + [r for r in recs if r["case"] == cases[1]][:3]
     args = types.SimpleNamespace(runs=str(tmp_path / "runs"), seed=2, max_steps=1, out=str(tmp_path),
-                                 input_size=64, tta_gamma=None, init_runs=str(init))
+                                 input_size=64, tta_gamma=None, init_runs=str(init), normalisation=None)
     folds = [[cases[0]], [cases[1]]]
     for k in range(2):
         cv.run_fold(k, folds, recs, args, dict(fit.RECIPE, width=4, size=64, steps=1, lr=1e-4))
@@ -386,6 +390,7 @@ def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monke
         assert seen[k][0]["init"] == path
         assert seen[k][0]["init_sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
         assert folds[k][0] not in seen[k][1]
+        assert seen[k][0]["normalisation"] == "percentile"  # the start's (it names none)
     # fit itself: with lr 0 one step leaves the convolutions as the checkpoint had them
     start = torch.load(str(init / "fold1" / "last.pt"), weights_only=False)["model"]
     train = [r for r in recs if r["case"] == cases[0]][:2]
