@@ -46,11 +46,12 @@ from preprocess import (DEFAULT_POLICY, grid_probs, load_png, postprocess, refer
 
 def random_model(width, seed, grid, images, histogram=False):
     """UNet3Plus(width) with random weights and BN statistics/affine, so that
-    (histogram: normalisation histogram_match, referenced on the images)
     BN folding matters.  The BN statistics are first measured on the images
     (so every layer sees unit-scale activations and the bottleneck is alive),
     then perturbed; head and presence biases are set so that the first image
-    has probabilities on both sides of 0.5 and one organ gated off."""
+    has probabilities on both sides of 0.5 and one organ gated off.
+    histogram: normalisation histogram_match, its reference quantiles those
+    of the images."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
     m = UNet3Plus(width=width)

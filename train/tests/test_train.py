@@ -406,10 +406,11 @@ def test_cv_refuses_to_mix_recipes_in_one_table(data_root, tmp_path):
     """cv.py skips a fold already done only if it was made with the same
     recipe (a recipe without "normalisation" is a percentile one)."""
     import cv
+    import fit
     assert cv.same_recipe({"steps": 1}, {"steps": 1, "normalisation": "percentile"})
     assert not cv.same_recipe({"steps": 1}, {"steps": 1, "normalisation": "histogram_match"})
-    with open(tmp_path / "fold0.json", "w") as f:
-        json.dump({"recipe": {k: v for k, v in __import__("fit").RECIPE.items() if k != "normalisation"}}, f)
+    with open(tmp_path / "fold0.json", "w") as f:  # a fold of the percentile table
+        json.dump({"recipe": {k: v for k, v in fit.RECIPE.items() if k != "normalisation"}}, f)
     r = subprocess.run([PY, os.path.join(TRAIN, "cv.py"), "--data", data_root, "--out", str(tmp_path),
                         "--runs", str(tmp_path / "runs"), "--folds", "0"], capture_output=True, text=True,
                        timeout=300)
