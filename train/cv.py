@@ -47,7 +47,6 @@ import dataset  # noqa: E402
 import fit  # noqa: E402
 from evaluate import hd95, predict_record  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import policy_for_size  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,8 +98,8 @@ def run_fold(k, folds, recs, args, recipe):
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
     slices = []
-    policy = summary.pop("preprocess")  # the normalisation it trained with (fit.policy_of)
-    policy["input_size"] = policy_for_size(args.input_size or recipe["size"])["input_size"]
+    size = args.input_size or recipe["size"]
+    policy = dict(summary.pop("preprocess"), input_size=[size, size])  # the normalisation it trained with
     if args.tta_gamma:
         policy["tta_gamma"] = args.tta_gamma
     with torch.no_grad():

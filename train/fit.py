@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 import dataset
 from model import UNet3Plus
-from preprocess import (DEFAULT_POLICY, load_png, normalise, percentile_ranks, policy_for_size,
-                        quantile_curve, reference_quantiles, resize)
+from preprocess import (DEFAULT_POLICY, load_png, normalise, normalise_histogram, percentile_ranks,
+                        policy_for_size, reference_quantiles, resize)
 
 # normalisation: histogram_match since 2026-12-02 (train/cv/histmatch-scratch/: 0.236 against
 # 0.216 for percentile on the CV); recipes without the key trained with percentile
@@ -76,20 +76,9 @@ def percentile_normalise_batch(x, p_lo, p_hi):
 
 def histogram_match_batch(x, ref):
     """x (N,1,H,W) -> per-image histogram matching to the reference
-    quantiles ref, the same mid-ranks and curve as
-    preprocess.normalise_histogram (float64 inside, float32 out)."""
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
-    m = flat.shape[1]
-    if m < 2:
-        r = torch.full(flat.shape, 0.5, dtype=torch.float64)
-    else:
-        s = flat.sort(dim=1).values.contiguous()
-        below = torch.searchsorted(s, flat.contiguous(), right=False)
-        upto = torch.searchsorted(s, flat.contiguous(), right=True)
-        r = (below + upto - 1).double() / (2.0 * (m - 1))
-    out = quantile_curve(r.numpy(), ref)
-    return torch.from_numpy(out).float().view_as(x)
+    quantiles ref: preprocess.normalise_histogram on each image."""
+    out = np.stack([normalise_histogram(img, ref) for img in x[:, 0].numpy()])
+    return torch.from_numpy(out)[:, None]
 
 
 REFERENCE_IMAGES = 1000  # a mean of 1,000 slices' quantiles is settled; the full Kaggle data has 38,496
@@ -99,10 +88,10 @@ def policy_of(recipe, train_recs=None):
     """The preprocessing policy (weights metadata "preprocess") a recipe
     trains and runs with, at its grid.  recipe["normalisation"]: absent or
     "percentile" (DEFAULT_POLICY), "minmax" (older files), or
-    "histogram_match", whose reference
-    quantiles come from the trusted images of train_recs (all of them if
-    none is trusted; at most REFERENCE_IMAGES, evenly spaced): the network never sees its test patients' grey values
-    before it is judged."""
+    "histogram_match", whose reference quantiles come from the trusted
+    images of train_recs (all of them if none is trusted; at most
+    REFERENCE_IMAGES, evenly spaced): the network never sees its test
+    patients' grey values before it is judged."""
     policy = policy_for_size(recipe["size"])
     if recipe.get("normalisation", "percentile") == "percentile":
         return policy
