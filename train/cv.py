@@ -88,8 +88,14 @@ def run_fold(k, folds, recs, args, recipe):
     test_recs = [r for r in recs if r["case"] in test_cases and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     out = os.path.join(args.runs, f"fold{k}")
     log = lambda m: print(f"[fold {k}] {m}", flush=True)  # noqa: E731
-    if args.init_runs:
-        start = os.path.abspath(os.path.join(args.init_runs, f"fold{k}", "last.pt"))
+    if args.init:
+        seen = set(torch.load(args.init, map_location="cpu", weights_only=False).get("train_cases") or ())
+        if seen & test_cases or not seen:
+            sys.exit(f"--init {args.init} " + (f"trained on fold {k}'s test patients {sorted(seen & test_cases)}"
+                                               if seen else "does not say which patients it trained on"))
+    start = args.init or (args.init_runs and os.path.join(args.init_runs, f"fold{k}", "last.pt"))
+    if start:
+        start = os.path.abspath(start)
         with open(start, "rb") as f:
             recipe = dict(recipe, init=start, init_sha256=hashlib.sha256(f.read()).hexdigest())
         if not args.normalisation:  # a fine-tune keeps its network's normalisation
@@ -203,6 +209,9 @@ def main():
     ap.add_argument("--init-runs",
                     help="fine-tune: fold k starts from INIT_RUNS/foldK/last.pt (another cv.py "
                          "run's fold networks, so each fine-tune sees only its fold's training patients)")
+    ap.add_argument("--init",
+                    help="every fold starts from this fit() checkpoint (e.g. train/pretrain.py's last.pt); "
+                         "refused if it trained on a fold's test patients")
     ap.add_argument("--max-steps", type=int, default=0, help="smoke: stop each fold early, write nothing")
     ap.add_argument("--input-size", type=int,
                     help="grid (px) the test slices are judged at (default: the recipe's training size)")
@@ -217,6 +226,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
+    if args.init and args.init_runs:
+        sys.exit("--init and --init-runs: one start per fold, choose one")
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     recipe = dict(fit.RECIPE)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import dataset
+import synth
 from model import UNet3Plus
 from preprocess import (DEFAULT_POLICY, load_png, normalise, normalise_histogram, percentile_ranks,
                         policy_for_size, reference_quantiles, resize)
@@ -32,6 +33,19 @@ X_SCALE = 32767.0  # images kept as int16 steps of 1/32767 (15 bits: every 8-bit
 Y_SCALE = 255.0    # soft masks kept as uint8 steps of 1/255
 
 
+def preload_masks(recs, size):
+    """Masks of recs resized (soft) to the grid size (H, W): (N, C, H, W)
+    uint8 steps of 1/Y_SCALE."""
+    Y = None
+    for i, r in enumerate(recs):
+        m = torch.from_numpy(dataset.load_masks(r).astype(np.float32))[None]
+        y = torch.round(resize(m, size)[0].clamp(0, 1) * Y_SCALE).to(torch.uint8)
+        if Y is None:
+            Y = torch.empty((len(recs),) + tuple(y.shape), dtype=torch.uint8)
+        Y[i] = y
+    return Y
+
+
 def preload(recs, size):
     """Images min-max scaled (all information kept; the policy's percentile
     normalisation is applied after augmentation) and resized to the grid;
@@ -40,17 +54,11 @@ def preload(recs, size):
     float32); batch() turns a selection back into float32.
     Returns X (N,1,S,S) int16, Y (N,C,S,S) uint8, G (N,) bool."""
     X = torch.empty((len(recs), 1) + tuple(size), dtype=torch.int16)
-    Y = None
     for i, r in enumerate(recs):
         img = torch.from_numpy(normalise(load_png(r["path"])))[None, None]
-        m = torch.from_numpy(dataset.load_masks(r).astype(np.float32))[None]
         X[i] = torch.round(resize(img, size)[0].clamp(0, 1) * X_SCALE).to(torch.int16)
-        y = torch.round(resize(m, size)[0].clamp(0, 1) * Y_SCALE).to(torch.uint8)
-        if Y is None:
-            Y = torch.empty((len(recs),) + tuple(y.shape), dtype=torch.uint8)
-        Y[i] = y
     gif = torch.tensor([r["group"] in dataset.UNTRUSTED_FOR_EVAL for r in recs])
-    return X, Y, gif
+    return X, preload_masks(recs, size), gif
 
 
 def batch(X, Y, idx):
@@ -84,14 +92,16 @@ def histogram_match_batch(x, ref):
 REFERENCE_IMAGES = 1000  # a mean of 1,000 slices' quantiles is settled; the full Kaggle data has 38,496
 
 
-def policy_of(recipe, train_recs=None):
+def policy_of(recipe, train_recs=None, images=None):
     """The preprocessing policy (weights metadata "preprocess") a recipe
     trains and runs with, at its grid.  recipe["normalisation"]: absent or
     "percentile" (DEFAULT_POLICY), "minmax" (older files), or
     "histogram_match", whose reference quantiles come from the trusted
     images of train_recs (all of them if none is trusted; at most
     REFERENCE_IMAGES, evenly spaced): the network never sees its test
-    patients' grey values before it is judged."""
+    patients' grey values before it is judged.  images (a list of (H,W)
+    arrays), when given, replace train_recs' (the synthetic pre-training's
+    renders)."""
     policy = policy_for_size(recipe["size"])
     if recipe.get("normalisation", "percentile") == "percentile":
         return policy
@@ -102,11 +112,13 @@ def policy_of(recipe, train_recs=None):
     if recipe["normalisation"] != "histogram_match":
         raise SystemExit(f"recipe normalisation {recipe['normalisation']!r}: percentile, histogram_match "
                          "or minmax")
-    trusted = [r for r in train_recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL] or train_recs
-    trusted = trusted[::max(1, -(-len(trusted) // REFERENCE_IMAGES))]  # evenly spaced, at most REFERENCE_IMAGES
+    if images is None:
+        trusted = [r for r in train_recs if r["group"] not in dataset.UNTRUSTED_FOR_EVAL] or train_recs
+        trusted = trusted[::max(1, -(-len(trusted) // REFERENCE_IMAGES))]  # evenly spaced, at most REFERENCE_IMAGES
+        images = (load_png(r["path"]) for r in trusted)
     policy.pop("percentiles")
     policy["normalisation"] = "histogram_match"
-    policy["reference_quantiles"] = reference_quantiles(load_png(r["path"]) for r in trusted)
+    policy["reference_quantiles"] = reference_quantiles(images)
     return policy
 
 
@@ -277,14 +289,21 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     """Train on train_recs with the recipe; checkpoints OUT/last.pt every
     checkpoint_every steps and resumes from it.  Returns the eval-mode model
     after the recipe's last step (the kept one) and the run summary, whose
-    "preprocess" is the policy it trained with (policy_of)."""
+    "preprocess" is the policy it trained with (policy_of).  With
+    recipe["synthetic"], train_recs are label maps (synth.label_records)
+    and each batch's images are synth.render's of them; the checkpoint's
+    "train_cases" name the patients either way."""
     os.makedirs(out, exist_ok=True)
     dev = torch.device(device)
     size = (recipe["size"], recipe["size"])
     torch.manual_seed(seed)
     t0 = time.time()
-    X, Y, G = preload(train_recs, size)
-    policy = policy_of(recipe, train_recs)
+    if recipe.get("synthetic"):
+        X, Y, G = None, preload_masks(train_recs, size), torch.zeros(len(train_recs), dtype=torch.bool)
+        policy = policy_of(recipe, images=synth.reference_images(Y, seed))
+    else:
+        X, Y, G = preload(train_recs, size)
+        policy = policy_of(recipe, train_recs)
     log(f"data: {len(train_recs)} slices of {len({r['case'] for r in train_recs})} cases "
         f"loaded in {time.time() - t0:.1f}s; normalisation {policy['normalisation']}")
     model = UNet3Plus(width=recipe["width"])
@@ -331,10 +350,14 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     take = recipe["batch"] // 2 if cons else recipe["batch"]
     while step < total:
         if perm is None or pos + take > len(perm):
-            perm, pos = torch.randperm(len(X), generator=gen), 0
+            perm, pos = torch.randperm(len(Y), generator=gen), 0
         idx = perm[pos:pos + take]
         pos += take
-        xb, yb = batch(X, Y, idx)
+        if X is None:
+            yb = Y[idx].float() / Y_SCALE
+            xb = synth.render(yb, gen)
+        else:
+            xb, yb = batch(X, Y, idx)
         x, y, pres = augment(xb, yb, G[idx], gen, recipe["p_coarsen"], policy, views=2 if cons else 1)
         x, y, pres = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev), pres.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=recipe["bf16"]):
@@ -356,7 +379,8 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
             tick = time.time()
             ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                   "gen": gen.get_state(), "step": step, "losses": losses, "seconds": seconds,
-                  "recipe": recipe, "width": recipe["width"], "preprocess": policy}
+                  "recipe": recipe, "width": recipe["width"], "preprocess": policy,
+                  "train_cases": sorted({r["case"] for r in train_recs})}
             torch.save(ck, last + ".tmp")
             os.replace(last + ".tmp", last)
             recent = float(np.mean(losses[-checkpoint_every:]))
