@@ -347,7 +347,7 @@ def test_cv_judges_at_the_input_size(data_root, tmp_path, monkeypatch):
     case = recs[0]["case"]
     recs = [r for r in recs if r["case"] == case][:2] + [r for r in recs if r["case"] != case][:2]
     args = types.SimpleNamespace(runs=str(tmp_path), seed=0, max_steps=1, out=str(tmp_path), input_size=80,
-                                 tta_gamma=None, init_runs=None)
+                                 tta_gamma=None, init_runs=None, init=None)
     res = cv.run_fold(0, [[case]], recs, args, dict(fit.RECIPE, size=64))
     assert res["input_size"] == [80, 80] and len(res["slices"]) == 2
     assert grids == [(80, 80)] * 2
@@ -382,7 +382,8 @@ def test_cv_fine_tunes_each_fold_from_its_own_network(data_root, tmp_path, monke
     cases = sorted({r["case"] for r in recs})[:2]
     recs = [r for r in recs if r["case"] == cases[0]][:3] + [r for r in recs if r["case"] == cases[1]][:3]
     args = types.SimpleNamespace(runs=str(tmp_path / "runs"), seed=2, max_steps=1, out=str(tmp_path),
-                                 input_size=64, tta_gamma=None, init_runs=str(init), normalisation=None)
+                                 input_size=64, tta_gamma=None, init_runs=str(init), normalisation=None,
+                                 init=None)
     folds = [[cases[0]], [cases[1]]]
     for k in range(2):
         cv.run_fold(k, folds, recs, args, dict(fit.RECIPE, width=4, size=64, steps=1, lr=1e-4))
@@ -415,6 +416,90 @@ def test_cv_refuses_to_mix_recipes_in_one_table(data_root, tmp_path):
                         "--runs", str(tmp_path / "runs"), "--folds", "0"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode != 0 and "another recipe" in r.stderr
+
+
+def test_infer_grid_finds_each_imaged_case_days_grid(data_root):
+    """synth.infer_grid, given only a case-day's RLE strings from train.csv,
+    names the grid its images have, for every case-day with images stored
+    at their native grid (the GIF group is stored at 224 px)."""
+    import synth
+    labels = dataset.read_labels(data_root)
+    grids = {r["caseday"]: (r["height"], r["width"]) for r in dataset.discover(data_root)
+             if r["group"] not in dataset.UNTRUSTED_FOR_EVAL}
+    assert len({g for g in grids.values()}) >= 2  # the data has more than one grid to tell apart
+    for caseday, grid in grids.items():
+        rles = [s for sid, organs in labels.items() if sid.startswith(caseday + "_slice_")
+                for s in organs.values() if s]
+        assert synth.infer_grid(rles) == grid, caseday
+    with pytest.raises(ValueError):
+        synth.infer_grid([f"{400 * 400} 2"])
+
+
+def test_label_records_leave_out_the_patients_with_images(data_root):
+    """The pre-training's maps come from patients without images (minus
+    those excluded); max_maps caps them evenly; none left is an error."""
+    import synth
+    imaged = {r["case"] for r in dataset.discover(data_root)}
+    recs = synth.label_records(data_root, max_maps=500)
+    cases = {r["case"] for r in recs}
+    assert 450 <= len(recs) <= 500 and cases and not cases & imaged
+    some = sorted(cases)[:3]
+    fewer = synth.label_records(data_root, exclude_cases=some, max_maps=500)
+    assert not {r["case"] for r in fewer} & set(some)
+    assert all(r["group"] == synth.GROUP and dataset.load_masks(r).shape == (3, r["height"], r["width"])
+               for r in recs[:50])
+    with pytest.raises(SystemExit):
+        synth.label_records(data_root, exclude_cases=cases | imaged, with_images=True)
+
+
+def test_render_draws_each_organ_as_a_region_on_a_dark_background():
+    """synth.render: one grey image per map in [0, 1], the same for the
+    same generator state; the corners (outside every body) are dark air;
+    an organ is a region of one random grey value (its interior varies by
+    the texture only), and its grey value changes from draw to draw."""
+    import synth
+    s = 96
+    y = torch.zeros(4, 3, s, s)
+    y[:, 2, 30:60, 35:70] = 1.0  # a stomach-sized block
+    x = synth.render(y, torch.Generator().manual_seed(3))
+    assert x.shape == (4, 1, s, s) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert torch.equal(x, synth.render(y, torch.Generator().manual_seed(3)))
+    corners = torch.cat([x[:, 0, :6, :6], x[:, 0, :6, -6:], x[:, 0, -6:, :6], x[:, 0, -6:, -6:]], 1)
+    assert float(corners.mean()) < 0.2
+    means = []
+    for seed in range(8):
+        x = synth.render(y, torch.Generator().manual_seed(seed))
+        inside = x[:, 0, 34:56, 39:66]
+        assert float(inside.std((1, 2)).max()) < 0.1
+        means += inside.mean((1, 2)).tolist()
+    assert max(means) - min(means) > 0.3
+
+
+def test_pretrain_then_cv_init(data_root, tmp_path):
+    """train/pretrain.py trains on rendered label maps and records the
+    patients it used; cv.py --init starts a fold from it, and refuses a
+    start that trained on the fold's test patients."""
+    out = tmp_path / "pre"
+    r = subprocess.run([PY, os.path.join(TRAIN, "pretrain.py"), "--data", data_root, "--out", str(out),
+                        "--steps", "20", "--max-steps", "2", "--max-maps", "40"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ck = torch.load(str(out / "last.pt"), weights_only=False)
+    imaged = {r["case"] for r in dataset.discover(data_root)}
+    assert ck["recipe"]["synthetic"] and ck["step"] == 2
+    assert ck["train_cases"] and not set(ck["train_cases"]) & imaged
+    assert ck["preprocess"]["normalisation"] == "histogram_match"
+    cv_cmd = [PY, os.path.join(TRAIN, "cv.py"), "--data", data_root, "--out", str(tmp_path / "cv"),
+              "--runs", str(tmp_path / "runs"), "--folds", "0", "--steps", "20", "--max-steps", "1"]
+    r = subprocess.run(cv_cmd + ["--init", str(out / "last.pt")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr
+    with open(tmp_path / "cv" / "folds.json") as f:
+        test_case = json.load(f)["folds"][0][0]
+    ck["train_cases"] = ck["train_cases"] + [test_case]
+    torch.save(ck, str(tmp_path / "seen.pt"))
+    r = subprocess.run(cv_cmd + ["--init", str(tmp_path / "seen.pt")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "test patients" in r.stderr
 
 
 def test_cv_paired_compares_the_same_slices(tmp_path):
