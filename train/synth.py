@@ -16,7 +16,6 @@ of the slice across), on a dark background (air).  fit.augment
 then adds what exports do (warp, blur, bias field, gamma, window, noise,
 quantisation) as for real slices.
 """
-import os
 
 import numpy as np
 import torch
