@@ -3,6 +3,7 @@
 
   /usr/bin/python3 train/pretrain.py --data ../shared/data/uwmgi --out train/runs/pretrain
   ... --resume                          # continue from OUT/last.pt
+  /usr/bin/python3 train/pretrain.py --out train/runs/pretrain --judge   # the pre-trained network alone
   /usr/bin/python3 train/cv.py --init train/runs/pretrain/last.pt --out train/cv/NEW --runs train/runs/NEW
 
 By default the maps are those of the patients with no image under --data
@@ -15,16 +16,37 @@ renders) with "synthetic": true.  OUT/last.pt is the result; it records
 the patients it used ("train_cases"), which cv.py --init checks.
 """
 import argparse
+import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset  # noqa: E402
 import fit  # noqa: E402
 import synth  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def judge(path, data):
+    """The pre-trained network alone on real slices: does the prior carry
+    over from renders to images?  cv.py's figures, pooled, at the grid and
+    with the normalisation it trained with, thresholds 0.5."""
+    from cv import slice_figures, table_row
+    from evaluate import predict_record
+    model, ck = fit.load_checkpoint(path)
+    policy = fit.checkpoint_policy(ck)
+    seen = set(ck.get("train_cases") or ())
+    recs = [r for r in dataset.discover(data)
+            if r["group"] not in dataset.UNTRUSTED_FOR_EVAL and r["case"] not in seen]
+    slices = []
+    with torch.no_grad():
+        for r in recs:
+            _, masks, _ = predict_record(model, r, policy=policy)
+            slices.append({"organs": slice_figures(r, masks, dataset.load_masks(r))})
+    print(json.dumps(table_row(slices), indent=1))
 
 
 def main():
@@ -40,8 +62,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=0, help="smoke runs: stop after N steps")
+    ap.add_argument("--judge", action="store_true",
+                    help="train nothing: print OUT/last.pt's pooled figures (cv.py's) on every trusted "
+                         "slice with an image under --data whose patient it did not train on")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.judge:
+        judge(os.path.join(args.out, "last.pt"), args.data)
+        return
     recipe = dict(fit.RECIPE, synthetic=True, max_maps=args.max_maps)
     if args.steps:
         recipe["steps"] = args.steps

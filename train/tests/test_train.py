@@ -489,6 +489,12 @@ def test_pretrain_then_cv_init(data_root, tmp_path):
     assert ck["recipe"]["synthetic"] and ck["step"] == 2
     assert ck["train_cases"] and not set(ck["train_cases"]) & imaged
     assert ck["preprocess"]["normalisation"] == "histogram_match"
+    r = subprocess.run([PY, os.path.join(TRAIN, "pretrain.py"), "--data", data_root, "--out", str(out), "--judge"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    judged = json.loads(r.stdout)
+    assert judged["slices"] == sum(1 for r in dataset.discover(data_root)
+                                   if r["group"] not in dataset.UNTRUSTED_FOR_EVAL)
     cv_cmd = [PY, os.path.join(TRAIN, "cv.py"), "--data", data_root, "--out", str(tmp_path / "cv"),
               "--runs", str(tmp_path / "runs"), "--folds", "0", "--steps", "20", "--max-steps", "1"]
     r = subprocess.run(cv_cmd + ["--init", str(out / "last.pt")], capture_output=True, text=True, timeout=300)
