@@ -292,7 +292,8 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     "preprocess" is the policy it trained with (policy_of).  With
     recipe["synthetic"], train_recs are label maps (synth.label_records)
     and each batch's images are synth.render's of them; the checkpoint's
-    "train_cases" name the patients either way."""
+    "train_cases" name the patients either way, with those its start
+    recorded when it starts from a checkpoint (recipe["init"] a .pt)."""
     os.makedirs(out, exist_ok=True)
     dev = torch.device(device)
     size = (recipe["size"], recipe["size"])
@@ -307,6 +308,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     log(f"data: {len(train_recs)} slices of {len({r['case'] for r in train_recs})} cases "
         f"loaded in {time.time() - t0:.1f}s; normalisation {policy['normalisation']}")
     model = UNet3Plus(width=recipe["width"])
+    seen = {r["case"] for r in train_recs}  # and those its start (a checkpoint) trained on
     if recipe.get("init"):
         # fine-tuning: start from an exported file's tensors, or from a
         # training checkpoint's (cv.py --init-runs); same width
@@ -317,6 +319,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
         if path.endswith(".pt"):
             init, ck = load_checkpoint(path)
             width = ck["width"]
+            seen |= set(ck.get("train_cases") or ())
         else:
             init, md = load_model(path)
             width = int(md["width"])
@@ -380,7 +383,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
             ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                   "gen": gen.get_state(), "step": step, "losses": losses, "seconds": seconds,
                   "recipe": recipe, "width": recipe["width"], "preprocess": policy,
-                  "train_cases": sorted({r["case"] for r in train_recs})}
+                  "train_cases": sorted(seen)}
             torch.save(ck, last + ".tmp")
             os.replace(last + ".tmp", last)
             recent = float(np.mean(losses[-checkpoint_every:]))

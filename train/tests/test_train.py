@@ -499,6 +499,8 @@ def test_pretrain_then_cv_init(data_root, tmp_path):
               "--runs", str(tmp_path / "runs"), "--folds", "0", "--steps", "20", "--max-steps", "1"]
     r = subprocess.run(cv_cmd + ["--init", str(out / "last.pt")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr
+    tuned = torch.load(str(tmp_path / "runs" / "fold0" / "last.pt"), weights_only=False)
+    assert set(ck["train_cases"]) < set(tuned["train_cases"])  # its start's patients and its own
     with open(tmp_path / "cv" / "folds.json") as f:
         test_case = json.load(f)["folds"][0][0]
     ck["train_cases"] = ck["train_cases"] + [test_case]
