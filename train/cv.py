@@ -82,17 +82,25 @@ def slice_figures(rec, masks, gt):
     return out
 
 
+def judge_records(model, recs, policy):
+    """foldK.json's "slices" entries: model's masks on recs (at the policy's
+    grid, thresholds 0.5) against their labels, slice_figures per organ."""
+    slices = []
+    with torch.no_grad():
+        for r in recs:
+            _, masks, pres = predict_record(model, r, policy=policy)
+            slices.append({"id": r["id"], "case": r["case"], "group": r["group"],
+                           "presence": [round(float(v), 4) for v in pres],
+                           "organs": slice_figures(r, masks, dataset.load_masks(r))})
+    return slices
+
+
 def run_fold(k, folds, recs, args, recipe):
     test_cases = set(folds[k])
     train_recs = [r for r in recs if r["case"] not in test_cases]
     test_recs = [r for r in recs if r["case"] in test_cases and r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
     out = os.path.join(args.runs, f"fold{k}")
     log = lambda m: print(f"[fold {k}] {m}", flush=True)  # noqa: E731
-    if args.init:
-        seen = set(torch.load(args.init, map_location="cpu", weights_only=False).get("train_cases") or ())
-        if seen & test_cases or not seen:
-            sys.exit(f"--init {args.init} " + (f"trained on fold {k}'s test patients {sorted(seen & test_cases)}"
-                                               if seen else "does not say which patients it trained on"))
     start = args.init or (args.init_runs and os.path.join(args.init_runs, f"fold{k}", "last.pt"))
     if start:
         start = os.path.abspath(start)
@@ -103,17 +111,11 @@ def run_fold(k, folds, recs, args, recipe):
     log(f"test cases {sorted(test_cases)} ({len(test_recs)} slices); train {len(train_recs)} slices")
     model, summary = fit.fit(train_recs, recipe, out, seed=args.seed, log=log, max_steps=args.max_steps)
     t = time.time()
-    slices = []
     size = args.input_size or recipe["size"]
     policy = dict(summary.pop("preprocess"), input_size=[size, size])  # the normalisation it trained with
     if args.tta_gamma:
         policy["tta_gamma"] = args.tta_gamma
-    with torch.no_grad():
-        for r in test_recs:
-            _, masks, pres = predict_record(model, r, policy=policy)
-            slices.append({"id": r["id"], "case": r["case"], "group": r["group"],
-                           "presence": [round(float(v), 4) for v in pres],
-                           "organs": slice_figures(r, masks, dataset.load_masks(r))})
+    slices = judge_records(model, test_recs, policy)
     res = {"fold": k, "test_cases": sorted(test_cases), "train_cases": sorted({r["case"] for r in train_recs}),
            "input_size": policy["input_size"], "normalisation": policy["normalisation"],
            "tta_gamma": policy.get("tta_gamma"), "recipe": recipe,
@@ -248,6 +250,13 @@ def main():
                   indent=1)
         f.write("\n")
     todo = range(args.k) if not args.folds else [int(v) for v in args.folds.split(",")]
+    if args.init:  # before any fold trains
+        seen = set(torch.load(args.init, map_location="cpu", weights_only=False).get("train_cases") or ())
+        if not seen:
+            sys.exit(f"--init {args.init} does not say which patients it trained on")
+        for k in todo:
+            if seen & set(folds[k]):
+                sys.exit(f"--init {args.init} trained on fold {k}'s test patients {sorted(seen & set(folds[k]))}")
     if not args.table_only:
         for k in todo:
             done = os.path.join(args.out, f"fold{k}.json")

@@ -34,19 +34,12 @@ def judge(path, data):
     """The pre-trained network alone on real slices: does the prior carry
     over from renders to images?  cv.py's figures, pooled, at the grid and
     with the normalisation it trained with, thresholds 0.5."""
-    from cv import slice_figures, table_row
-    from evaluate import predict_record
+    from cv import judge_records, table_row
     model, ck = fit.load_checkpoint(path)
-    policy = fit.checkpoint_policy(ck)
     seen = set(ck.get("train_cases") or ())
     recs = [r for r in dataset.discover(data)
             if r["group"] not in dataset.UNTRUSTED_FOR_EVAL and r["case"] not in seen]
-    slices = []
-    with torch.no_grad():
-        for r in recs:
-            _, masks, _ = predict_record(model, r, policy=policy)
-            slices.append({"organs": slice_figures(r, masks, dataset.load_masks(r))})
-    print(json.dumps(table_row(slices), indent=1))
+    print(json.dumps(table_row(judge_records(model, recs, fit.checkpoint_policy(ck))), indent=1))
 
 
 def main():
