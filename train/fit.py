@@ -301,7 +301,7 @@ def fit(train_recs, recipe, out, device="cpu", seed=0, resume=True, max_steps=0,
     t0 = time.time()
     if recipe.get("synthetic"):
         X, Y, G = None, preload_masks(train_recs, size), torch.zeros(len(train_recs), dtype=torch.bool)
-        policy = policy_of(recipe, images=synth.reference_images(Y, seed))
+        policy = policy_of(recipe, images=synth.reference_images(Y, seed, Y_SCALE))
     else:
         X, Y, G = preload(train_recs, size)
         policy = policy_of(recipe, train_recs)

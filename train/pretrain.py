@@ -72,7 +72,7 @@ def main():
         sys.exit(f"{args.out}/last.pt exists: pass --resume or choose another --out")
     print(f"{len(recs)} label maps of {len({r['case'] for r in recs})} patients", flush=True)
     _, summary = fit.fit(recs, recipe, args.out, seed=args.seed, resume=args.resume, max_steps=args.max_steps,
-                         log=lambda m: print(m, flush=True), checkpoint_every=min(50, args.max_steps or 50))
+                         log=lambda m: print(m, flush=True))
     print(f"pre-trained {summary['steps']} steps in {summary['seconds']} s: {os.path.join(args.out, 'last.pt')}",
           flush=True)
 

@@ -85,8 +85,7 @@ def main():
         sys.exit(f"{args.out}/last.pt exists: pass --resume or choose another --out")
     model, summary = fit.fit(recs, recipe, args.out, device=args.device, seed=args.seed,
                              resume=args.resume, max_steps=args.max_steps,
-                             log=lambda m: print(m, flush=True),
-                             checkpoint_every=min(50, args.max_steps or 50))
+                             log=lambda m: print(m, flush=True))
     policy = summary.pop("preprocess")  # recorded as the file's "preprocess" below
     meta = {
         "data": data_metadata(recs, len(recs), 0, excluded),  # every slice trained
