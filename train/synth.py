@@ -138,9 +138,10 @@ REFERENCE_RENDERS = 1000
 
 def reference_images(Y, seed, y_scale):
     """Up to REFERENCE_RENDERS renders of the maps Y (N, C, S, S uint8 in
-    steps of 1/y_scale: fit.preload_masks'), evenly spaced, as (S, S) float32 arrays: the images a pre-training's
-    histogram-matching reference is taken from (it has no real images, and
-    must not take the grey values of patients a fold tests on)."""
+    steps of 1/y_scale, as fit.preload_masks keeps them), evenly spaced, as
+    (S, S) float32 arrays: the images a pre-training's histogram-matching
+    reference is taken from (it has no real images, and must not take the
+    grey values of patients a fold tests on)."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.arange(0, len(Y), max(1, -(-len(Y) // REFERENCE_RENDERS)))
     out = []

@@ -14,8 +14,9 @@
 # Environment: SEGD_IMAGE (default localhost/segd:check), SEGD_IMAGE_BUILD
 # (1: build it first, the default; 0: check SEGD_IMAGE as it is),
 # SEGD_BUILD_TIMEOUT (seconds, default 1200), SEGD_IMAGE_MAX_BYTES (default
-# 250000000: the runtime image holds DCMTK, about 75 MB of its 208 MB).  Prints "SKIP: ..." and exits 77 (skipped, not passed)
-# without podman or without root.  A base image that cannot be built (no
+# 250000000: the runtime image holds DCMTK, about 75 MB of its 208 MB).
+# Prints "SKIP: ..." and exits 77 (skipped, not passed) without podman or
+# without root.  A base image that cannot be built (no
 # Debian mirror, debootstrap failing) is a failure.  tests/run-all.sh
 # installs podman and debootstrap, so in CI this check always runs.
 # Ends with "N passed, N failed, N skipped"; exits non-zero on any failure.
