@@ -97,46 +97,54 @@ static void normalise_percentile(float *img, size_t n, double p_lo, double p_hi,
     }
 }
 
-/* Sort a[0..n) ascending in place: heapsort (Williams 1964, Floyd's
- * heap construction), O(n log n) and, unlike glibc's qsort, which may
- * malloc a merge buffer, allocation-free. */
-static void sift_down(float *a, size_t root, size_t n)
+/* Order key of a float: unsigned comparison of keys is the order of the
+ * finite floats (negatives' bits inverted, positives' sign bit set). */
+static uint32_t float_key(float v)
 {
-    float v = a[root];
-    for (size_t child; (child = 2 * root + 1) < n; root = child) {
-        if (child + 1 < n && a[child + 1] > a[child])
-            child++;
-        if (!(a[child] > v))
-            break;
-        a[root] = a[child];
-    }
-    a[root] = v;
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-static void sort_floats(float *a, size_t n)
+/* Indices 0..n-1 ordered by img's values, ascending: LSD radix sort on
+ * float_key in three passes of 11 bits (Knuth, TAOCP vol. 3, 5.2.5),
+ * O(n) and allocation-free, ping-ponging between a and b (n each).  A
+ * pass whose digit is the same for every pixel (the high bits of most
+ * images) is skipped.  Returns the buffer that holds the order. */
+static uint32_t *order_by_value(const float *img, size_t n, uint32_t *a, uint32_t *b)
 {
-    for (size_t i = n / 2; i-- > 0;)
-        sift_down(a, i, n);
-    for (size_t end = n; end > 1; end--) {
-        float t = a[0];
-        a[0] = a[end - 1];
-        a[end - 1] = t;
-        sift_down(a, 0, end - 1);
+    enum { BITS = 11, BUCKETS = 1 << BITS, PASSES = 3 };
+    uint32_t count[PASSES][BUCKETS];
+    memset(count, 0, sizeof count);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = float_key(img[i]);
+        for (int p = 0; p < PASSES; p++)
+            count[p][(k >> (p * BITS)) & (BUCKETS - 1)]++;
     }
-}
-
-/* Number of a[0..n) (sorted) below v (strict) or, with upto, at most v. */
-static size_t count_below(const float *a, size_t n, float v, int upto)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (a[mid] < v || (upto && a[mid] == v))
-            lo = mid + 1;
-        else
-            hi = mid;
+    uint32_t *src = NULL, *dst = a;
+    for (int p = 0; p < PASSES; p++) {
+        uint32_t *c = count[p];
+        if (c[(float_key(img[0]) >> (p * BITS)) & (BUCKETS - 1)] == n)
+            continue; /* one digit for all: the order stays */
+        uint32_t sum = 0;
+        for (int d = 0; d < BUCKETS; d++) { /* counts -> first slots */
+            uint32_t t = c[d];
+            c[d] = sum;
+            sum += t;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t j = src ? src[i] : (uint32_t)i;
+            dst[c[(float_key(img[j]) >> (p * BITS)) & (BUCKETS - 1)]++] = j;
+        }
+        src = dst;
+        dst = dst == a ? b : a;
     }
-    return lo;
+    if (!src) { /* every pass skipped: all keys equal, any order is sorted */
+        for (size_t i = 0; i < n; i++)
+            a[i] = (uint32_t)i;
+        src = a;
+    }
+    return src;
 }
 
 /* Histogram matching in place, exactly as preprocess.normalise_histogram
@@ -145,23 +153,25 @@ static size_t count_below(const float *a, size_t n, float v, int upto)
  * (n - 1), 0.5 for n == 1, mapped through the piecewise-linear curve of
  * the ref_n reference quantiles q at r = j / (ref_n - 1), in double.
  * Ranks make it blind to any increasing grey-value map (gamma, bit depth,
- * window).  scratch holds n floats (a sorted copy). */
-static void normalise_histogram(float *img, size_t n, const double *q, int ref_n, float *scratch)
+ * window).  The pixels are visited in value order (order_by_value): a run
+ * of equal values [s, e) has #below = s and #equal = e - s, so each pixel
+ * is written once, after its run is known.  scratch holds 2n uint32
+ * (segd_worker_create sizes wk->prob for it); n < 2^32. */
+static void normalise_histogram(float *img, size_t n, const double *q, int ref_n, uint32_t *scratch)
 {
-    memcpy(scratch, img, n * sizeof(float));
-    sort_floats(scratch, n);
-    for (size_t i = 0; i < n; i++) {
-        double r = 0.5;
-        if (n > 1) {
-            size_t below = count_below(scratch, n, img[i], 0);
-            size_t upto = count_below(scratch, n, img[i], 1);
-            r = (double)(below + upto - 1) / (2.0 * (double)(n - 1));
-        }
+    const uint32_t *order = order_by_value(img, n, scratch, scratch + n);
+    for (size_t s = 0, e; s < n; s = e) {
+        float v = img[order[s]];
+        for (e = s + 1; e < n && img[order[e]] == v; e++)
+            ;
+        double r = n > 1 ? (double)(s + e - 1) / (2.0 * (double)(n - 1)) : 0.5;
         double t = r * (double)(ref_n - 1);
         size_t j = (size_t)floor(t);
         if (j > (size_t)ref_n - 2)
             j = (size_t)ref_n - 2;
-        img[i] = (float)(q[j] + (t - (double)j) * (q[j + 1] - q[j]));
+        float out = (float)(q[j] + (t - (double)j) * (q[j + 1] - q[j]));
+        for (size_t k = s; k < e; k++)
+            img[order[k]] = out;
     }
 }
 
@@ -183,7 +193,7 @@ static void step_normalise(segd_worker *wk, size_t n)
         normalise_percentile(wk->img, n, m->pct_lo, m->pct_hi, wk->prob);
         break;
     case SEGD_NORM_HISTOGRAM:
-        normalise_histogram(wk->img, n, m->ref_q, m->ref_n, wk->prob);
+        normalise_histogram(wk->img, n, m->ref_q, m->ref_n, (uint32_t *)wk->prob);
         break;
     default:
         normalise(wk->img, n);

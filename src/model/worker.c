@@ -77,7 +77,10 @@ int segd_worker_create_batch(const segd_model *m, size_t max_pixels, int threads
     w->max_pixels = max_pixels;
     size_t prob = (size_t)m->nclass * max_pixels * sizeof(float);
     size_t png = segd_png_scratch_bytes(max_pixels);
+    size_t ranks = 2 * max_pixels * sizeof(uint32_t); /* histogram_match's value order */
     w->prob_bytes = prob > png ? prob : png;
+    if (m->norm == SEGD_NORM_HISTOGRAM && w->prob_bytes < ranks)
+        w->prob_bytes = ranks;
     arena_plan p = plan_arena(m, max_pixels, w->prob_bytes, threads, batch);
     void *a = NULL;
     if (posix_memalign(&a, 64, p.total))
