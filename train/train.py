@@ -7,7 +7,8 @@ recipe that cross-validation (train/cv.py) measured, and export it.
 The recipe is fit.RECIPE (flags override single fields).  Nothing is chosen
 on held-out data: the last step is exported, thresholds are 0.5.  The
 metadata records the data used (by group and patient), the recipe and, when
-the recipe's table exists (--cv), the cross-validation figure it earned.
+the recipe is fit.RECIPE itself (or --cv names a table), the
+cross-validation figure it earned.
 """
 import argparse
 import hashlib
@@ -23,6 +24,19 @@ import fit  # noqa: E402
 from weights_io import data_metadata, export_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+RECIPE_CV = os.path.join(HERE, "cv", "histmatch-scratch", "candidate", "cv.json")  # fit.RECIPE's table
+
+
+def cv_table_for(recipe, cv=None):
+    """The CV table (a cv.json path) whose figure a file trained with recipe
+    may carry: cv when the caller names one, else fit.RECIPE's table, but
+    only for fit.RECIPE itself: a file of another width, grid or schedule
+    was not measured by it.  None when no table applies."""
+    if cv:
+        return cv
+    return RECIPE_CV if recipe == fit.RECIPE else None
 
 
 def main():
@@ -52,8 +66,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-slices", type=int, default=0, help="smoke runs: use only N slices")
     ap.add_argument("--max-steps", type=int, default=0, help="smoke runs: stop after N steps")
-    ap.add_argument("--cv", default=os.path.join(HERE, "cv", "histmatch-scratch", "candidate", "cv.json"),
-                    help="CV table to record (default: fit.RECIPE's; train/cv/cv.json is the percentile one's)")
+    ap.add_argument("--cv", help="CV table to record in the metadata, measured with this very recipe (default: "
+                                 "fit.RECIPE's, recorded only when no flag changed the recipe; train/cv/cv.json is "
+                                 "the percentile one's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -93,12 +108,13 @@ def main():
     }
     # the CV table measures training from nothing with this recipe: a
     # fine-tune gets its figure from its held-out twin (record_figure.py)
-    if os.path.exists(args.cv) and not args.max_slices and not args.init:
-        with open(args.cv) as f:
+    cv_path = cv_table_for(recipe, args.cv)
+    if cv_path and os.path.exists(cv_path) and not args.max_slices and not args.init:
+        with open(cv_path) as f:
             cv = json.load(f)
         meta["cross_validation"] = {"folds_done": cv["folds_done"], "k": cv["k"],
                                     "mean_dice": cv["table"]["all"]["pooled"]["mean_dice"],
-                                    "table": os.path.relpath(os.path.splitext(os.path.abspath(args.cv))[0] + ".md",
+                                    "table": os.path.relpath(os.path.splitext(os.path.abspath(cv_path))[0] + ".md",
                                                              os.path.join(HERE, ".."))}
     out = os.path.join(args.out, f"unet3p-{recipe['width']}.safetensors")
     digest = export_model(model, out, meta, size=args.input_size or recipe["size"], policy=policy)

@@ -805,3 +805,16 @@ def test_record_figure_writes_the_bf16_measurement(tmp_path):
     assert r.returncode != 0 and "measured on tensors" in r.stderr
     r = subprocess.run([PY, script, str(w)], capture_output=True, text=True)
     assert r.returncode != 0 and "nothing to record" in r.stderr
+
+
+def test_train_records_the_recipes_cv_table_only_for_that_recipe():
+    """train.py copies fit.RECIPE's CV figure into a file's metadata only
+    when the file was trained with fit.RECIPE unchanged (a width-16 file
+    must not carry the width-8 table), or with an explicitly named table."""
+    import fit
+    import train
+    assert train.cv_table_for(dict(fit.RECIPE)) == train.RECIPE_CV
+    assert os.path.exists(train.RECIPE_CV)
+    assert train.cv_table_for(dict(fit.RECIPE, width=16, size=256)) is None
+    assert train.cv_table_for(dict(fit.RECIPE, normalisation="percentile")) is None
+    assert train.cv_table_for(dict(fit.RECIPE, width=16), "x/cv.json") == "x/cv.json"
