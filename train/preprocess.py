@@ -376,6 +376,49 @@ def postprocess(probs, presence, height, width, threshold=0.5, presence_threshol
     return p, masks
 
 
+def component_sizes(mask):
+    """mask (H,W) -> (labels (H,W) int32, sizes): the 8-connected components
+    of mask's nonzero pixels (touching by an edge or a corner), labels
+    1..K in the order of each component's first pixel in row-major order
+    (0 outside), sizes[j] the pixel count of label j (sizes[0] = 0)."""
+    m = np.asarray(mask).astype(bool)
+    h, w = m.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    sizes = [0]
+    for start in np.flatnonzero(m):
+        r0, c0 = divmod(int(start), w)
+        if labels[r0, c0]:
+            continue
+        lab = len(sizes)
+        labels[r0, c0] = lab
+        stack, count = [(r0, c0)], 0
+        while stack:
+            r, c = stack.pop()
+            count += 1
+            for rr in (r - 1, r, r + 1):
+                if rr < 0 or rr >= h:
+                    continue
+                for cc in (c - 1, c, c + 1):
+                    if 0 <= cc < w and m[rr, cc] and not labels[rr, cc]:
+                        labels[rr, cc] = lab
+                        stack.append((rr, cc))
+        sizes.append(count)
+    return labels, np.array(sizes, dtype=np.int64)
+
+
+def remove_small_components(masks, share):
+    """masks (C,H,W) 0/1 -> a copy without the 8-connected components of
+    organ c whose pixel count is below share[c] * H * W (in double, as the
+    engine compares); share[c] <= 0 keeps organ c as it is."""
+    out = np.array(masks, dtype=np.uint8, copy=True)
+    _, h, w = out.shape
+    for c, a in enumerate(share):
+        if a > 0 and out[c].any():
+            labels, sizes = component_sizes(out[c])
+            out[c] = (sizes >= float(a) * h * w)[labels] & (labels > 0)
+    return out
+
+
 # --- RLE: Kaggle UW-Madison GI dialect: 1-based start/length, row-major ----
 
 def rle_encode(mask):

@@ -818,3 +818,81 @@ def test_train_records_the_recipes_cv_table_only_for_that_recipe():
     assert train.cv_table_for(dict(fit.RECIPE, width=16, size=256)) is None
     assert train.cv_table_for(dict(fit.RECIPE, normalisation="percentile")) is None
     assert train.cv_table_for(dict(fit.RECIPE, width=16), "x/cv.json") == "x/cv.json"
+
+
+def test_remove_small_components():
+    """8-connected components (a corner joins) under share * H * W pixels
+    go, organ by organ; a component of exactly that size stays."""
+    from preprocess import component_sizes, remove_small_components
+    m = np.zeros((3, 10, 10), np.uint8)
+    m[0, 1:3, 1:3] = 1           # 4 pixels
+    m[0, 5, 5] = m[0, 6, 6] = 1  # 2 pixels joined by a corner
+    m[0, 9, 0] = 1               # 1 pixel
+    m[1, 0, 0] = 1
+    m[2, 9, 9] = 1
+    labels, sizes = component_sizes(m[0])
+    assert sizes.tolist() == [0, 4, 2, 1] and labels[6, 6] == labels[5, 5] == 2
+    out = remove_small_components(m, [0.02, 0.02, 0.0])
+    assert out[0].sum() == 6 and out[0, 9, 0] == 0 and out[0, 6, 6] == 1
+    assert out[1].sum() == 0 and out[2].sum() == 1
+    assert remove_small_components(m, [0.03, 0, 0])[0].sum() == 4
+    assert np.array_equal(remove_small_components(m, [0, 0, 0]), m)
+
+
+def test_cv_min_area_chooses_on_the_other_folds():
+    """A fold's share is chosen on the other folds' slices only: here fold 0
+    alone gains from removing specks, fold 1 alone loses, so each fold is
+    given the share its own slices would not pick."""
+    import cv_min_area
+    rows = []
+    for case, fold_gain in (("a", 1.0), ("b", -1.0)):
+        for i in range(4):
+            for organ in CLASSES:
+                d = {s: 0.5 for s in cv_min_area.SHARES}
+                d[0.004] = 0.5 + 0.4 * fold_gain
+                rows.append((case, f"{case}{i}", organ, d))
+    doc = cv_min_area.evaluate(rows, [{"a"}, {"b"}])
+    picks = [f["pick"]["stomach"] for f in doc["nested"]["folds"]]
+    assert picks == [0.0, 0.004]
+    assert doc["nested"]["mean_dice"] == pytest.approx((0.5 + 0.1) / 2)
+    assert doc["plain"]["mean_dice"] == pytest.approx(0.5)
+    assert doc["chosen_on_all_folds"]["share"]["stomach"] == 0.0  # 0.5 either way: ties go to the smaller
+
+
+def test_cv_min_area_runs_on_fold_networks(data_root, tmp_path):
+    """cv_min_area.py end to end on two tiny fold networks judged by cv.py's
+    own judge_records: share 0 reproduces that judging (the script checks
+    it), and the table is written."""
+    import cv
+    import fit
+    recs = [r for r in dataset.discover(data_root) if r["group"] not in dataset.UNTRUSTED_FOR_EVAL]
+    count = {}
+    for r in recs:
+        count[r["case"]] = count.get(r["case"], 0) + 1
+    small = sorted(count, key=lambda c: (count[c], c))[:2]
+    recipe = dict(fit.RECIPE, width=4, size=64, steps=3, normalisation="percentile")
+    cvdir, runs = tmp_path / "cv", tmp_path / "runs"
+    cvdir.mkdir()
+    (cvdir / "folds.json").write_text(json.dumps({"k": 2, "folds": [[small[0]], [small[1]]]}))
+    for k in range(2):
+        torch.manual_seed(k)
+        model = UNet3Plus(width=4).eval()
+        (runs / f"fold{k}").mkdir(parents=True)
+        torch.save({"model": model.state_dict(), "recipe": recipe, "step": 3, "width": 4},
+                   str(runs / f"fold{k}" / "last.pt"))
+        test = [r for r in recs if r["case"] == small[k]]
+        slices = cv.judge_records(model, test, fit.policy_for_size(64))
+        (cvdir / f"fold{k}.json").write_text(json.dumps({"recipe": recipe, "input_size": [64, 64],
+                                                         "slices": slices}))
+    cmd = [PY, os.path.join(TRAIN, "cv_min_area.py"), "--data", data_root, "--cv", str(cvdir), "--runs", str(runs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((cvdir / "min_area.json").read_text())
+    assert doc["slices"] == count[small[0]] + count[small[1]] and len(doc["nested"]["folds"]) == 2
+    assert (cvdir / "min_area.md").exists()
+    # a judging that disagrees with the network is refused
+    bad = json.loads((cvdir / "fold1.json").read_text())
+    bad["slices"][0]["organs"]["stomach"]["dice"] = 0.123
+    (cvdir / "fold1.json").write_text(json.dumps(bad))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "cv.py judged 0.123" in r.stderr
