@@ -127,6 +127,17 @@ def run_fold(k, folds, recs, args, recipe):
     return res
 
 
+def write_table(out_dir, stem, doc, lines):
+    """OUT_DIR/STEM.json (doc, indented, newline-terminated) and
+    OUT_DIR/STEM.md (the Markdown lines); OUT_DIR is made if needed."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def same_recipe(a, b):
     """Whether two recipes train alike (one without "normalisation" is a
     percentile one: recipes before 2026-12-02 did not name it)."""

@@ -49,6 +49,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
+from cv import write_table  # noqa: E402
 from fit import checkpoint_policy, load_checkpoint  # noqa: E402
 from model import CLASSES  # noqa: E402
 from thresholds import choose, figure, score_slices  # noqa: E402
@@ -196,12 +197,7 @@ def main():
                                    "mean_dice_optimistic": best_mean, "dice_optimistic": best_per},
            "by_grid_at_0.5": {g: figure(res[(g, 0.5, 0.5)], everyone)[0] for g in grids}}
     md = markdown(doc, len(folds))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "choose.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(out_dir, "choose.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+    write_table(out_dir, "choose", doc, md)
     print("\n".join(md))
 
 

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
+from cv import write_table  # noqa: E402
 from cv_choose import fold_network  # noqa: E402
 from evaluate import predict_record  # noqa: E402
 from fit import checkpoint_policy  # noqa: E402
@@ -159,13 +160,7 @@ def main():
         fold_cases.append(set(folds[k]))
     doc = evaluate(rows, fold_cases)
     md = markdown(doc)
-    out = args.out or args.cv
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "min_area.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(out, "min_area.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+    write_table(args.out or args.cv, "min_area", doc, md)
     print("\n".join(md))
 
 
