@@ -45,6 +45,7 @@ typedef struct segd_config {
     unsigned max_connections; /* --max-connections */
     size_t max_body;        /* --max-body: bytes */
     size_t max_body_total;  /* --max-body-total: bytes of all buffered bodies */
+    size_t max_series_memory; /* --max-series-memory: bytes of running series' working memory */
     size_t memory_bytes;    /* memory this process is given (cgroup or RAM), for defaults */
     int probe_port;         /* --probe-port: -1 = off, 0 = ephemeral */
     size_t max_pixels;      /* --max-pixels: width * height */

@@ -130,7 +130,8 @@ int segd_dicom_read_file(const char *path, size_t max_pixels, segd_dicom_image *
 void segd_dicom_image_free(segd_dicom_image *im); /* NULL is fine */
 
 /* Check that the n >= 1 images form one series fit for the writers (same
- * SeriesInstanceUID, FrameOfReferenceUID, Rows, Columns, PixelSpacing and
+ * SeriesInstanceUID, StudyInstanceUID, PatientID, Modality,
+ * FrameOfReferenceUID, Rows, Columns, PixelSpacing and
  * ImageOrientationPatient within 1e-4; geometry present; distinct
  * SOPInstanceUIDs) and order them along the slice normal n = row direction x
  * column direction, by key n . ImagePositionPatient, ascending.  order

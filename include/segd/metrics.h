@@ -28,6 +28,7 @@ typedef enum segd_metrics_counter {
     SEGD_COUNTER_RELOADS,        /* segd_model_reloads_total */
     SEGD_COUNTER_RELOAD_FAILURES, /* segd_model_reload_failures_total */
     SEGD_COUNTER_JOBS_ABANDONED, /* segd_jobs_abandoned_total (client gone) */
+    SEGD_COUNTER_SERIES_REFUSED, /* segd_series_memory_refused_total (series budget) */
     SEGD_COUNTER_COUNT
 } segd_metrics_counter;
 
@@ -37,6 +38,7 @@ typedef enum segd_metrics_gauge {
     SEGD_GAUGE_WORKERS,        /* segd_workers */
     SEGD_GAUGE_CONNECTIONS,    /* segd_connections_in_flight */
     SEGD_GAUGE_BODY_BYTES,     /* segd_upload_bytes_reserved */
+    SEGD_GAUGE_SERIES_BYTES,   /* segd_series_memory_bytes_reserved */
     SEGD_GAUGE_COUNT
 } segd_metrics_gauge;
 

@@ -12,6 +12,7 @@
  * complete drain, 1 when jobs were still unanswered at --drain-timeout (or
  * on a second signal) and on start-up errors, 2 on a usage error. */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -167,6 +168,14 @@ int segd_cli_serve(int argc, char **argv)
         return 1;
     }
 
+#ifdef M_MMAP_THRESHOLD
+    /* Buffers of 256 KiB and more (bodies, a series' decoded slices and
+     * masks, answers) are mapped and unmapped with each request.  glibc
+     * otherwise raises this threshold after the first large free, keeps
+     * later ones in its heaps and the RSS stays at the high-water mark of
+     * the largest series after it is answered. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
     /* Block the drain signals before any thread exists so that every
      * thread inherits the mask and only sigtimedwait() sees them. */
     sigset_t sigs;

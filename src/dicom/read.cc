@@ -728,6 +728,20 @@ int check_series(const segd_dicom_image *const *im, size_t n, char *err, size_t 
         if (strcmp(a->series_instance_uid, b->series_instance_uid))
             return fail(err, errlen, -EXDEV, "SeriesInstanceUID differs: instance %zu has %s, "
                         "instance 0 has %s", i, a->series_instance_uid, b->series_instance_uid);
+        /* One series belongs to one patient and one study and has one
+         * modality (the DICOM information model, PS3.3 A.1.2); the derived
+         * objects copy the patient and study of instance 0, so instances
+         * of another patient under the same SeriesInstanceUID would be
+         * contoured and filed under the wrong patient. */
+        if (strcmp(a->study_instance_uid, b->study_instance_uid))
+            return fail(err, errlen, -EXDEV, "StudyInstanceUID differs: instance %zu has %s, "
+                        "instance 0 has %s", i, a->study_instance_uid, b->study_instance_uid);
+        if (strcmp(a->patient_id, b->patient_id))
+            return fail(err, errlen, -EXDEV, "PatientID differs: instance %zu has '%s', "
+                        "instance 0 has '%s'", i, a->patient_id, b->patient_id);
+        if (strcmp(a->modality, b->modality))
+            return fail(err, errlen, -EXDEV, "Modality differs: instance %zu has '%s', "
+                        "instance 0 has '%s'", i, a->modality, b->modality);
         if (strcmp(a->frame_of_reference_uid, b->frame_of_reference_uid))
             return fail(err, errlen, -EXDEV, "FrameOfReferenceUID differs: instance %zu has %s, "
                         "instance 0 has %s", i, a->frame_of_reference_uid,

@@ -61,6 +61,9 @@ static const opt OPTS[] = {
     {"max-body-total", "SEGD_MAX_BODY_TOTAL", OPT_SIZE, F(max_body_total), 1, (double)SIZE_MAX / 2,
      "memory/4",
      "request bodies buffered at once, all connections (K/M/G); 503 beyond"},
+    {"max-series-memory", "SEGD_MAX_SERIES_MEMORY", OPT_SIZE, F(max_series_memory), 1,
+     (double)SIZE_MAX / 2, "memory/4",
+     "working memory of the series running at once (K/M/G); 503 beyond, 413 over it alone"},
     {"probe-port", "SEGD_PROBE_PORT", OPT_INT, F(probe_port), -1, 65535, "-1 (off)",
      "second listener serving only /healthz, /readyz, /metrics (0 = ephemeral)"},
     {"max-pixels", "SEGD_MAX_PIXELS", OPT_SIZE, F(max_pixels), 1, (double)(1u << 30), "1048576",
@@ -71,7 +74,7 @@ static const opt OPTS[] = {
     {"min-volume-ml", "SEGD_MIN_VOLUME_ML", OPT_REAL, F(min_volume_ml), 0, 1e6, "4",
      "series 3D clean-up: connected components under this volume (mL) dropped; 0 = off"},
     {"api-key-file", "SEGD_API_KEY_FILE", OPT_STR, F(api_key_file), 0, 0, "none",
-     "file of API keys, one per line: POST /v1/* then needs Authorization: Bearer <key>"},
+     "file of API keys, one per line: every POST then needs Authorization: Bearer <key>"},
     {"tls-cert", "SEGD_TLS_CERT", OPT_STR, F(tls_cert), 0, 0, "none",
      "PEM certificate (chain): serve HTTPS on --port (libmicrohttpd + GnuTLS); needs --tls-key"},
     {"tls-key", "SEGD_TLS_KEY", OPT_STR, F(tls_key), 0, 0, "none", "PEM private key of --tls-cert"},
@@ -103,6 +106,7 @@ void segd_config_defaults(segd_config *cfg)
     cfg->max_connections = SEGD_CONFIG_DEFAULT_MAX_CONNECTIONS;
     cfg->max_body = SEGD_CONFIG_DEFAULT_MAX_BODY;
     cfg->max_body_total = 0; /* derived from memory_bytes after parsing */
+    cfg->max_series_memory = 0; /* likewise */
     cfg->memory_bytes = segd_memory_bytes();
     cfg->probe_port = -1;
     cfg->max_pixels = SEGD_DEFAULT_MAX_PIXELS;
@@ -218,6 +222,7 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
 {
     int queue_given = cfg->queue_depth > 0;
     int budget_given = cfg->max_body_total > 0;
+    int series_given = cfg->max_series_memory > 0;
     for (char **e = envp; e && *e; e++) {
         if (strncmp(*e, "SEGD_", 5) != 0)
             continue;
@@ -238,6 +243,8 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
                 queue_given = 1;
             if (o->offset == offsetof(segd_config, max_body_total))
                 budget_given = 1;
+            if (o->offset == offsetof(segd_config, max_series_memory))
+                series_given = 1;
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -277,6 +284,8 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
             queue_given = 1;
         if (o->offset == offsetof(segd_config, max_body_total))
             budget_given = 1;
+        if (o->offset == offsetof(segd_config, max_series_memory))
+            series_given = 1;
     }
     if (!queue_given)
         cfg->queue_depth = SEGD_CONFIG_QUEUE_PER_WORKER * cfg->workers;
@@ -284,6 +293,8 @@ int segd_config_parse(segd_config *cfg, int argc, char **argv, char **envp,
         size_t b = cfg->memory_bytes / SEGD_CONFIG_BODY_MEMORY_SHARE;
         cfg->max_body_total = b > cfg->max_body ? b : cfg->max_body;
     }
+    if (!series_given)
+        cfg->max_series_memory = cfg->memory_bytes / SEGD_CONFIG_BODY_MEMORY_SHARE;
     return 0;
 }
 
@@ -305,9 +316,18 @@ void segd_config_usage(FILE *f)
     }
     fputs("  --help                 this text\n"
           "\n"
-          "endpoints: POST /v1/segment (image/png or multipart/form-data 'file' parts,\n"
-          "  ?id= ?threshold=), GET /v1/model, /healthz, /readyz, /metrics\n"
+          "endpoints (described in GET /openapi.json; the web viewer is GET /):\n"
+          "  POST /v1/segment       slices: image/png, application/dicom or multipart\n"
+          "                         form-data 'file' parts; ?id= ?threshold=\n"
+          "  POST /v1/series        one series, DICOM or Kaggle-named PNGs;\n"
+          "                         ?format=json|seg|rtstruct|seg,rtstruct\n"
+          "  POST /v1/admin/reload  reload the weights and API keys\n"
+          "  GET  /v1/model, /healthz, /readyz, /metrics\n"
+          "  Open Inference Protocol (KServe V2): GET /v2, /v2/health/live,\n"
+          "  /v2/health/ready, /v2/models/NAME[/versions/V][/ready];\n"
+          "  POST /v2/models/NAME[/versions/V]/infer\n"
           "signals: SIGTERM/SIGINT/SIGQUIT drain (readyz 503, accepted jobs answered) then\n"
-          "  exit 0, or 1 when --drain-timeout ends first; SIGUSR1/SIGUSR2 are ignored\n",
+          "  exit 0, or 1 when --drain-timeout ends first or a second signal comes;\n"
+          "  SIGHUP reloads the weights and API keys; SIGUSR1/SIGUSR2 are ignored\n",
           f);
 }

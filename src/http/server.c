@@ -727,6 +727,7 @@ int segd_server_create(const segd_config *cfg, const segd_model *model,
     s->log = log;
     s->probe_port = -1;
     atomic_init(&s->body_reserved, 0);
+    atomic_init(&s->series_reserved, 0);
     atomic_init(&s->aborting, false);
     atomic_init(&s->draining, false);
     atomic_init(&s->jobs_active, 0);

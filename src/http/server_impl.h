@@ -136,6 +136,7 @@ struct segd_server {
     int port, probe_port;
     segd_log *log;             /* borrowed; access log and libmicrohttpd messages */
     atomic_size_t body_reserved; /* bytes reserved by bodies, <= cfg.max_body_total */
+    atomic_size_t series_reserved; /* by running series, <= cfg.max_series_memory */
     atomic_bool aborting;      /* drain time is up: running jobs stop at a slice boundary */
     struct segd_keys *keys;    /* --api-key-file, or NULL: no key needed */
     char *tls_cert, *tls_key;  /* PEM of --tls-cert/--tls-key, or NULL: plain HTTP */

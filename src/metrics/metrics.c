@@ -58,6 +58,8 @@ static const struct {
     {"segd_jobs_abandoned_total",
      "Jobs dropped without running (or, for a series, between slices) because their client "
      "disconnected."},
+    {"segd_series_memory_refused_total",
+     "Series answered 503 because --max-series-memory was held by other series."},
 };
 
 static const struct {
@@ -68,6 +70,8 @@ static const struct {
     {"segd_workers", "Worker threads."},
     {"segd_connections_in_flight", "Open HTTP connections."},
     {"segd_upload_bytes_reserved", "Bytes of request bodies reserved against --max-body-total."},
+    {"segd_series_memory_bytes_reserved",
+     "Bytes of running series' working memory reserved against --max-series-memory."},
 };
 
 struct segd_metrics {

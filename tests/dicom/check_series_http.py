@@ -388,9 +388,70 @@ try:
                  "multipart/related; type=application/json; boundary=x")
     expect_error(port, "image/png to /v1/series", 415, "multipart", "/v1/series", png, "image/png")
     expect_error(port, "same position twice", 422, "", "/v1/series", *related([good[0], good[0]]))
+    # one series is one patient, one study, one modality: the SEG and
+    # RTSTRUCT copy instance 0's patient and study
+    for kw, val in (("PatientID", "SOMEONE-ELSE"), ("StudyInstanceUID", "1.2.826.0.1.3680043.2.1125.9"),
+                    ("Modality", "CT")):
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(good[1]))
+        setattr(ds, kw, val)
+        b = pydicom.filebase.DicomBytesIO()
+        ds.save_as(b)
+        expect_error(port, f"{kw} differs", 422, f"{kw} differs", "/v1/series?format=seg",
+                     *related([good[0], b.getvalue()] + good[2:]), "application/dicom")
+    expect_error(port, "no format, Accept admits no answer", 406, "application/json", "/v1/series",
+                 *related(good), "text/html")
     st, _, _ = post(port, "/v1/series", *related(good))
     T.check(st == 200 and daemon.proc.poll() is None, "daemon still serving after the refusals")
     print("  daemon still serving")
+    daemon.stop()
+    daemon = None
+
+    # A series' working memory (decoded slices and masks: 7 bytes a pixel
+    # for DICOM, about 4 more for SEG and RTSTRUCT answers) comes from
+    # --max-series-memory: with 2500K, 4 slices of 266 x 266 fit (1.9 MiB)
+    # for JSON, not for seg,rtstruct (3.0 MiB: 413); two at once do not fit
+    # together: posted at once to 2 workers, one runs, the other gets 503 +
+    # Retry-After (unless the first ended before the second started: tried
+    # again, up to 5 times).
+    print("series working memory within --max-series-memory:")
+    daemon = segdtest.Daemon("--workers", "2", "--max-series-memory", "2500K")
+    port = daemon.port
+    expect_error(port, "seg,rtstruct of 4 slices over the budget", 413, "--max-series-memory",
+                 "/v1/series?format=seg,rtstruct", *related(good), 'multipart/related; type="application/dicom"')
+    body, ctype = related(good)
+
+    def post_status(res):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/series", data=body,
+                                     headers={"Content-Type": ctype})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                r.read()
+                res.append((r.status, None))
+        except urllib.error.HTTPError as e:
+            res.append((e.code, e.headers.get("Retry-After")))
+
+    import threading
+    seen = []
+    for attempt in range(5):
+        res = []
+        threads = [threading.Thread(target=post_status, args=(res,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seen.append(sorted(res, key=lambda x: x[0]))
+        T.check(all(st == 200 or (st == 503 and retry) for st, retry in res), f"two at once: {res}")
+        if any(st == 503 for st, _ in res):
+            break
+    T.check(any(st == 503 for st, _ in seen[-1]) and any(st == 200 for st, _ in seen[-1]),
+            f"two series at once over the budget: one 200, one 503 + Retry-After ({seen})")
+    T.check(segdtest.wait_for(lambda: segdtest.metric(port, "segd_series_memory_bytes_reserved", -1) == 0, 10),
+            "the series budget is free once both are answered")
+    T.check(segdtest.metric(port, "segd_series_memory_refused_total", 0) >= 1, "503s counted")
+    st, _, _ = post(port, "/v1/series", body, ctype)
+    T.check(st == 200, f"one series alone: {st}")
+    print(f"  seg,rtstruct of 4 slices: 413; JSON of 4 slices, two at once: {seen[-1]} "
+          f"(attempt {len(seen)}); then alone: {st}")
 finally:
     if daemon:
         daemon.stop()
