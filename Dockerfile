@@ -48,7 +48,8 @@ COPY --from=build /out/usr/share/segd/ /usr/share/segd/
 # Every `segd serve` option has a SEGD_* variable (`segd serve --help`);
 # override with -e / env:.  SEGD_WORKERS is pinned because the daemon's
 # default (one per online CPU) sees the host's CPUs, not the container's
-# CPU limit; each worker holds an ~86 MB arena (at the default max-pixels).
+# CPU limit.  Each worker holds a 99 MiB arena (at the default max-pixels):
+# resident about 45 MiB + 99 MiB per worker, 243 MiB with 2 (measured).
 ENV SEGD_BIND=0.0.0.0 \
     SEGD_PORT=8080 \
     SEGD_WEIGHTS=/usr/share/segd/unet3p-16.safetensors \
@@ -64,7 +65,8 @@ EXPOSE 8080
 # than that: docker stop -t 40, compose stop_grace_period: 40s.
 STOPSIGNAL SIGTERM
 # Liveness probe without curl: bash opens /dev/tcp to the daemon and expects
-# an HTTP 200 status line from GET /healthz.
+# an HTTP 200 status line from GET /healthz (200 while draining, too; a
+# balancer's readiness check uses /readyz).  deploy/compose.yaml repeats it.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${SEGD_PORT:-8080} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && IFS= read -r -t 2 status <&3 && [[ $status == HTTP/1.?\\ 200* ]]"]
 

@@ -6,9 +6,15 @@
 #     rewritten), all UP via /readyz, requests balanced, and a draining
 #     replica (SIGTERM with a job in flight) taken out by the /readyz check
 #     while its accepted job is still answered
-#   - promtool check config / check rules / test rules (tests/deploy/rules-test.yml)
+#   - promtool check config / check rules / test rules (tests/deploy/rules-test.yml),
+#     on deploy/rules.yml and on the copy in kubernetes/prometheusrule.yaml
+#   - the resident memory of `segd serve` with 1 and 2 workers (VmHWM after
+#     one 360x310 slice, shipped weights), when SEGD_BIN is built
 #   - compose.yaml, kubernetes/*.yaml, segd.service, Dockerfile: fields that
-#     matter, with python3-yaml (tests/deploy/check_manifests.py)
+#     matter, with python3-yaml (tests/deploy/check_manifests.py): memory
+#     limits against the measured memory, the balancer's timeout against the
+#     longest answer, rules.yml = prometheusrule.yaml, the compose
+#     healthcheck = the image's HEALTHCHECK, ...
 #   - systemd-analyze verify and security --offline on deploy/segd.service
 # A missing tool skips its checks with a "SKIP: ..." line.  Prints "N passed,
 # N failed, N skipped"; exits 1 on any failure, else 77 when a check was
@@ -37,12 +43,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The daemon's default drain timeout, from its own --help.
-DRAIN_DEFAULT=30
+# The daemon's defaults that the manifests rely on, from its own --help.
+DRAIN_DEFAULT=30 REQUEST_TIMEOUT_DEFAULT=30 MAX_SERIES_SLICES_DEFAULT=512
 if [ -x "$SEGD_BIN" ]; then
-    d=$("$SEGD_BIN" serve --help 2>&1 | sed -n 's/.*SEGD_DRAIN_TIMEOUT, default: \([0-9.]*\)\].*/\1/p')
-    [ -n "$d" ] && DRAIN_DEFAULT=$d
-    echo "segd serve --help: default drain timeout $DRAIN_DEFAULT s"
+    "$SEGD_BIN" serve --help >"$T/help" 2>&1
+    default_of() { sed -n "s/.*$1, default: \([0-9.]*\)\].*/\1/p" "$T/help"; }
+    d=$(default_of SEGD_DRAIN_TIMEOUT); [ -n "$d" ] && DRAIN_DEFAULT=$d
+    d=$(default_of SEGD_REQUEST_TIMEOUT); [ -n "$d" ] && REQUEST_TIMEOUT_DEFAULT=$d
+    d=$(default_of SEGD_MAX_SERIES_SLICES); [ -n "$d" ] && MAX_SERIES_SLICES_DEFAULT=$d
+    echo "segd serve --help: default drain timeout $DRAIN_DEFAULT s, request timeout" \
+        "$REQUEST_TIMEOUT_DEFAULT s, max series slices $MAX_SERIES_SLICES_DEFAULT"
 fi
 
 # ------------------------------------------------------------------ HAProxy
@@ -166,14 +176,72 @@ if have promtool; then
         # shellcheck disable=SC2086
         if promtool $c >"$T/p.log" 2>&1; then ok "promtool $c"; else cat "$T/p.log"; bad "promtool $c"; fi
     done
+    # The PrometheusRule's groups as a rules file, checked and tested the
+    # same way (check_manifests.py compares the two files rule by rule).
+    mkdir -p "$T/pr"
+    if $PY -c 'import sys, yaml
+yaml.safe_dump({"groups": yaml.safe_load(open(sys.argv[1]))["spec"]["groups"]}, open(sys.argv[2], "w"))' \
+        deploy/kubernetes/prometheusrule.yaml "$T/pr/rules.yml" 2>"$T/p.log"; then
+        sed "s|\.\./\.\./deploy/rules\.yml|rules.yml|" tests/deploy/rules-test.yml >"$T/pr/rules-test.yml"
+        if promtool check rules "$T/pr/rules.yml" >"$T/p.log" 2>&1; then
+            ok "promtool check rules: kubernetes/prometheusrule.yaml's spec.groups"
+        else cat "$T/p.log"; bad "promtool check rules: kubernetes/prometheusrule.yaml's spec.groups"; fi
+        if promtool test rules "$T/pr/rules-test.yml" >"$T/p.log" 2>&1; then
+            ok "promtool test rules tests/deploy/rules-test.yml on kubernetes/prometheusrule.yaml"
+        else cat "$T/p.log"; bad "promtool test rules tests/deploy/rules-test.yml on kubernetes/prometheusrule.yaml"; fi
+    else
+        cat "$T/p.log"; bad "kubernetes/prometheusrule.yaml: spec.groups not readable"
+    fi
 else
     skip "promtool not installed (apt-get install prometheus): prometheus.yml and rules.yml not checked"
+fi
+
+# ------------------------------------------------------------------ memory
+# VmHWM of `segd serve --workers N` (shipped weights, default --max-pixels)
+# after one 360x310 slice, in kB; the manifests' memory limits are checked
+# against base + per worker x workers from N = 1 and 2.
+echo "== memory of segd serve"
+RSS_BASE_MIB="" RSS_PER_WORKER_MIB=""
+rss_kb() { # rss_kb N: the kB into $T/rss-N
+    local n=$1 p
+    rm -f "$T/rss-port" "$T/rss-$n"
+    OPENBLAS_NUM_THREADS=1 "$SEGD_BIN" serve --bind 127.0.0.1 --port 0 --port-file "$T/rss-port" --workers "$n" \
+        --weights "$ROOT/weights/unet3p-16.safetensors" --access-log off 2>"$T/rss.log" &
+    p=$!
+    PIDS+=("$p")
+    if wait_for 30 test -s "$T/rss-port" &&
+        curl -s -f -o /dev/null --max-time 30 -H 'Content-Type: image/png' --data-binary @"$RSS_SLICE" \
+            "http://127.0.0.1:$(cat "$T/rss-port")/v1/segment"; then
+        awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" >"$T/rss-$n"
+    fi
+    kill -TERM "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+}
+RSS_SLICE=$ROOT/tests/data/case110_day16_slice_0070_360_310_1.50_1.50.png
+if ! [ -x "$SEGD_BIN" ] || ! have curl || ! [ -f "$ROOT/weights/unet3p-16.safetensors" ] || ! [ -f "$RSS_SLICE" ]; then
+    skip "memory: needs a built segd (SEGD_BIN=$SEGD_BIN), curl, the shipped weights and the 360x310 slice"
+elif ldd "$SEGD_BIN" 2>/dev/null | grep -q 'lib[almt]san'; then
+    skip "memory: $SEGD_BIN is a sanitizer build, its memory is not the daemon's"
+else
+    rss_kb 1; rss_kb 2
+    k1=$(cat "$T/rss-1" 2>/dev/null); k2=$(cat "$T/rss-2" 2>/dev/null)
+    if [ -n "$k1" ] && [ -n "$k2" ]; then
+        RSS_PER_WORKER_MIB=$(awk -v a="$k1" -v b="$k2" 'BEGIN { printf "%.1f", (b - a) / 1024 }')
+        RSS_BASE_MIB=$(awk -v a="$k1" -v b="$k2" 'BEGIN { printf "%.1f", (2 * a - b) / 1024 }')
+        ok "memory: VmHWM after one 360x310 slice: 1 worker $k1 kB, 2 workers $k2 kB" \
+            "= $RSS_BASE_MIB MiB + $RSS_PER_WORKER_MIB MiB per worker"
+    else
+        cat "$T/rss.log"; bad "memory: segd serve did not start or answer the 360x310 slice"
+    fi
 fi
 
 # ------------------------------------------------------------------ manifests
 echo "== compose / kubernetes / systemd / Dockerfile fields (python3-yaml)"
 if [ -x "$PY" ] && $PY -c 'import yaml' 2>/dev/null; then
-    SEGD_DRAIN_DEFAULT=$DRAIN_DEFAULT $PY tests/deploy/check_manifests.py "$ROOT" >"$T/m.log" 2>&1
+    SEGD_DRAIN_DEFAULT=$DRAIN_DEFAULT SEGD_REQUEST_TIMEOUT_DEFAULT=$REQUEST_TIMEOUT_DEFAULT \
+        SEGD_MAX_SERIES_SLICES_DEFAULT=$MAX_SERIES_SLICES_DEFAULT \
+        SEGD_RSS_BASE_MIB=$RSS_BASE_MIB SEGD_RSS_PER_WORKER_MIB=$RSS_PER_WORKER_MIB \
+        $PY tests/deploy/check_manifests.py "$ROOT" >"$T/m.log" 2>&1
     cat "$T/m.log"
     passed=$((passed + $(grep -c '^ok ' "$T/m.log")))
     failed=$((failed + $(grep -c '^FAIL ' "$T/m.log")))

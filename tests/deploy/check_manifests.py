@@ -10,12 +10,16 @@ match) and that the files agree with each other.  Prints one "ok ..." or
 
     /usr/bin/python3 tests/deploy/check_manifests.py [REPO_ROOT]
 
-Environment: SEGD_DRAIN_DEFAULT (seconds; the daemon's default
---drain-timeout, read from `segd serve --help` by check-configs.sh; 30 if
-unset), SEGD_MEASURED_RSS_MIB (resident MiB of `segd serve --workers 2`,
-default 203 = 213 MB measured).
+Environment (check-configs.sh sets them; the defaults when unset):
+SEGD_DRAIN_DEFAULT, SEGD_REQUEST_TIMEOUT_DEFAULT, SEGD_MAX_SERIES_SLICES_DEFAULT
+(the daemon's defaults of --drain-timeout, --request-timeout,
+--max-series-slices, read from `segd serve --help`; 30, 30, 512);
+SEGD_RSS_BASE_MIB and SEGD_RSS_PER_WORKER_MIB (resident MiB of `segd serve`
+= base + per worker x workers, measured by check-configs.sh as VmHWM after
+one 360x310 slice with 1 and 2 workers; unset: the documented 45 and 99).
 """
 import glob
+import json
 import os
 import re
 import shlex
@@ -30,7 +34,21 @@ except ImportError:  # pragma: no cover
 ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", ".."))
 DEPLOY = os.path.join(ROOT, "deploy")
 DRAIN_DEFAULT = float(os.environ.get("SEGD_DRAIN_DEFAULT") or 30)
-RSS_MIB = float(os.environ.get("SEGD_MEASURED_RSS_MIB") or 203)
+REQUEST_TIMEOUT_DEFAULT = float(os.environ.get("SEGD_REQUEST_TIMEOUT_DEFAULT") or 30)
+MAX_SERIES_SLICES_DEFAULT = int(os.environ.get("SEGD_MAX_SERIES_SLICES_DEFAULT") or 512)
+# The memory figures README.md, Dockerfile and deploy/ state (MiB): resident
+# set of `segd serve` = DOC_RSS_BASE + DOC_RSS_PER_WORKER x --workers.
+DOC_RSS_BASE, DOC_RSS_PER_WORKER = 45.0, 99.0
+RSS_BASE = float(os.environ.get("SEGD_RSS_BASE_MIB") or DOC_RSS_BASE)
+RSS_PER_WORKER = float(os.environ.get("SEGD_RSS_PER_WORKER_MIB") or DOC_RSS_PER_WORKER)
+RSS_MEASURED = bool(os.environ.get("SEGD_RSS_BASE_MIB") and os.environ.get("SEGD_RSS_PER_WORKER_MIB"))
+# Room a memory limit leaves beyond resident set + --max-body-total, for
+# response documents and allocator slack (MiB).
+MIN_SLACK_MIB = 64
+# The time a slice of a series may take on a busy or slower host, for the
+# balancer's server timeout (measured: 86 ms a slice in a 512-slice series
+# on one worker, haproxy.cfg).
+SLICE_ALLOWANCE_S = 0.25
 P95_EXPR = "histogram_quantile(0.95, sum by (le) (rate(segd_request_duration_seconds_bucket[5m])))"
 
 passed = failed = 0
@@ -82,9 +100,16 @@ def cpu(v):
     return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
 
 
+def rss(workers):
+    return RSS_BASE + RSS_PER_WORKER * workers
+
+
 def mib(v):
+    """Kubernetes quantities (128Mi, 1G), segd sizes (32M) and compose's
+    mem_limit (512m: binary, as Docker reads it) -> MiB."""
     s = str(v)
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20,
+             "k": 1 / 1024, "m": 1, "g": 1024}
     for u, f in sorted(units.items(), key=lambda x: -len(x[0])):
         if s.endswith(u):
             return float(s[: -len(u)]) * f
@@ -116,10 +141,29 @@ def compose():
         check(s.get("stop_signal", "SIGTERM") == "SIGTERM", f"compose {n}: stop signal SIGTERM")
         check("SEGD_WORKERS" in env, f"compose {n}: SEGD_WORKERS pinned (the default counts host CPUs)")
         check(str(env.get("SEGD_PORT", "8080")) == "8080", f"compose {n}: SEGD_PORT 8080")
-        hc = " ".join(map(str, (s.get("healthcheck") or {}).get("test", [])))
-        check("/readyz" in hc or "/healthz" in hc, f"compose {n}: healthcheck probes /readyz or /healthz")
-        check(s.get("mem_limit") or (s.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")),
-              f"compose {n}: memory limit set")
+        # a container health check is liveness: /healthz, which stays 200
+        # while draining; readiness is HAProxy's /readyz check
+        hc = s.get("healthcheck") or {}
+        check(re.search(r"GET /healthz ", " ".join(map(str, hc.get("test", [])))),
+              f"compose {n}: healthcheck probes /healthz (liveness, as the image's HEALTHCHECK)")
+        image_hc = dockerfile_healthcheck()
+        got = {k: seconds(hc[k]) if k in hc else None for k in ("interval", "timeout", "start_period")}
+        got["retries"] = hc.get("retries")
+        check(got == {k: v for k, v in image_hc.items() if k != "cmd"},
+              f"compose {n}: healthcheck timings {got} = the Dockerfile HEALTHCHECK's")
+        cmd = [str(a).replace("$$", "$") for a in hc.get("test", [])[1:]]
+        check(cmd == [a.replace("${SEGD_PORT:-8080}", "8080") for a in image_hc["cmd"]],
+              f"compose {n}: healthcheck command = the Dockerfile HEALTHCHECK's (port 8080)")
+        limit = s.get("mem_limit") or (s.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory"))
+        check(limit, f"compose {n}: memory limit set")
+        workers = int(env.get("SEGD_WORKERS", 0))
+        body_total = env.get("SEGD_MAX_BODY_TOTAL")
+        check(body_total is not None, f"compose {n}: SEGD_MAX_BODY_TOTAL set (its default follows the limit)")
+        if limit and body_total is not None and workers:
+            need = rss(workers) + mib(body_total) + MIN_SLACK_MIB
+            check(mib(limit) >= need, f"compose {n}: mem_limit {limit} ({mib(limit):g} MiB) >= RSS with "
+                  f"{workers} workers {rss(workers):.0f} MiB + SEGD_MAX_BODY_TOTAL {body_total} + "
+                  f"{MIN_SLACK_MIB} MiB slack = {need:.0f} MiB")
     check(sum(1 for s in segd.values() if "build" in s) >= 1, "compose: one replica builds the image from ../Dockerfile")
     builds = [s["build"] for s in segd.values() if "build" in s]
     check(all(os.path.isfile(os.path.join(DEPLOY, b.get("context", "."), b.get("dockerfile", "Dockerfile")))
@@ -148,8 +192,20 @@ def compose():
     check(re.search(r"^\s*http-check\s+send\s+.*\buri\s+/readyz\b", cfg, re.M), "haproxy.cfg: http-check on /readyz")
     check(re.search(r"^\s*http-check\s+expect\s+status\s+200\b", cfg, re.M), "haproxy.cfg: expects status 200")
     check(re.search(r"^\s*bind\s+\S*:8080\b", cfg, re.M), "haproxy.cfg: frontend on :8080")
+    # the server timeout must outlast the longest answer segd may give: a
+    # job waits up to --request-timeout in the queue, then runs to its end;
+    # the longest job is a series of --max-series-slices slices
     tserver = re.search(r"^\s*timeout\s+server\s+(\S+)", cfg, re.M)
-    check(tserver and seconds(tserver.group(1)) > 30, "haproxy.cfg: timeout server > segd request timeout (30 s)")
+    for n, s in sorted(segd.items()):
+        env = s.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env)
+        rt = float(env.get("SEGD_REQUEST_TIMEOUT", REQUEST_TIMEOUT_DEFAULT))
+        slices = int(env.get("SEGD_MAX_SERIES_SLICES", MAX_SERIES_SLICES_DEFAULT))
+        longest = rt + slices * SLICE_ALLOWANCE_S
+        check(tserver and seconds(tserver.group(1)) > longest,
+              f"haproxy.cfg: timeout server {tserver.group(1) if tserver else None} > {n}'s longest answer: "
+              f"request timeout {rt:g} s + {slices} series slices x {SLICE_ALLOWANCE_S:g} s = {longest:g} s")
 
     # prometheus.yml: every replica scraped, rules loaded
     p = load(os.path.join(DEPLOY, "prometheus.yml"))
@@ -165,12 +221,53 @@ def rules():
     r = load(os.path.join(DEPLOY, "rules.yml"))
     recs = {x["record"]: x["expr"] for g in r["groups"] for x in g["rules"] if "record" in x}
     check(any(norm(e) == norm(P95_EXPR) for e in recs.values()), "rules.yml: records the p95 latency from the histogram")
-    pr = os.path.join(DEPLOY, "kubernetes", "prometheusrule.yaml")
-    if os.path.exists(pr):
-        k = load(pr)
-        krecs = {x["record"]: x["expr"] for g in k["spec"]["groups"] for x in g["rules"] if "record" in x}
-        check(krecs and all(norm(recs.get(n)) == norm(e) for n, e in krecs.items()),
-              "kubernetes/prometheusrule.yaml: same expressions as rules.yml")
+    # kubernetes/prometheusrule.yaml holds the same rules for the Prometheus
+    # Operator: every group and rule of one is in the other, the same
+    check(os.path.exists(PROMETHEUSRULE), "kubernetes/prometheusrule.yaml exists")
+    a, b = rule_table(r["groups"]), rule_table(load(PROMETHEUSRULE)["spec"]["groups"])
+    for key in sorted(set(a) | set(b)):
+        if key not in b or key not in a:
+            why = " (only in rules.yml)" if key not in b else " (only in prometheusrule.yaml)"
+        else:
+            why = "".join(f"; {f}: {a[key].get(f)!r} vs {b[key].get(f)!r}"
+                          for f in sorted(set(a[key]) | set(b[key])) if a[key].get(f) != b[key].get(f))
+        check(not why, f"rules.yml = kubernetes/prometheusrule.yaml: {' '.join(key)}{why}")
+    ngroups = sum(1 for k in a if len(k) == 2)
+    check(ngroups >= 1, f"rules.yml: {ngroups} groups, {len(a) - ngroups} rules compared with prometheusrule.yaml")
+
+
+PROMETHEUSRULE = os.path.join(DEPLOY, "kubernetes", "prometheusrule.yaml")
+
+
+def rule_table(groups):
+    """Prometheus rule groups -> {("group", name): its fields, ("group",
+    name, "record"|"alert", rule name): the rule's fields}, expressions with
+    white space removed; a rule name twice in a group is kept as name#2."""
+    t = {}
+    for g in groups:
+        t[("group", g["name"])] = {k: v for k, v in g.items() if k != "rules"}
+        for x in g.get("rules", []):
+            kind = "record" if "record" in x else "alert"
+            key = ("group", g["name"], kind, str(x.get(kind)))
+            n = 2
+            while key in t:
+                key = ("group", g["name"], kind, f"{x.get(kind)}#{n}")
+                n += 1
+            t[key] = {k: norm(v) if k == "expr" else v for k, v in x.items()}
+    return t
+
+
+# ---------------------------------------------------------------- memory
+def memory():
+    """The measured resident set against the figures the files state (within
+    10 %): a larger arena has to reach README.md, Dockerfile and deploy/."""
+    if not RSS_MEASURED:
+        print(f"(memory: documented {DOC_RSS_BASE:g} + {DOC_RSS_PER_WORKER:g} MiB per worker assumed, not measured)")
+        return
+    for what, got, doc in (("per worker", RSS_PER_WORKER, DOC_RSS_PER_WORKER),
+                           ("with 2 workers", rss(2), DOC_RSS_BASE + 2 * DOC_RSS_PER_WORKER)):
+        check(abs(got - doc) <= 0.1 * doc, f"memory: measured {what} {got:.1f} MiB within 10 % of the documented "
+              f"{doc:g} MiB (README.md Container, Dockerfile, deploy/, DOC_RSS_* here)")
 
 
 # ---------------------------------------------------------------- kubernetes
@@ -231,13 +328,17 @@ def kubernetes():
     res = c.get("resources") or {}
     req, lim = res.get("requests") or {}, res.get("limits") or {}
     check(all(k in req for k in ("cpu", "memory")) and "memory" in lim, "k8s Deployment: cpu/memory requests and memory limit set")
-    check(mib(req["memory"]) >= RSS_MIB, f"k8s Deployment: memory request {req['memory']} >= measured RSS {RSS_MIB:g} MiB")
-    check(mib(lim["memory"]) >= mib(req["memory"]), "k8s Deployment: memory limit >= request")
-    body_total = env.get("SEGD_MAX_BODY_TOTAL")
-    check(body_total is not None and mib(lim["memory"]) >= RSS_MIB + mib(body_total),
-          f"k8s Deployment: memory limit {lim['memory']} >= RSS {RSS_MIB:g} MiB + SEGD_MAX_BODY_TOTAL {body_total}")
     workers = int(env.get("SEGD_WORKERS", 0))
     check(workers >= 1, "k8s Deployment: SEGD_WORKERS pinned (the default counts the node's CPUs)")
+    r = rss(workers)
+    check(mib(req["memory"]) >= r,
+          f"k8s Deployment: memory request {req['memory']} >= RSS with {workers} workers {r:.0f} MiB")
+    check(mib(lim["memory"]) >= mib(req["memory"]), "k8s Deployment: memory limit >= request")
+    body_total = env.get("SEGD_MAX_BODY_TOTAL")
+    need = r + mib(body_total) + MIN_SLACK_MIB if body_total is not None else None
+    check(need is not None and mib(lim["memory"]) >= need,
+          f"k8s Deployment: memory limit {lim['memory']} >= RSS {r:.0f} MiB + SEGD_MAX_BODY_TOTAL {body_total}"
+          f" + {MIN_SLACK_MIB} MiB slack" + (f" = {need:.0f} MiB" if need else ""))
     check(workers <= cpu(req["cpu"]) + 1e-9, f"k8s Deployment: SEGD_WORKERS {workers} <= cpu request {req['cpu']}")
     psc = pod.get("securityContext") or {}
     check(psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0, "k8s Deployment: runs as non-root")
@@ -245,14 +346,20 @@ def kubernetes():
     has_sm = "ServiceMonitor" in kinds
     check(has_sm or ann.get("prometheus.io/scrape") == "true", "k8s: Prometheus scrape annotations or a ServiceMonitor")
     if ann:
-        check(str(ann.get("prometheus.io/port")) in (str(port), str(pport)) and
+        check(str(ann.get("prometheus.io/port")) == str(pport) and
               ann.get("prometheus.io/path", "/metrics") == "/metrics",
-              "k8s Deployment: prometheus.io annotations name the daemon's (or probe) port and /metrics")
+              "k8s Deployment: prometheus.io annotations name the probe port and /metrics")
 
     svc = kinds["Service"][0]
     check(subset(svc["spec"]["selector"], labels), "k8s Service: selector matches the pod labels")
     sports = svc["spec"]["ports"]
-    check(all(p.get("targetPort") in (port, pname) for p in sports), "k8s Service: targetPort is the daemon's port")
+    check(all(p.get("targetPort") in (port, pname, pport, ppname) for p in sports),
+          "k8s Service: every targetPort is the daemon's port or its probe port")
+    check(any(p.get("targetPort") in (port, pname) for p in sports), "k8s Service: exposes the daemon's port")
+    # /metrics is scraped on the probe listener, which clients of the
+    # traffic port cannot starve: the Service names that port
+    probe_sports = [p.get("name") for p in sports if p.get("targetPort") in (pport, ppname)]
+    check(probe_sports and all(probe_sports), f"k8s Service: exposes the probe port under a name ({probe_sports})")
 
     hpa = kinds["HorizontalPodAutoscaler"][0]["spec"]
     ref = hpa["scaleTargetRef"]
@@ -274,6 +381,8 @@ def kubernetes():
         check(subset(s["selector"]["matchLabels"], svc["metadata"]["labels"]), "k8s ServiceMonitor: selects the Service")
         check(all(e.get("port") in [p.get("name") for p in sports] and e.get("path", "/metrics") == "/metrics"
                   for e in s["endpoints"]), "k8s ServiceMonitor: scrapes the Service's named port /metrics")
+        check(all(e.get("port") in probe_sports for e in s["endpoints"]),
+              "k8s ServiceMonitor: scrapes the probe port, as the prometheus.io/port annotation says")
 
     kz = os.path.join(DEPLOY, "kubernetes", "kustomization.yaml")
     if os.path.exists(kz):
@@ -314,6 +423,20 @@ def systemd():
 
 
 # ---------------------------------------------------------------- Dockerfile
+def dockerfile_healthcheck():
+    """The Dockerfile's HEALTHCHECK: {"interval", "timeout", "start_period"
+    (seconds), "retries", "cmd" (the exec-form CMD after the shell)}, with
+    Docker's defaults for options it does not give."""
+    text = re.sub(r"\\\n", " ", open(os.path.join(ROOT, "Dockerfile")).read())
+    m = re.search(r"^HEALTHCHECK\s+(.*?)\bCMD\s+(\[.*\])\s*$", text, re.M)
+    if not m:
+        raise ValueError("no exec-form HEALTHCHECK ... CMD [...] in the Dockerfile")
+    opts = dict(re.findall(r"--([a-z-]+)=(\S+)", m.group(1)))
+    return {"interval": seconds(opts.get("interval", "30s")), "timeout": seconds(opts.get("timeout", "30s")),
+            "start_period": seconds(opts.get("start-period", "0s")), "retries": int(opts.get("retries", 3)),
+            "cmd": json.loads(m.group(2))}
+
+
 def dockerfile():
     text = open(os.path.join(ROOT, "Dockerfile")).read()
     lines = re.sub(r"\\\n", " ", text).splitlines()
@@ -343,7 +466,7 @@ def dockerfile():
         check(any(p.rstrip("/").lstrip("/").endswith(pat) or p.startswith(pat) for p in di), f".dockerignore: excludes {pat}")
 
 
-for what, fn in [("compose", compose), ("rules", rules), ("kubernetes", kubernetes),
+for what, fn in [("memory", memory), ("compose", compose), ("rules", rules), ("kubernetes", kubernetes),
                  ("systemd", systemd), ("Dockerfile", dockerfile)]:
     guard(what, fn)
 print(f"manifests: {passed} passed, {failed} failed")
