@@ -158,12 +158,14 @@ def compose():
         check(limit, f"compose {n}: memory limit set")
         workers = int(env.get("SEGD_WORKERS", 0))
         body_total = env.get("SEGD_MAX_BODY_TOTAL")
+        series_mem = env.get("SEGD_MAX_SERIES_MEMORY")
         check(body_total is not None, f"compose {n}: SEGD_MAX_BODY_TOTAL set (its default follows the limit)")
-        if limit and body_total is not None and workers:
-            need = rss(workers) + mib(body_total) + MIN_SLACK_MIB
+        check(series_mem is not None, f"compose {n}: SEGD_MAX_SERIES_MEMORY set (its default follows the limit)")
+        if limit and body_total is not None and series_mem is not None and workers:
+            need = rss(workers) + mib(body_total) + mib(series_mem) + MIN_SLACK_MIB
             check(mib(limit) >= need, f"compose {n}: mem_limit {limit} ({mib(limit):g} MiB) >= RSS with "
                   f"{workers} workers {rss(workers):.0f} MiB + SEGD_MAX_BODY_TOTAL {body_total} + "
-                  f"{MIN_SLACK_MIB} MiB slack = {need:.0f} MiB")
+                  f"SEGD_MAX_SERIES_MEMORY {series_mem} + {MIN_SLACK_MIB} MiB slack = {need:.0f} MiB")
     check(sum(1 for s in segd.values() if "build" in s) >= 1, "compose: one replica builds the image from ../Dockerfile")
     builds = [s["build"] for s in segd.values() if "build" in s]
     check(all(os.path.isfile(os.path.join(DEPLOY, b.get("context", "."), b.get("dockerfile", "Dockerfile")))
@@ -334,11 +336,12 @@ def kubernetes():
     check(mib(req["memory"]) >= r,
           f"k8s Deployment: memory request {req['memory']} >= RSS with {workers} workers {r:.0f} MiB")
     check(mib(lim["memory"]) >= mib(req["memory"]), "k8s Deployment: memory limit >= request")
-    body_total = env.get("SEGD_MAX_BODY_TOTAL")
-    need = r + mib(body_total) + MIN_SLACK_MIB if body_total is not None else None
+    body_total, series_mem = env.get("SEGD_MAX_BODY_TOTAL"), env.get("SEGD_MAX_SERIES_MEMORY")
+    need = (r + mib(body_total) + mib(series_mem) + MIN_SLACK_MIB
+            if body_total is not None and series_mem is not None else None)
     check(need is not None and mib(lim["memory"]) >= need,
           f"k8s Deployment: memory limit {lim['memory']} >= RSS {r:.0f} MiB + SEGD_MAX_BODY_TOTAL {body_total}"
-          f" + {MIN_SLACK_MIB} MiB slack" + (f" = {need:.0f} MiB" if need else ""))
+          f" + SEGD_MAX_SERIES_MEMORY {series_mem} + {MIN_SLACK_MIB} MiB slack" + (f" = {need:.0f} MiB" if need else ""))
     check(workers <= cpu(req["cpu"]) + 1e-9, f"k8s Deployment: SEGD_WORKERS {workers} <= cpu request {req['cpu']}")
     psc = pod.get("securityContext") or {}
     check(psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0, "k8s Deployment: runs as non-root")
