@@ -26,17 +26,25 @@ its DICOMweb plugin, tests/dicom/check_orthanc.py):
 
 stdout: one line per stored object, `KIND SOPInstanceUID SeriesInstanceUID`
 (KIND is SEG or RTSTRUCT); progress goes to stderr.  --out DIR also writes
-the objects there (KIND.dcm); --no-store stops before step 3; --separate
-goes straight to the two-request form of step 2.
+the objects there (KIND.dcm); --no-store stops before step 3, and its
+lines say so: `not-stored KIND SOPInstanceUID SeriesInstanceUID`;
+--separate goes straight to the two-request form of step 2.
 
-Exit status: 0 stored; 2 usage; 3 the PACS fetch (WADO-RS) failed; 4 segd
-failed (its JSON error `{"error": {"code", "message"}}` is printed); 5 the
-PACS store (STOW-RS) failed or reported a failed object.  Standard library
-only (Python 3.8+).
+A segd started with --api-key-file wants "Authorization: Bearer KEY": give
+the key with --api-key-file FILE (the first key of FILE, in segd's key-file
+format) or in the environment variable SEGD_API_KEY, never on the command
+line (shell history, ps).  The key goes to segd only, never to the PACS.
+
+Exit status: 0 stored (with --no-store: made); 2 usage; 3 the PACS fetch
+(WADO-RS) failed; 4 segd failed (its JSON error `{"error": {"code",
+"message"}}` is printed; 401: the key is missing or wrong); 5 the PACS store
+(STOW-RS) failed or reported a failed object.  Standard library only
+(Python 3.8+).
 """
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 import time
@@ -48,6 +56,7 @@ import uuid
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
 SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT"}
 EXIT_FETCH, EXIT_SEGD, EXIT_STORE = 3, 4, 5
+API_KEY = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # segd's key alphabet (and nothing a header could break on)
 
 
 class StepError(Exception):
@@ -60,12 +69,38 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def api_key(path):
+    """segd's API key: the first key of the file at path (one key a line,
+    blank lines and # comments skipped, as segd's --api-key-file) or,
+    without a path, $SEGD_API_KEY; None for neither.  ValueError when the
+    file cannot be read or holds no key."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                keys = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--api-key-file {path}: {getattr(e, 'strerror', None) or e}") from None
+        if not keys:
+            raise ValueError(f"--api-key-file {path}: no key in the file")
+        key, where = keys[0], f"the first key of {path}"
+    else:
+        key, where = os.environ.get("SEGD_API_KEY", "").strip(), "SEGD_API_KEY"
+        if not key:
+            return None
+    if not API_KEY.fullmatch(key):
+        raise ValueError(f"{where} is not an API key (letters, digits, -._~+/ and = padding)")
+    return key
+
+
 # ---------------------------------------------------------------- HTTP
 
-def request(url, data=None, headers=None, method=None, timeout=300):
+def request(url, data=None, headers=None, method=None, timeout=300, key=None):
     """(status, headers, body); an HTTP error status is returned, not raised.
-    Connection failures raise OSError (urllib's URLError is one)."""
+    Connection failures raise OSError (urllib's URLError is one).  key: an
+    API key, sent as Authorization: Bearer."""
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    if key:  # not carried over to wherever a redirect points
+        req.add_unredirected_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.headers, r.read()
@@ -262,15 +297,18 @@ def fetch_series(pacs, study, series, timeout):
     return instances
 
 
-def post_segd(url, body, content_type, accept, timeout, retries):
+def post_segd(url, body, content_type, accept, timeout, retries, key):
     """(status, headers, body) of one segd request, 503 retried after Retry-After."""
     for attempt in range(retries + 1):
         try:
             status, headers, answer = request(url, data=body, method="POST", timeout=timeout,
                                               headers={"Content-Type": content_type,
-                                                       "Accept": accept})
+                                                       "Accept": accept}, key=key)
         except OSError as e:
             raise StepError(EXIT_SEGD, f"segd POST {url}: {e}")
+        if status == 401:  # no retry, and no second request on the 406 path either
+            how = "the key was refused" if key else "give its API key with --api-key-file FILE or SEGD_API_KEY"
+            raise StepError(EXIT_SEGD, f"segd POST {url}: {describe_error(status, headers, answer)} ({how})")
         if status != 503 or attempt == retries:
             return status, headers, answer
         try:
@@ -282,7 +320,7 @@ def post_segd(url, body, content_type, accept, timeout, retries):
     raise AssertionError("unreachable")
 
 
-def segment(segd, instances, query, timeout, retries, separate=False):
+def segment(segd, instances, query, timeout, retries, separate=False, key=None):
     """[(kind, Part-10 bytes, UIDs)]: SEG then RTSTRUCT."""
     body, ctype = multipart_body(instances)
     base = f"{segd.rstrip('/')}/v1/series"
@@ -290,7 +328,7 @@ def segment(segd, instances, query, timeout, retries, separate=False):
     if separate:
         status, headers, answer = 406, {}, b""
     else:
-        status, headers, answer = post_segd(url, body, ctype, DICOM_MULTIPART, timeout, retries)
+        status, headers, answer = post_segd(url, body, ctype, DICOM_MULTIPART, timeout, retries, key)
     if status == 200:
         try:
             results = dicom_parts(answer, headers.get("Content-Type", ""), "segd answer")
@@ -304,7 +342,7 @@ def segment(segd, instances, query, timeout, retries, separate=False):
         for fmt in ("seg", "rtstruct"):
             url = f"{base}?{urllib.parse.urlencode({'format': fmt, **query})}"
             status, headers, answer = post_segd(url, body, ctype, "application/dicom", timeout,
-                                                retries)
+                                                retries, key)
             if status != 200:
                 raise StepError(EXIT_SEGD, f"segd POST {url}: {describe_error(status, headers, answer)}")
             if answer[128:132] != b"DICM":
@@ -373,8 +411,8 @@ def store(pacs, objects, timeout):
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
-        epilog="exit status: 0 stored, 2 usage, 3 PACS fetch failed, 4 segd failed, "
-               "5 PACS store failed")
+        epilog="exit status: 0 stored (with --no-store: made), 2 usage, 3 PACS fetch failed, "
+               "4 segd failed, 5 PACS store failed")
     ap.add_argument("--pacs", required=True, help="DICOMweb root, e.g. http://host:8042/dicom-web")
     ap.add_argument("--segd", required=True, help="segd base URL, e.g. http://host:8080")
     ap.add_argument("--study", required=True, help="StudyInstanceUID")
@@ -384,11 +422,19 @@ def main():
     ap.add_argument("--timeout", type=float, default=300, help="seconds per request (300)")
     ap.add_argument("--retries", type=int, default=3, help="segd 503 retries (3)")
     ap.add_argument("--out", help="also write SEG.dcm and RTSTRUCT.dcm into this directory")
-    ap.add_argument("--no-store", action="store_true", help="do not STOW the results")
+    ap.add_argument("--no-store", action="store_true",
+                    help="do not STOW the results; the lines start with not-stored")
     ap.add_argument("--separate", action="store_true",
                     help="ask segd for the SEG and the RTSTRUCT in two application/dicom requests "
                          "(what happens anyway when it answers the multipart request with 406)")
+    ap.add_argument("--api-key-file", metavar="FILE",
+                    help="send the first key of FILE to segd as Authorization: Bearer "
+                         "(default: $SEGD_API_KEY); never sent to the PACS")
     a = ap.parse_args()
+    try:
+        key = api_key(a.api_key_file)
+    except ValueError as e:
+        ap.error(str(e))
     pacs = a.pacs.rstrip("/")
     query = {}
     if a.threshold is not None:
@@ -401,7 +447,7 @@ def main():
         log(f"WADO-RS: {len(instances)} instances, {sum(map(len, instances))} bytes "
             f"({time.monotonic() - t0:.2f} s)")
         t0 = time.monotonic()
-        objects = segment(a.segd, instances, query, a.timeout, a.retries, a.separate)
+        objects = segment(a.segd, instances, query, a.timeout, a.retries, a.separate, key)
         log(f"segd: {', '.join(f'{k} {len(d)} bytes' for k, d, _ in objects)} "
             f"({time.monotonic() - t0:.2f} s)")
         for kind, _, s in objects:
@@ -414,8 +460,13 @@ def main():
                 with open(os.path.join(a.out, f"{kind}.dcm"), "wb") as f:
                     f.write(data)
         if a.no_store:
+            # a line of its own kind, so that nothing reading the stored
+            # objects' lines takes these for stored ones
+            log("--no-store: nothing stored in the PACS"
+                + (f"; the objects are in {a.out}" if a.out else ""))
             for kind, _, s in objects:
-                print(kind, s["SOPInstanceUID"], s.get("SeriesInstanceUID", ""))
+                print("not-stored", kind, s["SOPInstanceUID"], s.get("SeriesInstanceUID", ""),
+                      flush=True)
             return 0
         t0 = time.monotonic()
         store(pacs, objects, a.timeout)

@@ -11,8 +11,15 @@ starts with caseX_dayY_slice_SSSS gives that id, any other name its stem).
 Slices go to POST /v1/segment as multipart/form-data batches (--batch parts
 per request, --jobs requests in flight); a busy server (503, 504) is
 retried after its Retry-After.  A batch the server refuses is retried one
-slice at a time so that one bad file costs only itself.  Exit status: 0,
-1 when some slices failed (the CSV has the others), 2 on bad usage.
+slice at a time so that one bad file costs only itself.
+
+A server started with --api-key-file wants "Authorization: Bearer KEY":
+give the key with --api-key-file FILE (the first key of FILE, in the
+server's key-file format) or in the environment variable SEGD_API_KEY,
+never on the command line (shell history, ps).  A 401 stops the run.
+
+Exit status: 0, 1 when some slices failed (the CSV has the others) or the
+server refused the key (no CSV written), 2 on bad usage.
 """
 import argparse
 import concurrent.futures
@@ -21,6 +28,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +38,7 @@ import uuid
 KAGGLE_PATH = re.compile(r"(case\d+)[/\\](case\d+_day\d+)[/\\]scans[/\\]slice_(\d+)[^/\\]*\.png$", re.I)
 KAGGLE_NAME = re.compile(r"^(case\d+_day\d+)_slice_(\d+)", re.I)
 DEFAULT_CLASSES = ["large_bowel", "small_bowel", "stomach"]
+API_KEY = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # segd's key alphabet (and nothing a header could break on)
 
 
 class ServerError(Exception):
@@ -37,6 +46,29 @@ class ServerError(Exception):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.retry_after = retry_after
+
+
+def api_key(path):
+    """The API key to send: the first key of the file at path (one key a
+    line, blank lines and # comments skipped, as segd's --api-key-file)
+    or, without a path, $SEGD_API_KEY; None for neither.  ValueError
+    when the file cannot be read or holds no key."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                keys = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--api-key-file {path}: {getattr(e, 'strerror', None) or e}") from None
+        if not keys:
+            raise ValueError(f"--api-key-file {path}: no key in the file")
+        key, where = keys[0], f"the first key of {path}"
+    else:
+        key, where = os.environ.get("SEGD_API_KEY", "").strip(), "SEGD_API_KEY"
+        if not key:
+            return None
+    if not API_KEY.fullmatch(key):
+        raise ValueError(f"{where} is not an API key (letters, digits, -._~+/ and = padding)")
+    return key
 
 
 def slice_id(path):
@@ -90,11 +122,13 @@ def multipart_body(parts):
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
 
-def http(url, data=None, ctype=None, timeout=300):
+def http(url, data=None, ctype=None, timeout=300, key=None):
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     if ctype:
         req.add_header("Content-Type", ctype)
     req.add_header("Accept", "application/json")
+    if key:  # not carried over to wherever a redirect points
+        req.add_unredirected_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read().decode("utf-8"))
@@ -110,14 +144,15 @@ def http(url, data=None, ctype=None, timeout=300):
 
 
 class Client:
-    def __init__(self, url, threshold=None, retries=5, timeout=300):
+    def __init__(self, url, threshold=None, retries=5, timeout=300, key=None):
         self.base = url.rstrip("/")
         self.threshold = threshold
         self.retries = retries
         self.timeout = timeout
+        self.key = key
 
     def model(self):
-        return http(self.base + "/v1/model", timeout=self.timeout)
+        return http(self.base + "/v1/model", timeout=self.timeout, key=self.key)
 
     def segment(self, batch):
         """batch: [(id, path)] -> [result], in order; retries 503/504."""
@@ -131,7 +166,7 @@ class Client:
             url += "?" + urllib.parse.urlencode({"threshold": self.threshold})
         for attempt in range(self.retries + 1):
             try:
-                doc = http(url, body, ctype, self.timeout)
+                doc = http(url, body, ctype, self.timeout, self.key)
                 results = doc["results"]
                 if [r["id"] for r in results] != [sid for sid, _ in batch]:
                     raise ServerError(0, "the answer's ids do not match the request")
@@ -159,19 +194,25 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="requests in flight")
     ap.add_argument("--retries", type=int, default=5, help="retries of a busy (503/504) answer")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per request")
+    ap.add_argument("--api-key-file", metavar="FILE",
+                    help="send the first key of FILE as Authorization: Bearer (default: $SEGD_API_KEY)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.threshold is not None and not 0 < a.threshold < 1:
         ap.error("--threshold must be between 0 and 1")
     if a.batch < 1 or a.jobs < 1:
         ap.error("--batch and --jobs must be at least 1")
+    try:
+        key = api_key(a.api_key_file)
+    except ValueError as e:
+        ap.error(str(e))
 
     slices = find_slices(a.paths)
     if not slices:
         print("segd_client: no PNG slices found", file=sys.stderr)
         return 1
     log = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
-    client = Client(a.url, a.threshold, a.retries, a.timeout)
+    client = Client(a.url, a.threshold, a.retries, a.timeout, key)
     try:
         model = client.model()
         classes = model.get("classes") or DEFAULT_CLASSES
@@ -181,11 +222,19 @@ def main(argv=None):
         return 1
 
     results, failed = {}, {}
+    refused = []  # the 401: every other request would get one too, so the rest is skipped
+    stop = threading.Event()
 
     def run(batch):
+        if stop.is_set():
+            return batch, None, None
         try:
             return batch, client.segment(batch), None
         except ServerError as e:
+            if e.status == 401:
+                refused.append(e)
+                stop.set()
+                return batch, None, None
             if len(batch) == 1 or e.status in (0, 503, 504):
                 return batch, None, e
             out, errs = [], {}
@@ -206,8 +255,13 @@ def main(argv=None):
                 failed.update({sid: str(e) for sid, e in err.items()})
             elif err is not None:
                 failed.update({sid: str(err) for sid, _ in batch})
-            log(f"segd_client: {len(results) + len(failed)}/{len(slices)} "
-                f"({time.monotonic() - t0:.1f} s)")
+            if not stop.is_set():
+                log(f"segd_client: {len(results) + len(failed)}/{len(slices)} "
+                    f"({time.monotonic() - t0:.1f} s)")
+    if refused:
+        how = "the key was refused" if key else "give its API key with --api-key-file FILE or SEGD_API_KEY"
+        print(f"segd_client: {client.base}: {refused[0]} ({how}); no CSV written", file=sys.stderr)
+        return 1
 
     out = sys.stdout if a.out == "-" else open(a.out, "w", newline="")
     try:

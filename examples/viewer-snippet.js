@@ -11,16 +11,25 @@
 //   </script>
 //
 // From another origin the server needs --cors-origin (e.g. '*').
+//
+// A server started with --api-key-file wants "Authorization: Bearer KEY":
+// pass { apiKey } (in Node it defaults to $SEGD_API_KEY).  A key in a web
+// page is readable by everyone who loads it: in a browser, ask the user for
+// it or let your own backend add the header, never write it into the page.
 
 // POST one PNG (File, Blob, ArrayBuffer or Uint8Array) to /v1/segment.
 // Resolves to the result document; rejects with the server's message.
-export async function segment(png, base = '', { id, threshold } = {}) {
+export async function segment(png, base = '', {
+  id, threshold, apiKey = globalThis.process?.env?.SEGD_API_KEY,
+} = {}) {
   const q = new URLSearchParams();
   if (id) q.set('id', id);
   if (threshold) q.set('threshold', String(threshold));
   const qs = q.toString();
   const url = `${base.replace(/\/$/, '')}/v1/segment${qs ? '?' + qs : ''}`;
-  const resp = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'image/png' }, body: png });
+  const headers = { 'Content-Type': 'image/png' };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  const resp = await fetch(url, { method: 'POST', headers, body: png });
   const doc = await resp.json().catch(() => null);
   if (!resp.ok) throw new Error(`segd ${resp.status}: ${doc?.error?.message ?? resp.statusText}`);
   return doc;

@@ -17,6 +17,12 @@
 #include "segd/dicom.h"
 #endif
 
+/* The answer headers a browser script from another origin may read (CORS
+ * exposes only the safelisted ones otherwise): the request id and trace to
+ * quote, and Retry-After, which a client needs on exactly the 503s it
+ * should retry. */
+#define CORS_EXPOSE_HEADERS "X-Request-Id, traceparent, Retry-After"
+
 /* Add the headers every answer carries.  Returns resp, or NULL (resp
  * destroyed) on OOM. */
 static struct MHD_Response *add_common_headers(segd_server *s, struct MHD_Response *resp,
@@ -31,7 +37,7 @@ static struct MHD_Response *add_common_headers(segd_server *s, struct MHD_Respon
         ok = ok &&
              MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin) == MHD_YES &&
              MHD_add_response_header(resp, "Access-Control-Expose-Headers",
-                                     "X-Request-Id, traceparent") == MHD_YES;
+                                     CORS_EXPOSE_HEADERS) == MHD_YES;
         if (strcmp(s->cfg.cors_origin, "*") != 0)
             ok = ok && MHD_add_response_header(resp, "Vary", "Origin") == MHD_YES;
     }
@@ -206,7 +212,7 @@ enum MHD_Result segd_respond_abort(request *r, unsigned status, const char *mess
                      r->span_id, r->trace_flags,
                      s->cfg.cors_origin[0] ? "Access-Control-Allow-Origin: " : "",
                      s->cfg.cors_origin,
-                     s->cfg.cors_origin[0] ? "\r\nAccess-Control-Expose-Headers: X-Request-Id, traceparent\r\n" : "",
+                     s->cfg.cors_origin[0] ? "\r\nAccess-Control-Expose-Headers: " CORS_EXPOSE_HEADERS "\r\n" : "",
                      s->cfg.cors_origin[0] && strcmp(s->cfg.cors_origin, "*") != 0 ? "Vary: Origin\r\n" : "");
     if (n > 0 && (size_t)n < sizeof head) {
         struct iovec iov[2] = {{head, (size_t)n}, {body, blen}};

@@ -24,7 +24,10 @@ loopback clients (RemoteAccessAllowed false, so others get 403).
     # stopped (SIGTERM, then SIGKILL after 20 s), temporary directory removed
 
 By hand: `tests/dicom/orthanctest.py [FILE.dcm...]` starts one, uploads the
-files, prints its URLs and runs until Ctrl-C.
+files, prints its URLs and runs until Ctrl-C (in the foreground) or SIGTERM
+(`kill PID`, `kill %1`: a job started with `&` never gets the terminal's
+Ctrl-C, and ignores SIGINT when the shell has no job control) or SIGHUP;
+each stops Orthanc and removes the temporary directory.
 """
 import ctypes
 import json
@@ -254,7 +257,10 @@ class Orthanc:
 
 
 def main():
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # stop Orthanc, remove its storage
+    # stop Orthanc and remove its storage (the with block) on SIGTERM and
+    # on SIGHUP (the terminal closed) as on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    signal.signal(signal.SIGHUP, lambda *a: sys.exit(0))
     with Orthanc() as o:
         for path in sys.argv[1:]:
             o.upload(path)
@@ -265,7 +271,8 @@ def main():
             print(f"  {s['MainDicomTags'].get('Modality', '?')} series, {len(s['Instances'])} instances:"
                   f" --study {st['MainDicomTags'].get('StudyInstanceUID')}"
                   f" --series {s['MainDicomTags'].get('SeriesInstanceUID')}", flush=True)
-        print("Ctrl-C stops it and removes its storage", file=sys.stderr, flush=True)
+        print(f"Ctrl-C, or `kill {os.getpid()}` when it runs in the background, stops it and removes "
+              "its storage", file=sys.stderr, flush=True)
         try:
             o.proc.wait()
         except KeyboardInterrupt:

@@ -142,7 +142,9 @@ static void test_routes(const ctx *c, int port)
     TEST_CHECK(header_has(&r, "Content-Type", "application/json"));
     TEST_CHECK(tc_header(&r, "X-Request-Id", v, sizeof v) && strlen(v) == 16);
     TEST_CHECK(header_is(&r, "Access-Control-Allow-Origin", "*"));
-    TEST_CHECK(header_has(&r, "Access-Control-Expose-Headers", "X-Request-Id"));
+    /* a script from another origin reads these, Retry-After for its 503s */
+    TEST_CHECK(header_is(&r, "Access-Control-Expose-Headers", "X-Request-Id, traceparent, Retry-After"));
+    TEST_CHECK(!tc_header(&r, "Vary", v, sizeof v)); /* '*' does not vary by Origin */
     tc_req_free(&r);
 
     get(&r, port, "HEAD", "/healthz");
@@ -426,6 +428,9 @@ static void test_errors(const ctx *c, int port)
     tc_perform(&r);
     TEST_EQ_INT(r.status, 413);
     TEST_CHECK(is_error_doc(&r, "payload_too_large"));
+    /* written on the socket mid-upload, with the same CORS headers */
+    TEST_CHECK(header_is(&r, "Access-Control-Allow-Origin", "*"));
+    TEST_CHECK(header_is(&r, "Access-Control-Expose-Headers", "X-Request-Id, traceparent, Retry-After"));
     tc_req_free(&r);
 
     /* a chunked body under the limit works */
@@ -793,7 +798,8 @@ static void test_queue_full(const ctx *c)
     const char *env[] = {"SEGD_QUEUE_DEPTH=1", "SEGD_WORKERS=3", NULL};
     tc_daemon d;
     TEST_REQUIRE(tc_daemon_start(&d, c->exe, c->weights, env, NULL, "--workers", "1",
-                                 "--debug-job-delay", "400", NULL) == 0);
+                                 "--debug-job-delay", "400", "--cors-origin",
+                                 "https://viewer.example", NULL) == 0);
     char *m0 = scrape(d.port);
     TEST_EQ_INT(metric(m0, "segd_workers"), 1);
 
@@ -818,6 +824,10 @@ static void test_queue_full(const ctx *c)
             TEST_EQ_INT(reqs[i].status, 503);
             busy++;
             TEST_CHECK(header_is(&reqs[i], "Retry-After", "1"));
+            /* readable by a browser client of another origin */
+            TEST_CHECK(header_is(&reqs[i], "Access-Control-Allow-Origin", "https://viewer.example"));
+            TEST_CHECK(header_has(&reqs[i], "Access-Control-Expose-Headers", "Retry-After"));
+            TEST_CHECK(header_is(&reqs[i], "Vary", "Origin"));
             TEST_CHECK(is_error_doc(&reqs[i], "unavailable"));
             TEST_CHECK(reqs[i].seconds < first_ok); /* at once, not after a job */
         }
@@ -1095,6 +1105,18 @@ static void test_startup(const ctx *c)
                           "--bind", "--port-file", "--weights", "default: 8080"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         TEST_CHECK(out.p && strstr(out.p, want[i]));
+    /* the footer names every route (src/http/server.c) and signal */
+    const char *routes[] = {"POST /v1/segment", "POST /v1/series", "POST /v1/admin/reload",
+                            "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json",
+                            "GET /v2,", "/v2/health/live", "/v2/health/ready",
+                            "/v2/models/NAME[/versions/V][/ready]",
+                            "POST /v2/models/NAME[/versions/V]/infer", "SIGTERM", "SIGHUP"};
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        int has = out.p && strstr(out.p, routes[i]);
+        if (!has)
+            fprintf(stderr, "  serve --help lacks '%s'\n", routes[i]);
+        TEST_CHECK(has);
+    }
     tc_buf_free(&out);
 }
 

@@ -4,7 +4,11 @@
 examples/curl.sh and examples/segd_client.py (Kaggle layout and flat
 folder) and, when node is there, examples/viewer-snippet.js segment the
 sample slices of tests/data; their masks, decoded, must equal those of
-`segd infer` for the same files.
+`segd infer` for the same files.  Against a second daemon started with
+--api-key-file, each client sends the key it is given (segd_client.py:
+--api-key-file or SEGD_API_KEY; curl.sh: SEGD_API_KEY; the snippet: its
+apiKey option or, in node, SEGD_API_KEY) and answers a missing or wrong
+key with the server's 401 message.
 
 usage: clients_check.py [SEGD_EXE [WEIGHTS]]   (or $SEGD_EXE, $SEGD_TEST_WEIGHTS)
 """
@@ -106,7 +110,131 @@ def main():
     finally:
         rc = daemon.stop(timeout=20)
         check("daemon drains and exits 0", rc == 0, f"exit {rc}")
+    try:
+        run_with_keys(exe, weights, tmp, files, ref)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+KEY = "clients-check-7d1e0b9a4c2f5e83"
+
+
+def run_with_keys(exe, weights, tmp, files, ref):
+    """The clients against a daemon with --api-key-file: the key given the
+    way each client takes it, none, a wrong one."""
+    keyfile = os.path.join(tmp, "segd.keys")
+    with open(keyfile, "w") as f:  # segd's format: comments and blank lines before the key
+        f.write(f"# segd API keys\n\n  {KEY}\nsecond-key-0123456789abcdef\n")
+    try:
+        daemon = segdtest.Daemon("--workers", "1", "--api-key-file", keyfile, weights=weights, binary=exe)
+    except RuntimeError as e:
+        check("segd serve --api-key-file starts", False, str(e)[-300:])
+        return
+    try:
+        url = daemon.url
+        base_env = {k: v for k, v in os.environ.items() if k != "SEGD_API_KEY"}
+        first = os.path.splitext(os.path.basename(files[0]))[0]
+
+        # curl.sh: SEGD_API_KEY, sent from a pipe: a curl in front of the
+        # real one records the command lines, which must not hold the key
+        shim = os.path.join(tmp, "bin")
+        os.makedirs(shim)
+        argv_log = os.path.join(tmp, "curl-argv")
+        with open(os.path.join(shim, "curl"), "w") as f:
+            f.write(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{argv_log}"\nexec {shutil.which("curl")} "$@"\n')
+        os.chmod(os.path.join(shim, "curl"), 0o755)
+        r = subprocess.run(["sh", os.path.join(EXAMPLES, "curl.sh"), files[0]], capture_output=True, text=True,
+                           env=dict(base_env, SEGD_URL=url, SEGD_API_KEY=KEY,
+                                    PATH=shim + os.pathsep + base_env.get("PATH", "")), timeout=left())
+        try:
+            doc = json.loads(r.stdout.splitlines()[0])
+        except (ValueError, IndexError):
+            doc = {}
+        why = same_masks(doc.get("masks", {}), ref[first]) if doc.get("masks") else "no masks"
+        check("curl.sh with SEGD_API_KEY: exit 0, masks = segd infer", r.returncode == 0 and not why,
+              f"exit {r.returncode}: {why} {r.stderr[-300:]}")
+        with open(argv_log) if os.path.exists(argv_log) else open(os.devnull) as f:
+            argv = f.read()
+        check("curl.sh: the key is on no curl command line", argv.count("\n") >= 3 and KEY not in argv, argv[-300:])
+        r = subprocess.run(["sh", os.path.join(EXAMPLES, "curl.sh"), files[0]], capture_output=True, text=True,
+                           env=dict(base_env, SEGD_URL=url), timeout=left())
+        check("curl.sh without a key: fails with the server's 401 document",
+              r.returncode != 0 and '"unauthorized"' in r.stdout, f"exit {r.returncode}: {r.stdout[-300:]}")
+        r = subprocess.run(["sh", os.path.join(EXAMPLES, "curl.sh"), files[0]], capture_output=True, text=True,
+                           env=dict(base_env, SEGD_URL=url, SEGD_API_KEY='x" -H "X-Evil: 1'), timeout=left())
+        check("curl.sh refuses a SEGD_API_KEY that is no key (exit 2)", r.returncode == 2 and "SEGD_API_KEY" in r.stderr,
+              f"exit {r.returncode}: {r.stderr[-300:]}")
+
+        # segd_client.py: --api-key-file (the first key of a file in segd's format), SEGD_API_KEY
+        client = os.path.join(EXAMPLES, "segd_client.py")
+        flat = os.path.join(tmp, "flat-keys")
+        os.makedirs(flat)
+        for f in SLICES:
+            shutil.copy(os.path.join(DATA, f), flat)
+        want = {os.path.splitext(f)[0]: f"{day}_slice_{name.split('_')[1]}" for f, (case, day, name) in SLICES.items()}
+        for label, args, env in [("--api-key-file", ["--api-key-file", keyfile], base_env),
+                                 ("SEGD_API_KEY", [], dict(base_env, SEGD_API_KEY=KEY))]:
+            out = os.path.join(tmp, f"keys-{label.strip('-')}.csv")
+            r = subprocess.run([sys.executable, client, "--url", url, "--out", out, "--batch", "1", "--quiet", *args, flat],
+                               capture_output=True, text=True, env=env, timeout=left())
+            check(f"segd_client.py with {label}: exit 0", r.returncode == 0, r.stderr[-400:])
+            if os.path.exists(out):
+                check_csv(f"segd_client.py with {label}", out, ref, want)
+        for label, args, env, says in [
+                ("without a key", [], base_env, "--api-key-file FILE or SEGD_API_KEY"),
+                ("with a wrong key", [], dict(base_env, SEGD_API_KEY="wrong-key-0123456789abcdef"), "invalid API key")]:
+            out = os.path.join(tmp, "refused.csv")
+            t0 = time.monotonic()
+            r = subprocess.run([sys.executable, client, "--url", url, "--out", out, "--batch", "1", "--jobs", "1",
+                                *args, flat], capture_output=True, text=True, env=env, timeout=left())
+            lines = [ln for ln in r.stderr.splitlines() if "401" in ln]
+            check(f"segd_client.py {label}: exit 1, one line with the 401 and what to do, no CSV",
+                  r.returncode == 1 and len(lines) == 1 and says in lines[0] and not os.path.exists(out),
+                  f"exit {r.returncode} in {time.monotonic() - t0:.1f} s: {r.stderr[-400:]}")
+        r = subprocess.run([sys.executable, client, "--url", url, "--api-key-file", os.path.join(tmp, "no-such-file"), flat],
+                           capture_output=True, text=True, env=base_env, timeout=left())
+        check("segd_client.py --api-key-file of a missing file: exit 2, named",
+              r.returncode == 2 and "no-such-file" in r.stderr, f"exit {r.returncode}: {r.stderr[-300:]}")
+
+        run_snippet_keys(url, ref, base_env)
+    finally:
+        rc = daemon.stop(timeout=20)
+        check("daemon with --api-key-file drains and exits 0", rc == 0, f"exit {rc}")
+
+
+SNIPPET_KEYS = r"""
+const [snippet, base, file, key] = process.argv.slice(1);
+const { segment } = await import(snippet);
+const png = new Uint8Array((await import('node:fs')).readFileSync(file));
+const out = {};
+for (const [label, opts] of [['option', { apiKey: key }], ['env', {}], ['none', { apiKey: '' }]]) {
+  try { out[label] = Object.keys((await segment(png, base, opts)).masks).length; } catch (e) { out[label] = e.message; }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def run_snippet_keys(url, ref, base_env):
+    node = shutil.which("node")
+    if not node:
+        global skipped
+        skipped += 1
+        print("SKIP: viewer-snippet.js with keys: node not found")
+        return
+    f = next(iter(SLICES))
+    r = subprocess.run([node, "--input-type=module", "-e", SNIPPET_KEYS, "file://" + os.path.join(EXAMPLES, "viewer-snippet.js"),
+                        url, os.path.join(DATA, f), KEY], capture_output=True, text=True,
+                       env=dict(base_env, SEGD_API_KEY=KEY), timeout=left())
+    try:
+        doc = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        check("viewer-snippet.js with keys runs in node", False, r.stderr[-400:])
+        return
+    n = len(ref[os.path.splitext(f)[0]]["masks"])
+    check("viewer-snippet.js: segment() with { apiKey }", doc.get("option") == n, str(doc))
+    check("viewer-snippet.js: segment() with SEGD_API_KEY in node", doc.get("env") == n, str(doc))
+    check("viewer-snippet.js: segment() without a key rejects with the 401 message",
+          str(doc.get("none", "")).startswith("segd 401: Authorization: Bearer"), str(doc))
 
 
 def run_curl(env, files, ref):

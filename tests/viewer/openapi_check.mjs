@@ -1,15 +1,20 @@
 // openapi_check: src/http/static/openapi.json is a valid OpenAPI 3.1
-// document, and real answers of `segd serve` for every route, method and
-// error status match it (status documented, media type, JSON body against
-// its schema with ajv, documented headers such as Allow and Retry-After).
+// document that lists every route the daemon serves (its route table in
+// src/http/server.c, the Open Inference Protocol's /versions/ forms of
+// src/http/oip.c and the viewer files of src/http/static/meson.build) with
+// the methods the daemon allows, and no other; and real answers of `segd
+// serve` for every route, method and error status match it (status
+// documented, media type, JSON body against its schema with ajv,
+// documented headers such as Allow and Retry-After).
 //
 // usage: node openapi_check.mjs [SEGD_EXE [WEIGHTS]]
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import {
   ROOT, DATA, config, check, summary, watchdog, startDaemon, stopDaemon, readLog, request, multipart,
-  greyPng, decodeRle, sleep, rawRequest, waitExit,
+  greyPng, decodeRle, sleep, rawRequest, waitExit, inferMasks,
 } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
@@ -78,12 +83,67 @@ function documentedMethods(p) {
   return item ? METHODS.filter((m) => item[m]).map((m) => m.toUpperCase()) : [];
 }
 
+// ------------------------------------------------------------ the route table
+
+// Every route the daemon serves, read from its sources: {path: Allow}.
+// server.c's segd_routes[] gives each path (the viewer files stand behind
+// its "static" entry) and Allow; oip.c also takes /versions/{version}
+// after a model's name; the document names the path parameters
+// model_name and model_version.
+function servedRoutes() {
+  const src = (...p) => fs.readFileSync(path.join(ROOT, 'src', 'http', ...p), 'utf8');
+  const table = src('server.c').match(/segd_routes\[R_NONE\] = \{([\s\S]*?)\n\};/);
+  if (!table) return null;
+  const routes = {};
+  for (const [, p, allow] of table[1].matchAll(/\[R_\w+\] = \{"([^"]+)", (?:true|false), "([^"]+)"\}/g)) {
+    if (p === 'static') {
+      const files = src('static', 'meson.build').match(/segd_static_files = files\(([^)]*)\)/);
+      for (const [, f] of (files ? files[1] : '').matchAll(/'([^']+)'/g)) routes['/' + f] = allow;
+      routes['/'] = allow; // index.html
+      continue;
+    }
+    const q = p.replace('{name}', '{model_name}');
+    routes[q] = allow;
+    if (q.startsWith('/v2/models/{model_name}') && src('oip.c').includes('"/versions/"'))
+      routes[q.replace('{model_name}', '{model_name}/versions/{model_version}')] = allow;
+  }
+  return routes;
+}
+{
+  const routes = servedRoutes();
+  if (check('the route table of src/http/server.c is readable', routes && Object.keys(routes).length > 10,
+    JSON.stringify(routes))) {
+    const missing = Object.keys(routes).filter((p) => !spec.paths[p]);
+    check('openapi.json lists every route the daemon serves', missing.length === 0, missing.join(', '));
+    const extra = Object.keys(spec.paths).filter((p) => !routes[p]);
+    check('openapi.json lists no route the daemon lacks', extra.length === 0, extra.join(', '));
+    const wrong = Object.keys(routes).filter((p) => spec.paths[p] && documentedMethods(p).join(', ') !== routes[p])
+      .map((p) => `${p}: ${documentedMethods(p).join(', ')} vs Allow ${routes[p]}`);
+    check('openapi.json gives each route the methods of its Allow', wrong.length === 0, wrong.join('; '));
+  }
+}
+
+// The document's path (template) of a request path, or null.
+function specPath(urlPath) {
+  if (spec.paths[urlPath]) return urlPath;
+  for (const p of Object.keys(spec.paths)) {
+    if (!p.includes('{')) continue;
+    const re = new RegExp('^' + p.replace(/[.]/g, '\\.').replace(/\{[^}]+\}/g, '[^/]+') + '$');
+    if (re.test(urlPath)) return p;
+  }
+  return null;
+}
+
 // The response object the document gives for this answer.
 function responseDoc(p, method, status) {
-  const item = spec.paths[p];
+  const item = spec.paths[specPath(p)];
   if (!item) return status === 404 ? deref({ $ref: '#/components/responses/NotFound' }) : null;
   const op = item[method.toLowerCase()];
-  if (!op) return status === 405 ? deref({ $ref: '#/components/responses/MethodNotAllowed' }) : null;
+  if (!op && status === 405) { // the path's own 405 (the protocol's form on /v2), else the common one
+    const own = METHODS.map((m) => item[m] && item[m].responses['405']).find(Boolean);
+    return deref(own || { $ref: '#/components/responses/MethodNotAllowed' });
+  }
+  if (!op) return null;
   const r = op.responses[String(status)] || op.responses[`${String(status)[0]}XX`] || op.responses.default;
   return r ? deref(r) : null;
 }
@@ -108,8 +168,8 @@ function conforms(name, p, method, res) {
     }
     if (hd.schema && !validatorFor(hd.schema)(v)) problems.push(`header ${h}: ${JSON.stringify(v)} does not match its schema`);
   }
-  if (res.status === 405 && res.headers.allow !== documentedMethods(p).join(', '))
-    problems.push(`Allow "${res.headers.allow}" but the document lists ${documentedMethods(p).join(', ')}`);
+  if (res.status === 405 && res.headers.allow !== documentedMethods(specPath(p)).join(', '))
+    problems.push(`Allow "${res.headers.allow}" but the document lists ${documentedMethods(specPath(p)).join(', ')}`);
   let body = null;
   if (method !== 'HEAD' && res.status !== 204) {
     const ctype = res.headers['content-type'];
@@ -154,12 +214,19 @@ try {
 const B = d.base;
 const get = (p, m = 'GET', opts = {}) => request(B, m, p, opts);
 
+// the served model's name and version fill the /v2 path templates
+const model = (await get('/v1/model')).json();
+const MODEL = model.name, VERSION = model.sha256.slice(0, 12);
+const fill = (p) => p.replace('{model_name}', MODEL).replace('{model_version}', VERSION);
+
 // every documented path and method
 for (const p of Object.keys(spec.paths)) {
   for (const m of documentedMethods(p)) {
     if (m === 'POST') continue; // below, with bodies
-    const res = await get(p, m);
-    const body = conforms(`${m} ${p} -> ${res.status}`, p, m, res);
+    const res = await get(fill(p), m);
+    const body = conforms(`${m} ${fill(p)} -> ${res.status}`, p, m, res);
+    if (p.includes('{'))
+      check(`${m} ${fill(p)}: 200 or 204 for the served model`, res.status === (m === 'OPTIONS' ? 204 : 200), String(res.status));
     if (m === 'OPTIONS') {
       check(`OPTIONS ${p}: Allow lists the documented methods`, res.status === 204 &&
         res.headers.allow === documentedMethods(p).join(', '), `${res.status} Allow: ${res.headers.allow}`);
@@ -177,6 +244,58 @@ for (const p of Object.keys(spec.paths)) {
     }
     if (m === 'GET' && p === '/v1/model')
       check('GET /v1/model has the classes', Array.isArray(body && body.classes) && body.classes.length > 0);
+    if (m === 'GET' && p.startsWith('/v2/models/') && !p.endsWith('/ready'))
+      check(`GET ${fill(p)}: the served model's name and version`, body && body.name === MODEL &&
+        body.versions[0] === VERSION, JSON.stringify(body));
+  }
+}
+
+// POST /v2/models/{model_name}[/versions/{model_version}]/infer (the Open
+// Inference Protocol): the PNG as BYTES with both outputs, the grey values
+// as a nested UINT8 tensor; the masks as segd infer's
+{
+  const ref = inferMasks(cfg, [path.join(DATA, 'case101_day20_slice_0090_266_266_1.50_1.50.png')]);
+  const want = ref['case101_day20_slice_0090_266_266_1.50_1.50'];
+  const json = (doc) => ({ headers: { 'Content-Type': 'application/json' }, body: Buffer.from(JSON.stringify(doc)) });
+  const png = { name: 'image', shape: [1], datatype: 'BYTES', data: [slice101.toString('base64')] };
+  for (const p of ['/v2/models/{model_name}/infer', '/v2/models/{model_name}/versions/{model_version}/infer']) {
+    const res = await get(fill(p), 'POST', json({ id: 'oip-1', inputs: [png], outputs: [{ name: 'rle' }, { name: 'masks' }] }));
+    const body = conforms(`POST ${fill(p)} BYTES -> ${res.status}`, p, 'POST', res);
+    const outs = Object.fromEntries(((body && body.outputs) || []).map((o) => [o.name, o]));
+    const plane = want.width * want.height;
+    const rleSame = outs.rle && Object.keys(want.masks).every((k, c) => outs.rle.data[c] === want.masks[k]);
+    const maskSame = outs.masks && Object.keys(want.masks).every((k, c) => {
+      const m = decodeRle(want.masks[k], plane);
+      return m.every((v, i) => outs.masks.data[c * plane + i] === v);
+    });
+    check(`POST ${fill(p)}: id, version, rle and masks as segd infer's`, body && body.id === 'oip-1' &&
+      body.model_version === VERSION && rleSame && maskSame, body && JSON.stringify(body).slice(0, 300));
+  }
+  const grey = { name: 'image', shape: [2, 3], datatype: 'UINT8', data: [[0, 10, 20], [30, 40, 50]] };
+  const res = await get(fill('/v2/models/{model_name}/infer'), 'POST', json({ inputs: [grey], parameters: { threshold: 0.5 } }));
+  const body = conforms(`POST ${fill('/v2/models/{model_name}/infer')} UINT8 [2, 3] -> ${res.status}`,
+    '/v2/models/{model_name}/infer', 'POST', res);
+  check('infer UINT8 [2, 3]: masks [3, 2, 3] only', body && body.outputs.length === 1 &&
+    JSON.stringify(body.outputs[0].shape) === '[3,2,3]', body && JSON.stringify(body.outputs.map((o) => o.shape)));
+  const inferPath = fill('/v2/models/{model_name}/infer');
+  const oipErrors = [
+    ['400 not JSON', inferPath, { headers: { 'Content-Type': 'application/json' }, body: Buffer.from('{not json') }],
+    ['400 two inputs', inferPath, json({ inputs: [png, png] })],
+    ['400 UINT8 value out of range', inferPath, json({ inputs: [{ ...grey, data: [0, 1, 2, 3, 4, 256] }] })],
+    ['404 unknown model', '/v2/models/no-such-model/infer', json({ inputs: [png] })],
+    ['404 unknown version', fill('/v2/models/{model_name}/versions/000000000000/infer'), json({ inputs: [png] })],
+    ['405 GET infer', inferPath, { method: 'GET' }],
+    ['405 POST /v2/health/live', '/v2/health/live', json({})],
+    ['413 over --max-pixels', inferPath, json({ inputs: [{ name: 'image', shape: [400, 400], datatype: 'FP32', data: [0] }] })],
+    ['415 image/png body', inferPath, { headers: { 'Content-Type': 'image/png' }, body: slice101 }],
+    ['422 PNG of zero size', inferPath, json({ inputs: [{ ...png, data: [greyPng(0, 5).toString('base64')] }] })],
+  ];
+  for (const [label, p, opts] of oipErrors) {
+    const m = opts.method || 'POST';
+    const r = await get(p, m, opts);
+    if (!check(`${label}: status ${label.slice(0, 3)}`, r.status === Number(label.slice(0, 3)), `got ${r.status} ${r.text().slice(0, 200)}`))
+      continue;
+    conforms(`${label}: answer matches the document`, p, m, r);
   }
 }
 
@@ -234,6 +353,7 @@ for (const p of Object.keys(spec.paths)) {
 const errorCases = [
   ['404 unknown path', '/no/such/path', 'GET', {}],
   ['404 unknown path (POST)', '/v2/segment', 'POST', { headers: { 'Content-Type': 'image/png' }, body: slice110 }],
+  ['404 unknown path under /v2/models', '/v2/models/x/y', 'GET', {}],
   ['405 GET /v1/segment', '/v1/segment', 'GET', {}],
   ['405 DELETE /v1/model', '/v1/model', 'DELETE', {}],
   ['405 POST /healthz', '/healthz', 'POST', { headers: { 'Content-Type': 'image/png' }, body: Buffer.from('x') }],
@@ -277,8 +397,7 @@ for (const [label, p, m, opts] of errorCases) {
     continue;
   }
   if (!check(`${label}: status ${want}`, res.status === want, `got ${res.status} ${res.text().slice(0, 200)}`)) continue;
-  const pathKey = spec.paths[new URL(p, B).pathname] ? new URL(p, B).pathname : p;
-  conforms(`${label}: answer matches the document`, pathKey, m, res);
+  conforms(`${label}: answer matches the document`, new URL(p, B).pathname, m, res);
 }
 
 const st = await stopDaemon(d);
@@ -320,11 +439,53 @@ try {
   const rn = await post();
   if (check('503 new job while draining: status', rn.status === 503, `got ${rn.status}`))
     conforms('503 new job while draining: answer matches the document', '/v1/segment', 'POST', rn);
+  // the Open Inference Protocol's readiness: a 4xx means not ready
+  const m = (await request(d.base, 'GET', '/v1/model')).json();
+  for (const p of ['/v2/health/ready', `/v2/models/${m.name}/ready`]) {
+    const r = await request(d.base, 'GET', p);
+    if (check(`400 GET ${p} while draining: status`, r.status === 400, `got ${r.status}`)) {
+      const b = conforms(`400 GET ${p} while draining: answer matches the document`, p, 'GET', r);
+      check(`GET ${p} while draining: ready false`, b && b.ready === false, JSON.stringify(b));
+    }
+  }
+  const ri = await request(d.base, 'POST', `/v2/models/${m.name}/infer`, { headers: { 'Content-Type': 'application/json' },
+    body: Buffer.from(JSON.stringify({ inputs: [{ name: 'image', shape: [1], datatype: 'BYTES', data: [slice101.toString('base64')] }] })) });
+  if (check('503 infer while draining: status', ri.status === 503, `got ${ri.status}`)) {
+    conforms('503 infer while draining: answer matches the document', `/v2/models/${m.name}/infer`, 'POST', ri);
+    check('503 infer while draining: Retry-After', /^[0-9]+$/.test(ri.headers['retry-after'] || ''), ri.headers['retry-after']);
+  }
   const ra = await a;
   if (check('accepted job answered during the drain', ra.status === 200, `got ${ra.status}`))
     conforms('drained job: answer matches the document', '/v1/segment', 'POST', ra);
   const st2 = await waitExit(d, 25000);
   check('second daemon drains and exits 0', st2 && st2.code === 0, JSON.stringify(st2));
+}
+
+// ------------------------------------------------------------ 401 (--api-key-file)
+
+{
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'segd-openapi-keys-'));
+  fs.writeFileSync(path.join(dir, 'keys'), 'openapi-check-5b0e2c7a9d14f3e6\n');
+  try {
+    d = await startDaemon(cfg, ['--workers', '1', '--api-key-file', path.join(dir, 'keys')]);
+    const m = (await request(d.base, 'GET', '/v1/model')).json();
+    const cases = [
+      ['/v1/segment', { 'Content-Type': 'image/png' }, slice101],
+      [`/v2/models/${m.name}/infer`, { 'Content-Type': 'application/json', Authorization: 'Bearer wrong-key-0123456789' },
+        Buffer.from('{"inputs": []}')],
+    ];
+    for (const [p, headers, body] of cases) {
+      const r = await request(d.base, 'POST', p, { headers, body });
+      if (check(`401 POST ${p} without a valid key: status`, r.status === 401, `got ${r.status}`))
+        conforms(`401 POST ${p}: answer matches the document`, p, 'POST', r);
+    }
+    const st3 = await stopDaemon(d);
+    check('daemon with --api-key-file drains and exits 0', st3 && st3.code === 0, JSON.stringify(st3));
+  } catch (e) {
+    check('daemon with --api-key-file starts', false, e.message);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 process.exit(summary());
