@@ -214,12 +214,19 @@ console.log(JSON.stringify(out));
 """
 
 
-def run_snippet_keys(url, ref, base_env):
+def node_or_skip(what):
+    """The node binary, or None after counting and naming the skip of what."""
     node = shutil.which("node")
     if not node:
         global skipped
         skipped += 1
-        print("SKIP: viewer-snippet.js with keys: node not found")
+        print(f"SKIP: {what}: node not found")
+    return node
+
+
+def run_snippet_keys(url, ref, base_env):
+    node = node_or_skip("viewer-snippet.js with keys")
+    if not node:
         return
     f = next(iter(SLICES))
     r = subprocess.run([node, "--input-type=module", "-e", SNIPPET_KEYS, "file://" + os.path.join(EXAMPLES, "viewer-snippet.js"),
@@ -337,11 +344,8 @@ console.log(JSON.stringify(out));
 
 
 def run_snippet(url, ref):
-    node = shutil.which("node")
+    node = node_or_skip("viewer-snippet.js")
     if not node:
-        global skipped
-        skipped += 1
-        print("SKIP: viewer-snippet.js: node not found")
         return
     f = next(iter(SLICES))
     infer_id = os.path.splitext(f)[0]
