@@ -725,27 +725,24 @@ int check_series(const segd_dicom_image *const *im, size_t n, char *err, size_t 
                         a->sop_instance_uid);
         if (i == 0)
             continue;
-        if (strcmp(a->series_instance_uid, b->series_instance_uid))
-            return fail(err, errlen, -EXDEV, "SeriesInstanceUID differs: instance %zu has %s, "
-                        "instance 0 has %s", i, a->series_instance_uid, b->series_instance_uid);
         /* One series belongs to one patient and one study and has one
          * modality (the DICOM information model, PS3.3 A.1.2); the derived
          * objects copy the patient and study of instance 0, so instances
          * of another patient under the same SeriesInstanceUID would be
          * contoured and filed under the wrong patient. */
-        if (strcmp(a->study_instance_uid, b->study_instance_uid))
-            return fail(err, errlen, -EXDEV, "StudyInstanceUID differs: instance %zu has %s, "
-                        "instance 0 has %s", i, a->study_instance_uid, b->study_instance_uid);
-        if (strcmp(a->patient_id, b->patient_id))
-            return fail(err, errlen, -EXDEV, "PatientID differs: instance %zu has '%s', "
-                        "instance 0 has '%s'", i, a->patient_id, b->patient_id);
-        if (strcmp(a->modality, b->modality))
-            return fail(err, errlen, -EXDEV, "Modality differs: instance %zu has '%s', "
-                        "instance 0 has '%s'", i, a->modality, b->modality);
-        if (strcmp(a->frame_of_reference_uid, b->frame_of_reference_uid))
-            return fail(err, errlen, -EXDEV, "FrameOfReferenceUID differs: instance %zu has %s, "
-                        "instance 0 has %s", i, a->frame_of_reference_uid,
-                        b->frame_of_reference_uid);
+        const struct {
+            const char *keyword, *x, *y;
+        } same[] = {
+            {"SeriesInstanceUID", a->series_instance_uid, b->series_instance_uid},
+            {"StudyInstanceUID", a->study_instance_uid, b->study_instance_uid},
+            {"PatientID", a->patient_id, b->patient_id},
+            {"Modality", a->modality, b->modality},
+            {"FrameOfReferenceUID", a->frame_of_reference_uid, b->frame_of_reference_uid},
+        };
+        for (const auto &f : same)
+            if (strcmp(f.x, f.y))
+                return fail(err, errlen, -EXDEV, "%s differs: instance %zu has '%s', instance 0 "
+                            "has '%s'", f.keyword, i, f.x, f.y);
         if (a->rows != b->rows || a->cols != b->cols)
             return fail(err, errlen, -EXDEV, "Rows/Columns differ: instance %zu is %dx%d, "
                         "instance 0 is %dx%d", i, a->rows, a->cols, b->rows, b->cols);
