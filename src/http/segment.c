@@ -23,11 +23,8 @@
  * any moment never exceed the budget. */
 static bool budget_take(segd_server *s, size_t n)
 {
-    size_t cur = atomic_load(&s->body_reserved);
-    do {
-        if (cur > s->cfg.max_body_total || n > s->cfg.max_body_total - cur)
-            return false;
-    } while (!atomic_compare_exchange_weak(&s->body_reserved, &cur, cur + n));
+    if (!segd_budget_take(&s->body_reserved, s->cfg.max_body_total, n))
+        return false;
     segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_BODY_BYTES, (long)n);
     return true;
 }

@@ -419,14 +419,11 @@ static int reserve_working(request *r, series_job *j, size_t plane, bool dicom)
         segd_job_finish_error(r, 413, msg);
         return 1;
     }
-    size_t cur = atomic_load(&s->series_reserved);
-    do {
-        if (cur > total || need > total - cur) {
-            segd_metrics_inc(s->metrics, SEGD_COUNTER_SERIES_REFUSED);
-            segd_job_finish_error(r, 503, "series memory in use (--max-series-memory), retry later");
-            return 1;
-        }
-    } while (!atomic_compare_exchange_weak(&s->series_reserved, &cur, cur + need));
+    if (!segd_budget_take(&s->series_reserved, total, need)) {
+        segd_metrics_inc(s->metrics, SEGD_COUNTER_SERIES_REFUSED);
+        segd_job_finish_error(r, 503, "series memory in use (--max-series-memory), retry later");
+        return 1;
+    }
     segd_metrics_gauge_add(s->metrics, SEGD_GAUGE_SERIES_BYTES, (long)need);
     j->reserved = need;
     return 0;

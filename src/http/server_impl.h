@@ -337,6 +337,20 @@ void segd_series_run(request *r, segd_worker *w, double queue_ms);
 /* Give n bytes of upload budget (--max-body-total) back; 0 is fine. */
 void segd_segment_budget_give(segd_server *s, size_t n);
 
+/* Take n bytes of a memory budget of cap bytes, *held of which are taken
+ * (--max-body-total's bodies, --max-series-memory's series): false, and
+ * nothing taken, when they do not fit.  Lock-free; give back with
+ * atomic_fetch_sub. */
+static inline bool segd_budget_take(atomic_size_t *held, size_t cap, size_t n)
+{
+    size_t cur = atomic_load(held);
+    do {
+        if (cur > cap || n > cap - cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(held, &cur, cur + n));
+    return true;
+}
+
 /* guard.c: the phase of c's connection (its deadline starts now), the
  * sweeper thread, and libmicrohttpd's connection callback that tracks
  * each connection from its start. */
