@@ -38,7 +38,7 @@ from cv_choose import fold_network  # noqa: E402
 from evaluate import predict_record  # noqa: E402
 from fit import checkpoint_policy  # noqa: E402
 from model import CLASSES  # noqa: E402
-from preprocess import component_sizes  # noqa: E402
+from preprocess import component_sizes, components_at_least  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARES = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.004)
@@ -64,8 +64,7 @@ def score_fold(model, policy, recs):
                 labels, sizes = component_sizes(masks[c])
                 by_share = {}
                 for a in SHARES:
-                    keep = (sizes >= a * h * w)[labels] & (labels > 0)
-                    by_share[a] = organ_dice(keep, gt[c])
+                    by_share[a] = organ_dice(components_at_least(labels, sizes, a * h * w), gt[c])
                 rows.append((r["case"], r["id"], organ, by_share))
     return rows
 

@@ -406,6 +406,12 @@ def component_sizes(mask):
     return labels, np.array(sizes, dtype=np.int64)
 
 
+def components_at_least(labels, sizes, min_pixels):
+    """Boolean mask of the components (component_sizes' labels and sizes)
+    with at least min_pixels pixels."""
+    return (sizes >= min_pixels)[labels] & (labels > 0)
+
+
 def remove_small_components(masks, share):
     """masks (C,H,W) 0/1 -> a copy without the 8-connected components of
     organ c whose pixel count is below share[c] * H * W (in double, as the
@@ -415,7 +421,7 @@ def remove_small_components(masks, share):
     for c, a in enumerate(share):
         if a > 0 and out[c].any():
             labels, sizes = component_sizes(out[c])
-            out[c] = (sizes >= float(a) * h * w)[labels] & (labels > 0)
+            out[c] = components_at_least(labels, sizes, float(a) * h * w)
     return out
 
 
